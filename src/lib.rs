@@ -1,0 +1,16 @@
+pub mod pb {
+    pub mod io {
+        pub mod prometheus {
+            pub mod client {
+                include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
+            }
+        }
+    }
+    pub mod pushgate {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/pushgate.v1.rs"));
+        }
+    }
+}
+
+pub mod model;

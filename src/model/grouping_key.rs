@@ -1,0 +1,276 @@
+//! Grouping keys: the label set, taken only from the push URL, that names a group.
+//!
+//! `/metrics/job/<job>{/<label>/<value>}` with `@base64` markers for values that
+//! cannot be written in a path segment. The rules (and error texts) follow the
+//! reference Pushgateway's `splitLabels`, except that a key whose values are not
+//! valid UTF-8 is refused up front instead of creating a group that would
+//! poison every later scrape (spec §2.6).
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::alphabet::URL_SAFE;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use thiserror::Error;
+
+use super::names::is_valid_label_name;
+
+/// One `name="value"` pair.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+/// A grouping key: labels sorted by name, names unique, always containing `job`.
+///
+/// Cheap to clone (shared), ordered (groups are kept and rendered in key order,
+/// which makes every replica's output identical).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupingKey(Arc<[Label]>);
+
+/// Why a push URL does not name a valid group. Texts match the reference.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum GroupingKeyError {
+    #[error("invalid base64 encoding in job name {0:?}: {1}")]
+    JobBase64(String, String),
+    #[error("job name is required")]
+    MissingJob,
+    #[error("odd number of components in label string {0:?}")]
+    OddComponents(String),
+    #[error("improper label name {0:?}")]
+    ImproperLabelName(String),
+    #[error("invalid base64 encoding for label {name}={value:?}: {reason}")]
+    LabelBase64 { name: String, value: String, reason: String },
+    #[error("grouping key is not valid UTF-8 after percent-decoding: {0}")]
+    NotUtf8(String),
+}
+
+impl GroupingKey {
+    /// Builds a key from labels in any order; later duplicates win (reference quirk).
+    /// `job` must be among them.
+    pub fn from_labels(labels: impl IntoIterator<Item = (String, String)>) -> Result<Self, GroupingKeyError> {
+        let mut map = std::collections::BTreeMap::new();
+        for (name, value) in labels {
+            map.insert(name, value);
+        }
+        match map.get("job") {
+            Some(job) if !job.is_empty() => {}
+            _ => return Err(GroupingKeyError::MissingJob),
+        }
+        Ok(GroupingKey(
+            map.into_iter().map(|(name, value)| Label { name, value }).collect(),
+        ))
+    }
+
+    /// Parses the part of a push URL after `/metrics/`: `job/<job>...` or
+    /// `job@base64/<b64>...`. `job` and `labels` are already percent-decoded
+    /// bytes; `labels` includes its leading `/` (possibly empty).
+    pub fn from_path(job: &[u8], job_is_base64: bool, labels: &[u8]) -> Result<Self, GroupingKeyError> {
+        let job = if job_is_base64 {
+            decode_base64(job).map_err(|reason| GroupingKeyError::JobBase64(String::new(), reason))?
+        } else {
+            job.to_vec()
+        };
+        let mut pairs = split_labels(labels)?;
+        if job.is_empty() {
+            return Err(GroupingKeyError::MissingJob);
+        }
+        let job = utf8(job)?;
+        pairs.retain(|(name, _)| name != "job");
+        pairs.push(("job".to_string(), job));
+        Self::from_labels(pairs)
+    }
+
+    pub fn labels(&self) -> &[Label] {
+        &self.0
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| l.name.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].value.as_str())
+    }
+
+    /// The labels every series of this group is exported with: the key plus
+    /// `instance=""` when the key has no `instance`.
+    pub fn exported_labels(&self) -> Vec<Label> {
+        let mut labels = self.0.to_vec();
+        if self.get("instance").is_none() {
+            labels.push(Label { name: "instance".into(), value: String::new() });
+            labels.sort();
+        }
+        labels
+    }
+
+    /// The other key that exports exactly the same labels as this one
+    /// (`{job="a"}` and `{job="a",instance=""}`), if there is one.
+    pub fn export_twin(&self) -> GroupingKey {
+        match self.get("instance") {
+            Some("") => GroupingKey(self.0.iter().filter(|l| l.name != "instance").cloned().collect()),
+            Some(_) => self.clone(),
+            None => GroupingKey(self.exported_labels().into()),
+        }
+    }
+}
+
+impl fmt::Display for GroupingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}={:?}", l.name, l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl fmt::Debug for GroupingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+fn utf8(bytes: Vec<u8>) -> Result<String, GroupingKeyError> {
+    String::from_utf8(bytes)
+        .map_err(|e| GroupingKeyError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// The reference's base64 rule: strip every trailing `=`, then decode the
+/// URL-safe alphabet without padding. `=` alone is the empty string.
+pub fn decode_base64(input: &[u8]) -> Result<Vec<u8>, String> {
+    let end = input.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+    let trimmed = &input[..end];
+    // Go's RawURLEncoding: no padding, and stray trailing bits are ignored.
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_encode_padding(false)
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+    );
+    ENGINE.decode(trimmed).map_err(|e| match e {
+        base64::DecodeError::InvalidByte(offset, _) => format!("illegal base64 data at input byte {offset}"),
+        base64::DecodeError::InvalidLastSymbol(offset, _) => format!("illegal base64 data at input byte {offset}"),
+        base64::DecodeError::InvalidLength(len) => format!("illegal base64 data at input byte {len}"),
+        other => other.to_string(),
+    })
+}
+
+/// Splits `/<name>/<value>...` into pairs, decoding `@base64` values.
+fn split_labels(labels: &[u8]) -> Result<Vec<(String, String)>, GroupingKeyError> {
+    if labels.len() <= 1 {
+        return Ok(Vec::new());
+    }
+    let components: Vec<&[u8]> = labels[1..].split(|&b| b == b'/').collect();
+    if components.len() % 2 != 0 {
+        return Err(GroupingKeyError::OddComponents(String::from_utf8_lossy(labels).into_owned()));
+    }
+    let mut pairs = Vec::with_capacity(components.len() / 2);
+    for pair in components.chunks(2) {
+        let (raw_name, raw_value) = (pair[0], pair[1]);
+        let (name, is_base64) = match raw_name.strip_suffix(b"@base64") {
+            Some(stripped) => (stripped, true),
+            None => (raw_name, false),
+        };
+        let name = String::from_utf8_lossy(name).into_owned();
+        if !is_valid_label_name(&name) || name.starts_with("__") {
+            return Err(GroupingKeyError::ImproperLabelName(name));
+        }
+        let value = if is_base64 {
+            decode_base64(raw_value).map_err(|reason| GroupingKeyError::LabelBase64 {
+                name: name.clone(),
+                value: String::from_utf8_lossy(raw_value).into_owned(),
+                reason,
+            })?
+        } else {
+            raw_value.to_vec()
+        };
+        pairs.push((name, utf8(value)?));
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(job: &str, b64: bool, labels: &str) -> Result<GroupingKey, GroupingKeyError> {
+        GroupingKey::from_path(job.as_bytes(), b64, labels.as_bytes())
+    }
+
+    fn pairs(k: &GroupingKey) -> Vec<(&str, &str)> {
+        k.labels().iter().map(|l| (l.name.as_str(), l.value.as_str())).collect()
+    }
+
+    #[test]
+    fn plain_job_and_labels() {
+        let k = key("some_job", false, "/instance/some_instance").unwrap();
+        assert_eq!(pairs(&k), [("instance", "some_instance"), ("job", "some_job")]);
+    }
+
+    #[test]
+    fn trailing_slash_adds_no_label() {
+        assert_eq!(pairs(&key("j", false, "/").unwrap()), [("job", "j")]);
+    }
+
+    #[test]
+    fn base64_job_and_values_with_optional_padding() {
+        assert_eq!(pairs(&key("L3Zhci90bXA", true, "").unwrap()), [("job", "/var/tmp")]);
+        let k = key("x", false, "/path@base64/L3Zhci90bXA=").unwrap();
+        assert_eq!(k.get("path"), Some("/var/tmp"));
+        let k = key("x", false, "/a@base64/=/b@base64/").unwrap();
+        assert_eq!(k.get("a"), Some(""));
+        assert_eq!(k.get("b"), Some(""));
+        let k = key("x", false, "/p@base64/bGFiZWwvdmFsdWUy==").unwrap();
+        assert_eq!(k.get("p"), Some("label/value2"));
+    }
+
+    #[test]
+    fn errors_carry_reference_texts() {
+        assert_eq!(
+            key("foo.bar", true, "").unwrap_err().to_string(),
+            "invalid base64 encoding in job name \"\": illegal base64 data at input byte 3"
+        );
+        assert_eq!(
+            key("j", false, "/lbl@base64/foo.bar").unwrap_err().to_string(),
+            "invalid base64 encoding for label lbl=\"foo.bar\": illegal base64 data at input byte 3"
+        );
+        assert_eq!(
+            key("j", false, "/instance").unwrap_err().to_string(),
+            "odd number of components in label string \"/instance\""
+        );
+        assert_eq!(key("j", false, "/a-b/c").unwrap_err().to_string(), "improper label name \"a-b\"");
+        assert_eq!(key("j", false, "/__x/c").unwrap_err().to_string(), "improper label name \"__x\"");
+        assert_eq!(key("=", true, "").unwrap_err(), GroupingKeyError::MissingJob);
+    }
+
+    #[test]
+    fn job_segment_wins_and_later_duplicates_win() {
+        assert_eq!(pairs(&key("j1", false, "/job/j2").unwrap()), [("job", "j1")]);
+        assert_eq!(key("j3", false, "/a/1/a/2").unwrap().get("a"), Some("2"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        assert!(matches!(
+            GroupingKey::from_path(b"j", false, b"/a/\xff"),
+            Err(GroupingKeyError::NotUtf8(_))
+        ));
+    }
+
+    #[test]
+    fn export_twin_relates_missing_and_empty_instance() {
+        let plain = key("c", false, "").unwrap();
+        let empty = key("c", false, "/instance@base64/=").unwrap();
+        assert_eq!(plain.export_twin(), empty);
+        assert_eq!(empty.export_twin(), plain);
+        let set = key("c", false, "/instance/i").unwrap();
+        assert_eq!(set.export_twin(), set);
+    }
+}

@@ -1,0 +1,17 @@
+//! The data model: grouping keys, metric families, the group store, and the
+//! text/protobuf codecs. Pure: no IO, no clocks, no Raft.
+
+pub mod api_json;
+pub mod grouping_key;
+pub mod names;
+pub mod protobuf;
+pub mod render;
+pub mod reserved;
+pub mod store;
+pub mod text_parse;
+
+#[cfg(test)]
+mod store_tests;
+
+pub use grouping_key::{GroupingKey, GroupingKeyError, Label};
+pub use store::{Group, Outcome, Store, StoredFamily};

@@ -1,0 +1,117 @@
+//! Length-delimited `io.prometheus.client.MetricFamily` streams: the protobuf
+//! push body (and scrape answer) format.
+
+use prost::Message;
+use thiserror::Error;
+
+use crate::pb::io::prometheus::client as pm;
+
+/// The media type (with the parameters that select it) of delimited protobuf.
+pub const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProtobufError {
+    #[error("unexpected EOF: the body ends inside a length-delimited MetricFamily (message {index})")]
+    Truncated { index: usize },
+    #[error("invalid protobuf MetricFamily (message {index}): {reason}")]
+    Invalid { index: usize, reason: String },
+}
+
+/// Decodes every message of a delimited stream. An empty body is no families.
+pub fn decode_delimited(mut body: &[u8]) -> Result<Vec<pm::MetricFamily>, ProtobufError> {
+    let mut families = Vec::new();
+    let mut index = 0;
+    while !body.is_empty() {
+        let len = match prost::encoding::decode_varint(&mut body) {
+            Ok(len) => len as usize,
+            Err(_) => return Err(ProtobufError::Truncated { index }),
+        };
+        if len > body.len() {
+            return Err(ProtobufError::Truncated { index });
+        }
+        let (message, rest) = body.split_at(len);
+        let family = pm::MetricFamily::decode(message)
+            .map_err(|e| ProtobufError::Invalid { index, reason: e.to_string() })?;
+        families.push(family);
+        body = rest;
+        index += 1;
+    }
+    Ok(families)
+}
+
+/// Encodes families as a delimited stream.
+pub fn encode_delimited(families: &[pm::MetricFamily], out: &mut Vec<u8>) {
+    for f in families {
+        // Writing into a Vec cannot fail.
+        let _ = f.encode_length_delimited(out);
+    }
+}
+
+/// Whether a `Content-Type` header selects delimited protobuf: media type
+/// `application/vnd.google.protobuf` with `proto=io.prometheus.client.MetricFamily`
+/// and `encoding=delimited`, parameters in any order.
+pub fn is_protobuf_content_type(header: &str) -> bool {
+    let mut parts = header.split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    if !media.eq_ignore_ascii_case("application/vnd.google.protobuf") {
+        return false;
+    }
+    let (mut proto, mut encoding) = (false, false);
+    for param in parts {
+        if let Some((k, v)) = param.split_once('=') {
+            let v = v.trim().trim_matches('"');
+            match k.trim().to_ascii_lowercase().as_str() {
+                "proto" => proto = v == "io.prometheus.client.MetricFamily",
+                "encoding" => encoding = v == "delimited",
+                _ => {}
+            }
+        }
+    }
+    proto && encoding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn family(name: &str, v: f64) -> pm::MetricFamily {
+        pm::MetricFamily {
+            name: Some(name.into()),
+            r#type: Some(pm::MetricType::Gauge as i32),
+            metric: vec![pm::Metric { gauge: Some(pm::Gauge { value: Some(v) }), ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut body = Vec::new();
+        encode_delimited(&[family("a", 1.0), family("b", 2.0)], &mut body);
+        let decoded = decode_delimited(&body).unwrap();
+        assert_eq!(decoded, vec![family("a", 1.0), family("b", 2.0)]);
+        assert!(decode_delimited(b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors() {
+        assert!(decode_delimited(b"garbage-not-protobuf").is_err());
+        let mut body = Vec::new();
+        encode_delimited(&[family("a", 1.0)], &mut body);
+        body.pop();
+        assert!(matches!(decode_delimited(&body), Err(ProtobufError::Truncated { .. })));
+    }
+
+    #[test]
+    fn content_type_selection() {
+        assert!(is_protobuf_content_type(PROTOBUF_CONTENT_TYPE));
+        assert!(is_protobuf_content_type(
+            "application/vnd.google.protobuf; encoding=delimited; proto=io.prometheus.client.MetricFamily"
+        ));
+        assert!(!is_protobuf_content_type("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily"));
+        assert!(!is_protobuf_content_type("text/plain"));
+        assert!(!is_protobuf_content_type(
+            "application/vnd.google.protobuf; proto=io.prometheus.client.Other; encoding=delimited"
+        ));
+    }
+}

@@ -1,0 +1,296 @@
+//! Text exposition (format 0.0.4) of stored series, byte-compatible with Go's
+//! `expfmt` writer: the same float formatting, escaping and summary/histogram
+//! expansion, so scrapes look exactly like the reference's.
+
+use crate::pb::io::prometheus::client as pm;
+
+/// Appends `v` the way Go's `strconv.FormatFloat(v, 'g', -1, 64)` writes it
+/// (shortest round-trip digits; exponent form below 1e-4 and from 1e21... no:
+/// from 1e6 on, as `%g` with shortest precision does), with `+Inf`, `-Inf`,
+/// `NaN` and `-0` written as `0`.
+pub fn write_float(out: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+        return;
+    }
+    if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+        return;
+    }
+    if v == 0.0 {
+        out.push(b'0');
+        return;
+    }
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        // Fast path for small integers, the common case.
+        out.extend_from_slice(itoa_i64(v as i64).as_bytes());
+        return;
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: "d.ddde<exp>".
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if v < 0.0 {
+        out.push(b'-');
+    }
+    if !(-4..6).contains(&exp) {
+        out.extend_from_slice(digits[..1].as_bytes());
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(digits[1..].as_bytes());
+        }
+        out.push(b'e');
+        out.push(if exp < 0 { b'-' } else { b'+' });
+        let e = exp.unsigned_abs();
+        if e < 10 {
+            out.push(b'0');
+        }
+        out.extend_from_slice(e.to_string().as_bytes());
+    } else if exp < 0 {
+        out.extend_from_slice(b"0.");
+        for _ in 0..(-exp - 1) {
+            out.push(b'0');
+        }
+        out.extend_from_slice(digits.as_bytes());
+    } else {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            out.extend_from_slice(digits.as_bytes());
+            for _ in digits.len()..int_len {
+                out.push(b'0');
+            }
+        } else {
+            out.extend_from_slice(digits[..int_len].as_bytes());
+            out.push(b'.');
+            out.extend_from_slice(digits[int_len..].as_bytes());
+        }
+    }
+}
+
+/// `write_float` into a new string (JSON API values, `le`/`quantile` labels).
+pub fn format_float(v: f64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_float(&mut out, v);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn itoa_i64(v: i64) -> String {
+    v.to_string()
+}
+
+/// Label value escaping: `\` `"` and newline.
+pub fn write_escaped_label_value(out: &mut Vec<u8>, value: &str) {
+    for b in value.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// HELP escaping: `\` and newline.
+pub fn write_escaped_help(out: &mut Vec<u8>, help: &str) {
+    for b in help.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// `# HELP` (when non-empty) and `# TYPE` lines of a family.
+pub fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: pm::MetricType) {
+    if !help.is_empty() {
+        out.extend_from_slice(b"# HELP ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        write_escaped_help(out, help);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"# TYPE ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(type_word(kind).as_bytes());
+    out.push(b'\n');
+}
+
+pub fn type_word(kind: pm::MetricType) -> &'static str {
+    match kind {
+        pm::MetricType::Counter => "counter",
+        pm::MetricType::Gauge => "gauge",
+        pm::MetricType::Summary => "summary",
+        pm::MetricType::Histogram => "histogram",
+        pm::MetricType::GaugeHistogram => "gaugehistogram",
+        pm::MetricType::Untyped => "untyped",
+    }
+}
+
+/// One sample line: `name{labels[,extra]} value`.
+fn write_sample(
+    out: &mut Vec<u8>,
+    name: &str,
+    suffix: &str,
+    labels: &[pm::LabelPair],
+    extra: Option<(&str, f64)>,
+    value: impl FnOnce(&mut Vec<u8>),
+) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(suffix.as_bytes());
+    if !labels.is_empty() || extra.is_some() {
+        out.push(b'{');
+        let mut first = true;
+        for l in labels {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(l.name().as_bytes());
+            out.extend_from_slice(b"=\"");
+            write_escaped_label_value(out, l.value());
+            out.push(b'"');
+        }
+        if let Some((extra_name, extra_value)) = extra {
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(extra_name.as_bytes());
+            out.extend_from_slice(b"=\"");
+            write_float(out, extra_value);
+            out.push(b'"');
+        }
+        out.push(b'}');
+    }
+    out.push(b' ');
+    value(out);
+    out.push(b'\n');
+}
+
+/// The sample lines of one metric (series) of family `name` with type `kind`.
+pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm::Metric) {
+    let labels = &m.label;
+    match kind {
+        pm::MetricType::Counter => {
+            let v = m.counter.as_ref().map_or(0.0, |c| c.value());
+            write_sample(out, name, "", labels, None, |o| write_float(o, v));
+        }
+        pm::MetricType::Gauge => {
+            let v = m.gauge.as_ref().map_or(0.0, |g| g.value());
+            write_sample(out, name, "", labels, None, |o| write_float(o, v));
+        }
+        pm::MetricType::Untyped => {
+            let v = m.untyped.as_ref().map_or(0.0, |u| u.value());
+            write_sample(out, name, "", labels, None, |o| write_float(o, v));
+        }
+        pm::MetricType::Summary => {
+            let default = pm::Summary::default();
+            let s = m.summary.as_ref().unwrap_or(&default);
+            for q in &s.quantile {
+                write_sample(out, name, "", labels, Some(("quantile", q.quantile())), |o| write_float(o, q.value()));
+            }
+            write_sample(out, name, "_sum", labels, None, |o| write_float(o, s.sample_sum()));
+            write_sample(out, name, "_count", labels, None, |o| {
+                o.extend_from_slice(s.sample_count().to_string().as_bytes())
+            });
+        }
+        pm::MetricType::Histogram | pm::MetricType::GaugeHistogram => {
+            let default = pm::Histogram::default();
+            let h = m.histogram.as_ref().unwrap_or(&default);
+            let is_float = h.sample_count_float.is_some() && h.sample_count.is_none();
+            let mut saw_inf = false;
+            for b in &h.bucket {
+                if b.upper_bound() == f64::INFINITY {
+                    saw_inf = true;
+                }
+                write_sample(out, name, "_bucket", labels, Some(("le", b.upper_bound())), |o| {
+                    if b.cumulative_count_float.is_some() && b.cumulative_count.is_none() {
+                        write_float(o, b.cumulative_count_float())
+                    } else {
+                        o.extend_from_slice(b.cumulative_count().to_string().as_bytes())
+                    }
+                });
+            }
+            let write_count = |o: &mut Vec<u8>| {
+                if is_float {
+                    write_float(o, h.sample_count_float())
+                } else {
+                    o.extend_from_slice(h.sample_count().to_string().as_bytes())
+                }
+            };
+            if !saw_inf {
+                write_sample(out, name, "_bucket", labels, Some(("le", f64::INFINITY)), write_count);
+            }
+            write_sample(out, name, "_sum", labels, None, |o| write_float(o, h.sample_sum()));
+            write_sample(out, name, "_count", labels, None, write_count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_float_formatting() {
+        let cases = [
+            (1.0, "1"),
+            (42.0, "42"),
+            (1000000.0, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (123456.7, "123456.7"),
+            (-1.0, "-1"),
+            (1.5e300, "1.5e+300"),
+            (100.0, "100"),
+            (-0.5, "-0.5"),
+            (-0.0, "0"),
+            (0.5, "0.5"),
+            (2398.283, "2398.283"),
+            (1.7953056569091036e9, "1.7953056569091036e+09"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (3.14, "3.14"),
+            (1e21, "1e+21"),
+            (123456.0, "123456"),
+            (0.001, "0.001"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(format_float(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn escapes() {
+        let mut out = Vec::new();
+        write_escaped_label_value(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, b"a\\\\b\\\"c\\nd");
+        let mut out = Vec::new();
+        write_escaped_help(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, b"a\\\\b\"c\\nd");
+    }
+
+    #[test]
+    fn histogram_gets_an_inf_bucket() {
+        let m = pm::Metric {
+            label: vec![pm::LabelPair { name: Some("job".into()), value: Some("j".into()) }],
+            histogram: Some(pm::Histogram {
+                sample_count: Some(5),
+                sample_sum: Some(10.0),
+                bucket: vec![pm::Bucket { upper_bound: Some(1.0), cumulative_count: Some(2), ..Default::default() }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        write_metric(&mut out, "h", pm::MetricType::Histogram, &m);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "h_bucket{job=\"j\",le=\"1\"} 2\nh_bucket{job=\"j\",le=\"+Inf\"} 5\nh_sum{job=\"j\"} 10\nh_count{job=\"j\"} 5\n"
+        );
+    }
+}

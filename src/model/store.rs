@@ -1,0 +1,809 @@
+//! The group store: every pushed group, with the indexes that make a push cost
+//! O(size of the push) and a scrape a concatenation of pre-rendered text.
+//!
+//! `Store::apply` is the deterministic state machine transition of pushgate:
+//! it reads no clock and no configuration (the leader's time and the
+//! consistency-check setting travel inside the mutation), so every replica
+//! that applies the same entries holds byte-identical state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use super::grouping_key::{GroupingKey, Label};
+use super::names::{is_valid_label_name, is_valid_metric_name};
+use super::render::{write_float, write_header, write_metric};
+use super::reserved::{self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP};
+use crate::pb::io::prometheus::client as pm;
+use crate::pb::pushgate::v1 as pb;
+
+/// Prefix of every consistency error, as the reference words it.
+pub const INCONSISTENT_PREFIX: &str = "pushed metrics are invalid or inconsistent with existing metrics: ";
+
+/// What applying one mutation did. This is the answer the client gets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The push was stored.
+    Pushed,
+    /// The push was refused; the group's failure time was recorded (the group is
+    /// created if it did not exist, as the reference does).
+    Rejected { message: String },
+    /// The push was refused before touching any group: its key exports the same
+    /// series as an existing group with another key.
+    KeyConflict { message: String },
+    /// A group was deleted (or did not exist).
+    Deleted { existed: bool },
+    /// Every group was deleted.
+    Wiped { groups: u64 },
+    /// The mutation could not be understood (a newer format, or a corrupt entry).
+    Malformed { message: String },
+}
+
+/// One family as stored in a group: already sanitised, sorted and rendered.
+#[derive(Debug)]
+pub struct StoredFamily {
+    pub kind: pm::MetricType,
+    /// Non-empty help, if the push had one.
+    pub help: Option<Arc<str>>,
+    /// When the push that wrote this family was applied (Unix ns).
+    pub pushed_at: i64,
+    /// The sanitised `MetricFamily`, protobuf-encoded (API, protobuf scrape, snapshots).
+    pub encoded: Bytes,
+    /// Its sample lines in text format (no HELP/TYPE), ready to be concatenated.
+    pub text: Bytes,
+    /// Identity hashes of its series, for the duplicate index.
+    pub series: Box<[u64]>,
+}
+
+impl StoredFamily {
+    pub fn decode(&self) -> pm::MetricFamily {
+        pm::MetricFamily::decode(self.encoded.as_ref()).unwrap_or_default()
+    }
+}
+
+/// One group: a grouping key, its families and its two timestamps.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub key: GroupingKey,
+    /// Unix ns of the last successful change; 0 = never.
+    pub push_time: i64,
+    /// Unix ns of the last failed push; 0 = never.
+    pub failure_time: i64,
+    pub families: BTreeMap<Arc<str>, Arc<StoredFamily>>,
+}
+
+impl Group {
+    pub fn last_push_successful(&self) -> bool {
+        self.failure_time <= self.push_time
+    }
+}
+
+type IdentityMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+
+/// Keys of the series index are already hashes.
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// How many groups hold a family of a given name, by type.
+#[derive(Default, Clone, Copy, Debug)]
+struct TypeCounts([u32; 6]);
+
+/// The whole replicated state.
+#[derive(Default)]
+pub struct Store {
+    groups: BTreeMap<GroupingKey, Arc<Group>>,
+    /// Family name -> keys of the groups that hold it with at least one series.
+    family_index: BTreeMap<Arc<str>, BTreeSet<GroupingKey>>,
+    /// Family name -> per-type group counts (the cross-group type check).
+    type_index: HashMap<Arc<str>, TypeCounts>,
+    /// Series identity hash -> how many stored series have it (duplicate check).
+    series_index: IdentityMap<u32>,
+    series_count: u64,
+    /// Monotonic clock of the state machine (Unix ns): the maximum of every
+    /// leader time seen, so push times never go backwards after a failover.
+    clock: i64,
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Arc<Group>> {
+        self.groups.values()
+    }
+
+    pub fn group(&self, key: &GroupingKey) -> Option<&Arc<Group>> {
+        self.groups.get(key)
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn series_count(&self) -> u64 {
+        self.series_count
+    }
+
+    pub fn clock(&self) -> i64 {
+        self.clock
+    }
+
+    /// Applies one batch entry's mutations, in order, at the leader's `time`.
+    pub fn apply_batch(&mut self, time_unix_nanos: i64, mutations: &[pb::Mutation]) -> Vec<Outcome> {
+        let now = self.tick(time_unix_nanos);
+        mutations.iter().map(|m| self.apply(now, m)).collect()
+    }
+
+    fn tick(&mut self, time: i64) -> i64 {
+        self.clock = self.clock.max(time);
+        self.clock
+    }
+
+    fn apply(&mut self, now: i64, mutation: &pb::Mutation) -> Outcome {
+        match &mutation.op {
+            Some(pb::mutation::Op::Push(push)) => self.apply_push(now, push),
+            Some(pb::mutation::Op::Delete(delete)) => match key_from_pb(&delete.grouping_key) {
+                Some(key) => Outcome::Deleted { existed: self.remove_group(&key) },
+                None => malformed("delete without a valid grouping key"),
+            },
+            Some(pb::mutation::Op::Wipe(_)) => {
+                let keys: Vec<GroupingKey> = self.groups.keys().cloned().collect();
+                for key in &keys {
+                    self.remove_group(key);
+                }
+                Outcome::Wiped { groups: keys.len() as u64 }
+            }
+            None => malformed("mutation of an unknown kind (written by a newer pushgate?)"),
+        }
+    }
+
+    fn apply_push(&mut self, now: i64, push: &pb::Push) -> Outcome {
+        let Some(key) = key_from_pb(&push.grouping_key) else {
+            return malformed("push without a valid grouping key");
+        };
+        let twin = key.export_twin();
+        if twin != key && self.groups.contains_key(&twin) {
+            return Outcome::KeyConflict {
+                message: format!(
+                    "grouping key {key} exports the same series as the existing group {twin}; \
+                     push to that key or delete that group first"
+                ),
+            };
+        }
+        let existing = self.groups.get(&key).cloned();
+        match self.prepare(&key, push, existing.as_deref(), now) {
+            Ok(families) => {
+                let mut group = match &existing {
+                    Some(g) if !push.replace => (**g).clone(),
+                    Some(g) => Group { families: BTreeMap::new(), ..(**g).clone() },
+                    None => Group { key: key.clone(), push_time: 0, failure_time: 0, families: BTreeMap::new() },
+                };
+                group.push_time = now;
+                for (name, family) in families {
+                    group.families.insert(name, family);
+                }
+                self.replace_group(existing, group);
+                Outcome::Pushed
+            }
+            Err(errors) => {
+                let group = match &existing {
+                    Some(g) => Group { failure_time: now, ..(**g).clone() },
+                    None => Group { key: key.clone(), push_time: 0, failure_time: now, families: BTreeMap::new() },
+                };
+                self.replace_group(existing, group);
+                Outcome::Rejected { message: join_errors(errors) }
+            }
+        }
+    }
+
+    /// Validates, sanitises and renders the pushed families; checks them against
+    /// the rest of the store (as it will be after the push) when asked to.
+    fn prepare(
+        &self,
+        key: &GroupingKey,
+        push: &pb::Push,
+        existing: Option<&Group>,
+        now: i64,
+    ) -> Result<Vec<(Arc<str>, Arc<StoredFamily>)>, Vec<String>> {
+        if push.families.iter().any(|f| f.metric.iter().any(|m| m.timestamp_ms.is_some())) {
+            return Err(vec!["pushed metrics must not have timestamps".into()]);
+        }
+        // Later families of the same name replace earlier ones (protobuf bodies);
+        // the two synthetic gauges are always the gateway's own.
+        let mut pushed: BTreeMap<&str, &pm::MetricFamily> = BTreeMap::new();
+        for family in &push.families {
+            let name = family.name();
+            if name != PUSH_TIME && name != PUSH_FAILURE_TIME {
+                pushed.insert(name, family);
+            }
+        }
+
+        // What the push removes from the store: the whole group (PUT) or the
+        // same-named families (POST).
+        let mut removed_series: HashMap<u64, u32> = HashMap::new();
+        let mut removed_types: HashMap<&str, pm::MetricType> = HashMap::new();
+        if let Some(group) = existing {
+            for (name, family) in &group.families {
+                if push.replace || pushed.contains_key(name.as_ref()) {
+                    for h in family.series.iter() {
+                        *removed_series.entry(*h).or_default() += 1;
+                    }
+                    if !family.series.is_empty() {
+                        removed_types.insert(name, family.kind);
+                    }
+                }
+            }
+        }
+        let check = push.consistency_check;
+        let grouping = key.labels();
+        let mut errors = Vec::new();
+        let mut seen_in_push: HashSet<u64> = HashSet::new();
+        let mut prepared = Vec::with_capacity(pushed.len());
+
+        for (&name, family) in &pushed {
+            if !is_valid_metric_name(name) {
+                errors.push(format!("metric name {name:?} is not a valid Prometheus metric name"));
+                continue;
+            }
+            let kind = match pm::MetricType::try_from(family.r#type.unwrap_or(0)) {
+                Ok(pm::MetricType::GaugeHistogram) | Err(_) => {
+                    errors.push(format!("metric {name:?} has an unsupported metric type"));
+                    continue;
+                }
+                Ok(kind) => kind,
+            };
+            let mut metrics = Vec::with_capacity(family.metric.len());
+            let mut hashes = Vec::with_capacity(family.metric.len());
+            for metric in &family.metric {
+                let mut metric = metric.clone();
+                if let Err(e) = check_metric(name, kind, &metric) {
+                    errors.push(e);
+                    continue;
+                }
+                sanitize_labels(&mut metric, &grouping);
+                let hash = series_hash(name, &metric.label);
+                let duplicate_in_store = check
+                    && self.series_index.get(&hash).copied().unwrap_or(0)
+                        > removed_series.get(&hash).copied().unwrap_or(0);
+                if !seen_in_push.insert(hash) || duplicate_in_store {
+                    errors.push(format!(
+                        "collected metric {:?} {} was collected before with the same name and label values",
+                        name,
+                        describe_labels(&metric.label)
+                    ));
+                    continue;
+                }
+                hashes.push(hash);
+                metrics.push(metric);
+            }
+            if check && !metrics.is_empty() {
+                if let Some(own) = self_family_type(name) {
+                    if own != kind {
+                        errors.push(format!(
+                            "gathered metric family {name} has type {} but should have {}",
+                            kind.as_str_name(),
+                            own.as_str_name()
+                        ));
+                    }
+                }
+                if let Some(other) = self.other_type(name, kind, &removed_types) {
+                    errors.push(format!(
+                        "collected metric {:?} {} is not a {} (another group has {name} as {})",
+                        name,
+                        describe_labels(&metrics[0].label),
+                        other.as_str_name(),
+                        other.as_str_name()
+                    ));
+                }
+                let exists = |n: &str| -> Option<pm::MetricType> {
+                    if let Some(f) = pushed.get(n) {
+                        if !f.metric.is_empty() {
+                            return pm::MetricType::try_from(f.r#type.unwrap_or(0)).ok();
+                        }
+                    }
+                    self.stored_type(n, &removed_types).or_else(|| self_family_type(n))
+                };
+                if let Some(e) = suffix_collision(name, kind, exists) {
+                    errors.push(e);
+                }
+            }
+            sort_metrics(&mut metrics);
+            let sanitized = pm::MetricFamily {
+                name: Some(name.to_string()),
+                help: family.help.clone().filter(|h| !h.is_empty()),
+                r#type: Some(kind as i32),
+                metric: metrics,
+                unit: family.unit.clone(),
+            };
+            let mut text = Vec::new();
+            for m in &sanitized.metric {
+                write_metric(&mut text, name, kind, m);
+            }
+            prepared.push((
+                Arc::<str>::from(name),
+                Arc::new(StoredFamily {
+                    kind,
+                    help: sanitized.help.as_deref().map(Arc::from),
+                    pushed_at: now,
+                    encoded: Bytes::from(sanitized.encode_to_vec()),
+                    text: Bytes::from(text),
+                    series: hashes.into_boxed_slice(),
+                }),
+            ));
+        }
+        if errors.is_empty() {
+            Ok(prepared)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// A type other than `kind` that another group (not being replaced) holds `name` with.
+    fn other_type(
+        &self,
+        name: &str,
+        kind: pm::MetricType,
+        removed: &HashMap<&str, pm::MetricType>,
+    ) -> Option<pm::MetricType> {
+        let mut counts = self.type_index.get(name).copied().unwrap_or_default();
+        if let Some(r) = removed.get(name) {
+            counts.0[*r as usize] = counts.0[*r as usize].saturating_sub(1);
+        }
+        (0..counts.0.len())
+            .filter(|&t| t != kind as usize && counts.0[t] > 0)
+            .find_map(|t| pm::MetricType::try_from(t as i32).ok())
+    }
+
+    /// The type `name` is stored with after the removals, if any group holds it.
+    fn stored_type(&self, name: &str, removed: &HashMap<&str, pm::MetricType>) -> Option<pm::MetricType> {
+        let mut counts = self.type_index.get(name).copied()?;
+        if let Some(r) = removed.get(name) {
+            counts.0[*r as usize] = counts.0[*r as usize].saturating_sub(1);
+        }
+        (0..counts.0.len())
+            .find(|&t| counts.0[t] > 0)
+            .and_then(|t| pm::MetricType::try_from(t as i32).ok())
+    }
+
+    /// Swaps a group for a new version, keeping every index in step.
+    fn replace_group(&mut self, old: Option<Arc<Group>>, new: Group) {
+        if let Some(old) = old {
+            self.unindex(&old);
+        }
+        self.index(&new);
+        self.groups.insert(new.key.clone(), Arc::new(new));
+    }
+
+    fn remove_group(&mut self, key: &GroupingKey) -> bool {
+        match self.groups.remove(key) {
+            Some(group) => {
+                self.unindex(&group);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn index(&mut self, group: &Group) {
+        for (name, family) in &group.families {
+            if family.series.is_empty() {
+                continue;
+            }
+            self.family_index.entry(name.clone()).or_default().insert(group.key.clone());
+            self.type_index.entry(name.clone()).or_default().0[family.kind as usize] += 1;
+            for h in family.series.iter() {
+                *self.series_index.entry(*h).or_default() += 1;
+            }
+            self.series_count += family.series.len() as u64;
+        }
+    }
+
+    fn unindex(&mut self, group: &Group) {
+        for (name, family) in &group.families {
+            if family.series.is_empty() {
+                continue;
+            }
+            if let Some(keys) = self.family_index.get_mut(name) {
+                keys.remove(&group.key);
+                if keys.is_empty() {
+                    self.family_index.remove(name);
+                }
+            }
+            if let Some(counts) = self.type_index.get_mut(name) {
+                let c = &mut counts.0[family.kind as usize];
+                *c = c.saturating_sub(1);
+                if counts.0.iter().all(|c| *c == 0) {
+                    self.type_index.remove(name);
+                }
+            }
+            for h in family.series.iter() {
+                if let Some(c) = self.series_index.get_mut(h) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.series_index.remove(h);
+                    }
+                }
+            }
+            self.series_count -= family.series.len() as u64;
+        }
+    }
+
+    /// Names of every pushed family with at least one series, sorted.
+    pub fn family_names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.family_index.keys()
+    }
+
+    /// Writes the pushed part of the exposition: every family (merged across
+    /// groups, groups in key order) and the two synthetic gauges. Families that
+    /// the process exports itself are written through `own`, which gets the
+    /// name and must write that family's header and own samples; the pushed
+    /// samples follow under the same header.
+    pub fn render_text(&self, out: &mut Vec<u8>, own_names: &[&str], mut own: impl FnMut(&str, &mut Vec<u8>)) {
+        let synthetic: &[&str] = if self.groups.is_empty() { &[] } else { &[PUSH_FAILURE_TIME, PUSH_TIME] };
+        let mut names: Vec<&str> = self.family_index.keys().map(|n| n.as_ref()).collect();
+        names.extend_from_slice(synthetic);
+        names.extend_from_slice(own_names);
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let keys = self.family_index.get(name);
+            if own_names.binary_search(&name).is_ok() {
+                own(name, out);
+            } else if name == PUSH_TIME || name == PUSH_FAILURE_TIME {
+                let (help, pick): (&str, fn(&Group) -> i64) = if name == PUSH_TIME {
+                    (PUSH_TIME_HELP, |g| g.push_time)
+                } else {
+                    (PUSH_FAILURE_TIME_HELP, |g| g.failure_time)
+                };
+                write_header(out, name, help, pm::MetricType::Gauge);
+                for group in self.groups.values() {
+                    write_timestamp_sample(out, name, &group.key, pick(group));
+                }
+                continue;
+            } else if let Some(keys) = keys {
+                let families = keys.iter().filter_map(|k| self.groups.get(k)?.families.get(name));
+                let mut kind = None;
+                let mut help = None;
+                for f in families {
+                    kind.get_or_insert(f.kind);
+                    if f.help.is_some() {
+                        help = f.help.clone();
+                        break;
+                    }
+                }
+                write_header(out, name, help.as_deref().unwrap_or(""), kind.unwrap_or(pm::MetricType::Untyped));
+            }
+            if let Some(keys) = keys {
+                for key in keys {
+                    if let Some(f) = self.groups.get(key).and_then(|g| g.families.get(name)) {
+                        out.extend_from_slice(&f.text);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Merged families for protobuf exposition (pushed part only, same order as text).
+    pub fn merged_families(&self) -> Vec<pm::MetricFamily> {
+        let mut out: Vec<pm::MetricFamily> = Vec::new();
+        let mut names: Vec<&str> = self.family_index.keys().map(|n| n.as_ref()).collect();
+        if !self.groups.is_empty() {
+            names.extend_from_slice(&[PUSH_FAILURE_TIME, PUSH_TIME]);
+        }
+        names.sort_unstable();
+        for name in names {
+            if name == PUSH_TIME || name == PUSH_FAILURE_TIME {
+                let help = if name == PUSH_TIME { PUSH_TIME_HELP } else { PUSH_FAILURE_TIME_HELP };
+                let metric = self
+                    .groups
+                    .values()
+                    .map(|g| timestamp_metric(&g.key, if name == PUSH_TIME { g.push_time } else { g.failure_time }))
+                    .collect();
+                out.push(pm::MetricFamily {
+                    name: Some(name.into()),
+                    help: Some(help.into()),
+                    r#type: Some(pm::MetricType::Gauge as i32),
+                    metric,
+                    unit: None,
+                });
+                continue;
+            }
+            let mut merged: Option<pm::MetricFamily> = None;
+            for key in self.family_index.get(name).into_iter().flatten() {
+                if let Some(f) = self.groups.get(key).and_then(|g| g.families.get(name)) {
+                    let decoded = f.decode();
+                    match &mut merged {
+                        None => merged = Some(decoded),
+                        Some(m) => {
+                            if m.help.is_none() {
+                                m.help = decoded.help;
+                            }
+                            m.metric.extend(decoded.metric);
+                        }
+                    }
+                }
+            }
+            out.extend(merged);
+        }
+        out
+    }
+
+    // ---- snapshots -------------------------------------------------------
+
+    /// The groups as they are now: a cheap copy (shared groups) that can be
+    /// encoded without holding up `apply`.
+    pub fn snapshot_view(&self) -> StoreView {
+        StoreView { clock: self.clock, groups: self.groups.values().cloned().collect() }
+    }
+
+    /// Rebuilds a store from a snapshot's groups (re-rendering and re-indexing).
+    pub fn restore(clock: i64, groups: &[pb::StoredGroup]) -> Result<Store, String> {
+        let mut store = Store { clock, ..Store::default() };
+        for g in groups {
+            let key = key_from_pb(&g.grouping_key).ok_or("snapshot group without a valid grouping key")?;
+            let mut families = BTreeMap::new();
+            for f in &g.families {
+                let decoded = pm::MetricFamily::decode(f.family.as_ref())
+                    .map_err(|e| format!("snapshot family of group {key} does not decode: {e}"))?;
+                let name = decoded.name().to_string();
+                let kind = decoded.r#type();
+                let mut text = Vec::new();
+                let mut series = Vec::with_capacity(decoded.metric.len());
+                for m in &decoded.metric {
+                    write_metric(&mut text, &name, kind, m);
+                    series.push(series_hash(&name, &m.label));
+                }
+                families.insert(
+                    Arc::<str>::from(name.as_str()),
+                    Arc::new(StoredFamily {
+                        kind,
+                        help: decoded.help.as_deref().filter(|h| !h.is_empty()).map(Arc::from),
+                        pushed_at: f.pushed_at_unix_nanos,
+                        encoded: f.family.clone(),
+                        text: Bytes::from(text),
+                        series: series.into_boxed_slice(),
+                    }),
+                );
+            }
+            let group = Group {
+                key: key.clone(),
+                push_time: g.push_time_unix_nanos,
+                failure_time: g.failure_time_unix_nanos,
+                families,
+            };
+            store.index(&group);
+            store.groups.insert(key, Arc::new(group));
+        }
+        Ok(store)
+    }
+}
+
+/// A consistent, shared copy of the groups for encoding a snapshot.
+pub struct StoreView {
+    pub clock: i64,
+    pub groups: Vec<Arc<Group>>,
+}
+
+impl StoreView {
+    pub fn to_pb(&self) -> Vec<pb::StoredGroup> {
+        self.groups
+            .iter()
+            .map(|g| pb::StoredGroup {
+                grouping_key: key_to_pb(&g.key),
+                push_time_unix_nanos: g.push_time,
+                failure_time_unix_nanos: g.failure_time,
+                families: g
+                    .families
+                    .values()
+                    .map(|f| pb::StoredFamily { pushed_at_unix_nanos: f.pushed_at, family: f.encoded.clone() })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+pub fn key_to_pb(key: &GroupingKey) -> Vec<pb::Label> {
+    key.labels().iter().map(|l| pb::Label { name: l.name.clone(), value: l.value.clone() }).collect()
+}
+
+pub fn key_from_pb(labels: &[pb::Label]) -> Option<GroupingKey> {
+    GroupingKey::from_labels(labels.iter().map(|l| (l.name.clone(), l.value.clone()))).ok()
+}
+
+fn malformed(message: &str) -> Outcome {
+    Outcome::Malformed { message: message.to_string() }
+}
+
+fn join_errors(errors: Vec<String>) -> String {
+    if errors.len() == 1 {
+        format!("{INCONSISTENT_PREFIX}{}", errors[0])
+    } else {
+        let mut msg = format!("{INCONSISTENT_PREFIX}{} error(s) occurred:", errors.len());
+        for e in errors {
+            msg.push_str("\n* ");
+            msg.push_str(&e);
+        }
+        msg
+    }
+}
+
+/// Checks one pushed metric on its own: value field matching the type, label names.
+fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), String> {
+    let has_value = match kind {
+        pm::MetricType::Counter => m.counter.is_some(),
+        pm::MetricType::Gauge => m.gauge.is_some(),
+        pm::MetricType::Summary => m.summary.is_some(),
+        pm::MetricType::Untyped => m.untyped.is_some(),
+        pm::MetricType::Histogram | pm::MetricType::GaugeHistogram => m.histogram.is_some(),
+    };
+    let what = || describe_labels(&m.label);
+    if !has_value {
+        return Err(format!("collected metric {name:?} {} is not a {}", what(), kind.as_str_name()));
+    }
+    let mut names = HashSet::new();
+    for l in &m.label {
+        let label = l.name();
+        if !is_valid_label_name(label) || label.starts_with("__") {
+            return Err(format!("collected metric {name:?} {} has a label with an invalid name: {label}", what()));
+        }
+        if !names.insert(label) {
+            return Err(format!(
+                "collected metric {name:?} {} has two or more labels with the same name: {label}",
+                what()
+            ));
+        }
+        if kind == pm::MetricType::Summary && label == "quantile" {
+            return Err(format!("collected metric {name:?} {} must not have an explicit \"quantile\" label", what()));
+        }
+        if kind == pm::MetricType::Histogram && label == "le" {
+            return Err(format!("collected metric {name:?} {} must not have an explicit \"le\" label", what()));
+        }
+    }
+    Ok(())
+}
+
+/// Grouping labels override body labels; `instance=""` when absent; sorted.
+fn sanitize_labels(m: &mut pm::Metric, grouping: &[Label]) {
+    m.label.retain(|l| grouping.binary_search_by(|g| g.name.as_str().cmp(l.name())).is_err());
+    for g in grouping {
+        m.label.push(pm::LabelPair { name: Some(g.name.clone()), value: Some(g.value.clone()) });
+    }
+    if !m.label.iter().any(|l| l.name() == "instance") {
+        m.label.push(pm::LabelPair { name: Some("instance".into()), value: Some(String::new()) });
+    }
+    m.label.sort_by(|a, b| a.name().cmp(b.name()));
+}
+
+/// The reference's series order inside a family: fewer labels first, then label
+/// values position by position.
+fn sort_metrics(metrics: &mut [pm::Metric]) {
+    metrics.sort_by(|a, b| {
+        a.label
+            .len()
+            .cmp(&b.label.len())
+            .then_with(|| a.label.iter().map(|l| l.value()).cmp(b.label.iter().map(|l| l.value())))
+    });
+}
+
+/// A stable (version- and process-independent) hash of a series identity.
+pub fn series_hash(name: &str, labels: &[pm::LabelPair]) -> u64 {
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(name.as_bytes());
+    for l in labels {
+        buf.push(0xff);
+        buf.extend_from_slice(l.name().as_bytes());
+        buf.push(0xfe);
+        buf.extend_from_slice(l.value().as_bytes());
+    }
+    xxhash_rust::xxh3::xxh3_64(&buf)
+}
+
+fn describe_labels(labels: &[pm::LabelPair]) -> String {
+    let mut out = Vec::new();
+    out.push(b'{');
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(l.name().as_bytes());
+        out.extend_from_slice(b"=\"");
+        super::render::write_escaped_label_value(&mut out, l.value());
+        out.push(b'"');
+    }
+    out.push(b'}');
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// client_golang's suffix collision rule between summaries/histograms and
+/// families named like their `_count`/`_sum`/`_bucket` samples.
+fn suffix_collision(
+    name: &str,
+    kind: pm::MetricType,
+    exists: impl Fn(&str) -> Option<pm::MetricType>,
+) -> Option<String> {
+    for suffix in ["_count", "_sum", "_bucket"] {
+        if let Some(base) = name.strip_suffix(suffix) {
+            match exists(base) {
+                Some(pm::MetricType::Summary) if suffix != "_bucket" => {
+                    return Some(format!(
+                        "collected metric named {name:?} collides with previously collected summary named {base:?}"
+                    ))
+                }
+                Some(pm::MetricType::Histogram) => {
+                    return Some(format!(
+                        "collected metric named {name:?} collides with previously collected histogram named {base:?}"
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    let suffixes: &[&str] = match kind {
+        pm::MetricType::Summary => &["_count", "_sum"],
+        pm::MetricType::Histogram => &["_count", "_sum", "_bucket"],
+        _ => &[],
+    };
+    for suffix in suffixes {
+        let other = format!("{name}{suffix}");
+        if exists(&other).is_some() {
+            return Some(format!(
+                "collected {} named {name:?} collides with previously collected metric named {other:?}",
+                kind.as_str_name().to_ascii_lowercase()
+            ));
+        }
+    }
+    None
+}
+
+/// Unix ns as the float seconds the timestamp gauges show.
+pub fn unix_seconds(ns: i64) -> f64 {
+    ns as f64 / 1e9
+}
+
+fn write_timestamp_sample(out: &mut Vec<u8>, name: &str, key: &GroupingKey, ns: i64) {
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'{');
+    for (i, l) in key.exported_labels().iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(l.name.as_bytes());
+        out.extend_from_slice(b"=\"");
+        super::render::write_escaped_label_value(out, &l.value);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"} ");
+    write_float(out, unix_seconds(ns));
+    out.push(b'\n');
+}
+
+pub fn timestamp_metric(key: &GroupingKey, ns: i64) -> pm::Metric {
+    pm::Metric {
+        label: key
+            .exported_labels()
+            .into_iter()
+            .map(|l| pm::LabelPair { name: Some(l.name), value: Some(l.value) })
+            .collect(),
+        gauge: Some(pm::Gauge { value: Some(unix_seconds(ns)) }),
+        ..Default::default()
+    }
+}
