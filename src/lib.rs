@@ -14,3 +14,9 @@ pub mod pb {
 }
 
 pub mod model;
+pub mod cluster;
+pub mod gateway;
+pub mod http;
+pub mod config;
+pub mod server;
+pub mod admin;

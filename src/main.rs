@@ -1,1 +1,48 @@
-fn main() {}
+//! The `pushgate` binary: a gateway node, or the `cluster` admin client.
+
+use clap::Parser;
+use pushgate::config::{Cli, Command};
+
+fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // openraft is chatty at info; keep it a notch quieter than ours.
+        let raft_level = match level {
+            "debug" => "info",
+            "info" => "warn",
+            other => other,
+        };
+        tracing_subscriber::EnvFilter::new(format!("{level},openraft={raft_level},sled=warn"))
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pushgate: error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Cluster(cmd)) => runtime.block_on(pushgate::admin::run(cmd)).map_err(|e| e.to_string()),
+        None => {
+            init_logging(&cli.server.log_level, &cli.server.log_format);
+            runtime.block_on(pushgate::server::run(cli.server)).map_err(|e| {
+                tracing::error!(error = %e, "pushgate stopped");
+                e.to_string()
+            })
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("pushgate: error: {e}");
+        std::process::exit(1);
+    }
+}

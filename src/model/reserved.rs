@@ -44,6 +44,8 @@ pub const SELF_FAMILIES: &[(&str, MetricType)] = &[
     ("pushgate_series", MetricType::Gauge),
     ("pushgate_snapshots_built_total", MetricType::Counter),
     ("pushgate_snapshots_installed_total", MetricType::Counter),
+    ("pushgateway_build_info", MetricType::Gauge),
+    ("pushgateway_http_requests_total", MetricType::Counter),
 ];
 
 /// The type of a family the gateway exports itself, if `name` is one.

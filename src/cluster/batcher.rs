@@ -1,0 +1,178 @@
+//! Group commit: concurrent mutations share one log entry and one fsync.
+//!
+//! openraft 0.9 writes entries one at a time, so one entry per push would cap
+//! throughput at the disk's fsync rate. Instead every mutation goes through a
+//! bounded queue; a single task drains whatever is waiting into one `Batch`,
+//! stamps it with the leader's clock and proposes it, with a few proposals in
+//! flight at once so the queue fills while the disk syncs. Each caller gets
+//! its own outcome back (the batch carries one result per mutation).
+//!
+//! The queue is the backpressure point: it is bounded in mutations and bytes,
+//! and a mutation that does not fit is refused at once (HTTP 503) instead of
+//! growing memory and latency without limit.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+use super::codec::FORMAT_VERSION;
+use super::error::WriteError;
+use super::stats::ClusterStats;
+use super::types::{LogPayload, Raft};
+use crate::model::Outcome;
+use crate::pb::pushgate::v1 as pb;
+
+/// Most mutations in one entry.
+const MAX_BATCH_MUTATIONS: usize = 1024;
+/// Most bytes of mutations in one entry (a larger single mutation goes alone).
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Proposals in flight at once.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// A committed mutation: what apply said, and the log index it was applied at.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub outcome: Outcome,
+    pub index: u64,
+}
+
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+struct Pending {
+    mutation: pb::Mutation,
+    size: usize,
+    reply: oneshot::Sender<Result<Committed, WriteError>>,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// The submitting side of the queue.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Pending>,
+    capacity: usize,
+    byte_budget: Arc<Semaphore>,
+    budget_units: usize,
+    stats: Arc<ClusterStats>,
+}
+
+/// Bytes are budgeted in KiB units (the semaphore counts u32 permits).
+fn units(bytes: usize) -> u32 {
+    (bytes.div_ceil(1024)).clamp(1, u32::MAX as usize) as u32
+}
+
+impl Batcher {
+    /// Starts the batching task for `raft`.
+    pub fn start(raft: Raft, capacity: usize, max_bytes: usize, write_timeout: Duration, clock: Clock, stats: Arc<ClusterStats>) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let budget_units = units(max_bytes) as usize;
+        tokio::spawn(run(raft, rx, write_timeout, clock, stats.clone()));
+        Batcher {
+            tx,
+            capacity,
+            byte_budget: Arc::new(Semaphore::new(budget_units)),
+            budget_units,
+            stats,
+        }
+    }
+
+    /// Queues a mutation and waits for its outcome.
+    pub async fn submit(&self, mutation: pb::Mutation) -> Result<Committed, WriteError> {
+        let size = mutation.encoded_len();
+        let full = || WriteError::QueueFull { capacity: self.capacity, bytes: self.budget_units * 1024 };
+        let need = units(size).min(self.budget_units as u32);
+        let budget = match self.byte_budget.clone().try_acquire_many_owned(need) {
+            Ok(p) => p,
+            Err(_) => {
+                ClusterStats::add(&self.stats.queue_rejected, 1);
+                return Err(full());
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending { mutation, size, reply, _budget: budget };
+        if self.tx.try_send(pending).is_err() {
+            ClusterStats::add(&self.stats.queue_rejected, 1);
+            return Err(full());
+        }
+        self.stats.queue_length.fetch_add(1, Ordering::Relaxed);
+        rx.await.unwrap_or_else(|_| Err(WriteError::Stopped("the batcher stopped".into())))
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duration, clock: Clock, stats: Arc<ClusterStats>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        // Wait for a free proposal slot first, so that the queue keeps filling
+        // while the disk is busy: the next batch is then as large as it can be.
+        let Ok(slot) = in_flight.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_MUTATIONS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.size;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        stats.queue_length.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        ClusterStats::add(&stats.batches_proposed, 1);
+        stats.batch_mutations.observe(batch.len() as f64);
+        let raft = raft.clone();
+        let time = clock();
+        let span = tracing::debug_span!("propose", mutations = batch.len(), bytes);
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                let (mutations, replies): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|p| (p.mutation, (p.reply, p._budget))).unzip();
+                let payload = pb::Batch { format_version: FORMAT_VERSION, time_unix_nanos: time, mutations };
+                let result =
+                    tokio::time::timeout(write_timeout, raft.client_write(LogPayload(payload.encode_to_vec().into()))).await;
+                match result {
+                    Ok(Ok(resp)) => {
+                        let index = resp.log_id.index;
+                        let mut outcomes = resp.data.outcomes.into_iter();
+                        for (reply, _budget) in replies {
+                            let r = match outcomes.next() {
+                                Some(outcome) => Ok(Committed { outcome, index }),
+                                None => Err(WriteError::Stopped("the committed entry could not be applied".into())),
+                            };
+                            let _ = reply.send(r);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        let err = map_write_error(e);
+                        for (reply, _budget) in replies {
+                            let _ = reply.send(Err(err.clone()));
+                        }
+                    }
+                    Err(_) => {
+                        tracing::warn!(timeout = ?write_timeout, "a batch was not committed in time; its clients get 503 (outcome unknown)");
+                        for (reply, _budget) in replies {
+                            let _ = reply.send(Err(WriteError::Timeout(write_timeout)));
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn map_write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> WriteError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
+            Some(id) => WriteError::NotLeader { leader_id: Some(id), leader_addr: f.leader_node.map(|n| n.addr) },
+            None => WriteError::NoLeader,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => WriteError::Stopped(e.to_string()),
+        RaftError::Fatal(f) => WriteError::Stopped(f.to_string()),
+    }
+}

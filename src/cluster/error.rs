@@ -1,0 +1,62 @@
+//! Errors of the cluster layer. Each says whether the change was made, was
+//! not made, or may have been made: the HTTP layer turns that into the status
+//! and a message the client can act on.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Why a mutation did not produce an outcome.
+#[derive(Debug, Error, Clone)]
+pub enum WriteError {
+    /// Not proposed: the node's queue of pending changes is full.
+    #[error("too many changes are waiting to be committed (the queue of {capacity} changes or {bytes} bytes is full); the change was not made, retry later")]
+    QueueFull { capacity: usize, bytes: usize },
+    /// Not proposed: this node is not the leader; the caller may forward.
+    #[error("this node is not the leader")]
+    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
+    /// Not proposed: no leader is known (election in progress or quorum lost).
+    #[error("no leader is known (an election is in progress or this node cannot reach a quorum); the change was not made, retry later")]
+    NoLeader,
+    /// Proposed, but not confirmed in time: outcome unknown.
+    #[error("the change was not confirmed within {0:?} (the cluster may have lost its quorum or be electing a leader); it may or may not have been applied")]
+    Timeout(Duration),
+    /// The node stopped (shutdown or a storage failure): outcome unknown.
+    #[error("this node stopped before confirming the change ({0}); it may or may not have been applied")]
+    Stopped(String),
+}
+
+impl WriteError {
+    /// Whether the client can be sure the change was not made.
+    pub fn definitely_not_applied(&self) -> bool {
+        matches!(self, WriteError::QueueFull { .. } | WriteError::NotLeader { .. } | WriteError::NoLeader)
+    }
+}
+
+/// Why a consistent read could not be served.
+#[derive(Debug, Error, Clone)]
+pub enum ReadError {
+    #[error("this node is not the leader")]
+    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
+    #[error("no leader is known (an election is in progress or this node cannot reach a quorum)")]
+    NoLeader,
+    #[error("the leader could not confirm it still has a quorum")]
+    NoQuorum,
+    #[error("a consistent read did not complete within {0:?}")]
+    Timeout(Duration),
+    #[error("this node stopped ({0})")]
+    Stopped(String),
+}
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("{0}")]
+    Identity(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("network: {0}")]
+    Network(String),
+}

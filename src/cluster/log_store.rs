@@ -1,0 +1,317 @@
+//! The Raft log, vote and commit marker in sled, durable by explicit fsync.
+//!
+//! sled's own `flush` ends in `sync_file_range` on Linux, which neither syncs
+//! metadata nor the device cache, and its blob files (large pages) are never
+//! synced at all. So every durability point here is: `flush`, then
+//! `fdatasync` of sled's `db` file and of blob files written since the last
+//! sync (see research/raft-stack.md §2.5). Appends are made readable at once
+//! and made durable by a dedicated flusher thread that serves every append
+//! queued while the previous sync ran with one sync: group commit at the
+//! storage level, on top of the batching of mutations into entries.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::fs::File;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, LogState, RaftLogReader, StorageIOError};
+use parking_lot::Mutex;
+use prost::Message;
+
+use super::codec::{self, FORMAT_VERSION};
+use super::stats::ClusterStats;
+use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::pb::pushgate::v1 as pb;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_IDENTITY: &[u8] = b"identity";
+
+/// Makes everything sled has written so far durable.
+struct Syncer {
+    db: sled::Db,
+    db_file: File,
+    blob_dir: PathBuf,
+    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
+    stats: Arc<ClusterStats>,
+}
+
+impl Syncer {
+    fn sync(&self) -> io::Result<()> {
+        self.db.flush().map_err(io::Error::other)?;
+        self.db_file.sync_data()?;
+        // Blob files (pages too large to inline) are written but never synced by sled.
+        if let Ok(entries) = std::fs::read_dir(&self.blob_dir) {
+            let mut synced = self.synced_blobs.lock();
+            let mut present = HashSet::new();
+            let mut new_files = false;
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if !synced.contains(&name) {
+                    File::open(entry.path())?.sync_data()?;
+                    new_files = true;
+                }
+                present.insert(name);
+            }
+            if new_files {
+                File::open(&self.blob_dir)?.sync_all()?;
+            }
+            *synced = present;
+        }
+        ClusterStats::add(&self.stats.fsyncs, 1);
+        Ok(())
+    }
+}
+
+/// The sled-backed log store. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    syncer: Arc<Syncer>,
+    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    stats: Arc<ClusterStats>,
+}
+
+fn io_error(verb: ErrorVerb, subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_error(ErrorVerb::Read, ErrorSubject::Logs, e)
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_error(ErrorVerb::Write, ErrorSubject::Logs, e)
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir` with a page cache of `cache_bytes`.
+    pub fn open(dir: &Path, cache_bytes: u64, stats: Arc<ClusterStats>) -> Result<Self, io::Error> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| io::Error::other(format!("cannot open the Raft log in {}: {e}", dir.display())))?;
+        let log = db.open_tree("log").map_err(io::Error::other)?;
+        let meta = db.open_tree("meta").map_err(io::Error::other)?;
+        let db_file = File::open(dir.join("db"))?;
+        // Make the directory entries of a new log durable once.
+        File::open(dir)?.sync_all()?;
+        let syncer = Arc::new(Syncer {
+            db: db.clone(),
+            db_file,
+            blob_dir: dir.join("blobs"),
+            synced_blobs: Mutex::new(HashSet::new()),
+            stats: stats.clone(),
+        });
+        let (flusher, requests) = mpsc::channel::<LogFlushed<TypeConfig>>();
+        let thread_syncer = syncer.clone();
+        std::thread::Builder::new().name("pushgate-log-sync".into()).spawn(move || {
+            while let Ok(first) = requests.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(requests.try_iter());
+                let result = thread_syncer.sync();
+                for callback in waiting {
+                    let r = match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    };
+                    callback.log_io_completed(r);
+                }
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "syncing the Raft log failed; this node stops accepting writes");
+                }
+            }
+        })?;
+        Ok(LogStore { db, log, meta, syncer, flusher, stats })
+    }
+
+    fn sync_now(&self) -> Result<(), StorageError> {
+        self.syncer.sync().map_err(write_err)
+    }
+
+    fn get_meta<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>, StorageError> {
+        match self.meta.get(key).map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => M::decode(v.as_ref()).map(Some).map_err(read_err),
+        }
+    }
+
+    fn put_meta(&self, key: &[u8], m: &impl Message) -> Result<(), StorageError> {
+        self.meta.insert(key, m.encode_to_vec()).map_err(write_err)?;
+        Ok(())
+    }
+
+    fn get_optional_log_id(&self, key: &[u8]) -> Result<Option<LogId>, StorageError> {
+        match self.get_meta::<pb::OptionalLogId>(key)? {
+            None => Ok(None),
+            Some(r) => {
+                codec::check_version(r.format_version).map_err(read_err)?;
+                Ok(r.log_id.as_ref().map(codec::log_id_from_pb))
+            }
+        }
+    }
+
+    fn put_optional_log_id(&self, key: &[u8], id: Option<&LogId>) -> Result<(), StorageError> {
+        let record = pb::OptionalLogId { format_version: FORMAT_VERSION, log_id: id.map(codec::log_id_to_pb) };
+        self.put_meta(key, &record)
+    }
+
+    /// The identity this data directory belongs to, if it was ever initialised.
+    pub fn identity(&self) -> Result<Option<pb::NodeIdentity>, StorageError> {
+        self.get_meta(KEY_IDENTITY)
+    }
+
+    /// Records the identity (durably) when the directory is first used.
+    pub fn save_identity(&self, identity: &pb::NodeIdentity) -> Result<(), StorageError> {
+        self.put_meta(KEY_IDENTITY, identity)?;
+        self.sync_now()
+    }
+
+    /// The committed index recorded on disk (0 if none), for status output.
+    pub fn committed_index(&self) -> u64 {
+        self.get_optional_log_id(KEY_COMMITTED).ok().flatten().map_or(0, |l| l.index)
+    }
+
+    fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
+        let record = pb::LogEntry::decode(bytes).map_err(read_err)?;
+        codec::entry_from_pb(record).map_err(read_err)
+    }
+
+    /// Disk space used by the log (sled's own estimate).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i + 1),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        let iter = match end {
+            Some(end) => self.log.range(index_key(start)..index_key(end)),
+            None => self.log.range(index_key(start)..),
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            let (_, value) = item.map_err(read_err)?;
+            out.push(Self::decode_entry(&value)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.get_optional_log_id(KEY_LAST_PURGED)?;
+        let last = match self.log.last().map_err(read_err)? {
+            Some((_, value)) => Some(Self::decode_entry(&value)?.log_id),
+            None => None,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta(KEY_VOTE, &codec::vote_to_pb(vote))?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.sync_now())
+            .await
+            .map_err(|e| io_error(ErrorVerb::Write, ErrorSubject::Vote, e))?
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        match self.get_meta::<pb::Vote>(KEY_VOTE)? {
+            None => Ok(None),
+            Some(v) => codec::vote_from_pb(&v).map(Some).map_err(read_err),
+        }
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not synced on its own: it becomes durable with the next log sync, and
+        // a stale value only means re-applying fewer entries at start-up.
+        if let Some(c) = &committed {
+            self.stats.committed_index.fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.put_optional_log_id(KEY_COMMITTED, committed.as_ref())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.get_optional_log_id(KEY_COMMITTED)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for entry in entries {
+            batch.insert(&index_key(entry.log_id.index), codec::entry_to_pb(&entry).encode_to_vec());
+            count += 1;
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        ClusterStats::add(&self.stats.entries_appended, count);
+        self.flusher
+            .send(callback)
+            .map_err(|_| write_err(io::Error::other("the log sync thread has stopped")))?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(index_key(log_id.index)..) {
+            let (key, _) = item.map_err(read_err)?;
+            batch.remove(key);
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.sync_now()).await.map_err(write_err)?
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The purge marker is durable before any entry is removed, so a crash
+        // in between never leaves a log that starts after a hole.
+        self.put_optional_log_id(KEY_LAST_PURGED, Some(&log_id))?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.sync_now()).await.map_err(write_err)??;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=index_key(log_id.index)) {
+            let (key, _) = item.map_err(read_err)?;
+            batch.remove(key);
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! The cluster layer: openraft with a sled log, the group store as its state
+//! machine, group commit, and the network between replicas. Nothing above
+//! the gateway sees a Raft or sled type.
+
+pub mod batcher;
+pub mod codec;
+pub mod error;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod state_machine;
+pub mod stats;
+pub mod types;
+
+pub use batcher::Committed;
+pub use error::{ReadError, StartError, WriteError};
+pub use node::{ClusterNode, NodeConfig, NodeStatus};

@@ -1,0 +1,43 @@
+//! The openraft type configuration, defined once for the whole crate.
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Outcome;
+
+/// The application data of a normal log entry: an encoded `pushgate.v1.Batch`.
+///
+/// Kept encoded so that the log stores, and the network ships, exactly the
+/// bytes the leader proposed; only `apply` decodes it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogPayload(pub Bytes);
+
+/// What applying one entry produced: one outcome per mutation of its batch
+/// (empty for blank and membership entries).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BatchOutcome {
+    pub outcomes: Vec<Outcome>,
+}
+
+openraft::declare_raft_types!(
+    /// pushgate's Raft types: u64 node ids, one address per node.
+    pub TypeConfig:
+        D = LogPayload,
+        R = BatchOutcome,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, openraft::BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub type StorageError = openraft::StorageError<NodeId>;

@@ -1,0 +1,323 @@
+//! The HTTP layer: the reference Pushgateway's routes, quirks and status
+//! codes, on axum.
+//!
+//! Routing is done by hand in `dispatch` rather than with axum's router,
+//! because compatibility depends on details a generic router does not give:
+//! Go's path cleaning (301 for `//` and dot segments, on the decoded path),
+//! trailing-slash redirects (301 for GET, 307 otherwise), `405` with an
+//! `Allow` list that includes `OPTIONS`, automatic `OPTIONS`, and the route
+//! prefix applying to every route.
+
+pub mod error;
+pub mod push;
+pub mod read;
+pub mod self_metrics;
+pub mod ui;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use self::error::{plain, HttpError};
+use self::self_metrics::SelfMetrics;
+use crate::gateway::{Gateway, ReadConsistency};
+use crate::model::GroupingKey;
+
+/// Response header carrying the Raft log index a response reflects.
+pub const LOG_INDEX_HEADER: &str = "x-pushgate-log-index";
+
+/// HTTP settings, from the command line.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// `""` or `/something` (normalised).
+    pub route_prefix: String,
+    /// Path of the scrape endpoint under the prefix, e.g. `/metrics`.
+    pub telemetry_path: String,
+    pub enable_admin_api: bool,
+    pub enable_lifecycle: bool,
+    pub max_body_bytes: usize,
+    pub max_series: usize,
+    pub default_read: ReadConsistency,
+    /// Every flag and its value, for `/api/v1/status`.
+    pub flags: BTreeMap<String, String>,
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub config: Arc<HttpConfig>,
+    pub metrics: Arc<SelfMetrics>,
+    pub start_time: Arc<str>,
+    /// Set to true to ask the process to shut down (`/-/quit`).
+    pub quit: watch::Sender<bool>,
+}
+
+/// The axum app: every request goes through `dispatch`.
+pub fn app(state: AppState) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let method = req.method().clone();
+    let span = tracing::debug_span!("http", method = %method, path = %req.uri().path());
+    async move {
+        let (handler, result) = dispatch(&state, req).await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if let HttpError::Gateway(g) = &e {
+                    tracing::warn!(handler, error = %g, "request failed");
+                }
+                e.into_response()
+            }
+        };
+        if let Some(handler) = handler {
+            state.metrics.count_request(response.status().as_u16(), handler, method.as_str());
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Characters percent-encoded when a cleaned path is sent back in `Location`.
+const PATH_ENCODE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'%');
+
+/// Go's `path.Clean`, keeping a trailing slash like `http.ServeMux` does.
+fn clean_path(p: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for seg in p.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(p.len());
+    for s in &parts {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    } else if p.ends_with(b"/") {
+        out.push(b'/');
+    }
+    out
+}
+
+fn redirect(status: StatusCode, path: &[u8], query: Option<&str>) -> Response {
+    let mut location: String = utf8_percent_encode(&String::from_utf8_lossy(path), PATH_ENCODE).to_string();
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut r = status.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn options(allow: &'static str) -> Response {
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn trailing_slash_redirect(method: &Method, path: &[u8], query: Option<&str>) -> Response {
+    let status = if method == Method::GET { StatusCode::MOVED_PERMANENTLY } else { StatusCode::TEMPORARY_REDIRECT };
+    redirect(status, path, query)
+}
+
+type Dispatched = (Option<&'static str>, Result<Response, HttpError>);
+
+/// Routes one request. Returns the handler name for the request counter.
+async fn dispatch(state: &AppState, req: Request) -> Dispatched {
+    let (parts, body) = req.into_parts();
+    let method = parts.method;
+    let query = parts.uri.query();
+    let decoded: Vec<u8> = percent_decode(parts.uri.path().as_bytes()).collect();
+    let cleaned = clean_path(&decoded);
+    if cleaned != decoded {
+        return (None, Ok(redirect(StatusCode::MOVED_PERMANENTLY, &cleaned, query)));
+    }
+    let prefix = state.config.route_prefix.as_bytes();
+    if !prefix.is_empty() && decoded == prefix {
+        let mut to = decoded.clone();
+        to.push(b'/');
+        return (None, Ok(trailing_slash_redirect(&method, &to, query)));
+    }
+    // The reference registers `GET /-/quit` without the prefix.
+    if decoded == b"/-/quit" && method == Method::GET {
+        return (None, Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "Only POST or PUT requests allowed.")));
+    }
+    let Some(rest) = decoded.strip_prefix(prefix) else { return (None, Err(HttpError::NotFound)) };
+    let rest = rest.to_vec();
+
+    if let Some(push_path) = rest.strip_prefix(b"/metrics/") {
+        if let Some(r) = push_route(state, &method, push_path, &rest, query, &parts.headers, body).await {
+            return r;
+        }
+    }
+    let telemetry = state.config.telemetry_path.as_bytes();
+    if rest == telemetry {
+        return match method {
+            Method::GET => (None, read::scrape(state, &parts.headers, query).await),
+            Method::OPTIONS => (None, Ok(options("GET, OPTIONS"))),
+            _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
+        };
+    }
+    if let Some(api) = rest.strip_prefix(b"/api/v1/") {
+        return api_route(state, &method, api, query).await;
+    }
+    match rest.as_slice() {
+        b"/-/healthy" | b"/-/ready" => {
+            let handler = if rest == b"/-/healthy" { "healthy" } else { "ready" };
+            let r = match method {
+                Method::GET if handler == "healthy" => Ok(ok_text()),
+                Method::GET => match state.gateway.ready().await {
+                    Ok(()) => Ok(ok_text()),
+                    Err(e) => Ok(plain(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}"))),
+                },
+                Method::OPTIONS => Ok(options("GET, OPTIONS")),
+                _ => Err(HttpError::MethodNotAllowed("GET, OPTIONS")),
+            };
+            (Some(handler), r)
+        }
+        b"/-/healthy/" | b"/-/ready/" | b"/-/quit/" | b"/status/" => {
+            (None, Ok(trailing_slash_redirect(&method, &rest[..rest.len() - 1], query)))
+        }
+        b"/-/quit" => (None, quit(state, &method)),
+        b"/api/v1" => (None, Ok(trailing_slash_redirect(&method, &[prefix, b"/api/v1/"].concat(), query))),
+        b"/" | b"/status" => match method {
+            Method::GET => (Some("status"), ui_page(state).await),
+            Method::OPTIONS => (None, Ok(options("GET, OPTIONS"))),
+            _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
+        },
+        _ => (None, Err(HttpError::NotFound)),
+    }
+}
+
+fn ok_text() -> Response {
+    let mut r = (StatusCode::OK, "OK").into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// `/metrics/job/<job>[/labels]` and `/metrics/job@base64/<job>[/labels]`.
+/// Returns None when the path is not a push route (it may be the scrape path).
+async fn push_route(
+    state: &AppState,
+    method: &Method,
+    push_path: &[u8],
+    full: &[u8],
+    query: Option<&str>,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Option<Dispatched> {
+    let (after, is_base64) = if let Some(a) = push_path.strip_prefix(b"job/") {
+        (a, false)
+    } else if let Some(a) = push_path.strip_prefix(b"job@base64/") {
+        (a, true)
+    } else {
+        return None;
+    };
+    let (job, labels) = match after.iter().position(|&b| b == b'/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, &b""[..]),
+    };
+    if job.is_empty() {
+        // `/metrics/job/` only matches after dropping the slash.
+        return Some((None, Ok(trailing_slash_redirect(method, &full[..full.len() - 1], query))));
+    }
+    let handler = if *method == Method::DELETE { "delete" } else { "push" };
+    const ALLOW: &str = "DELETE, OPTIONS, POST, PUT";
+    let result = match *method {
+        Method::PUT | Method::POST | Method::DELETE => match GroupingKey::from_path(job, is_base64, labels) {
+            Err(e) => Err(HttpError::BadRequest(e.to_string())),
+            Ok(key) if *method == Method::DELETE => push::delete(state, key).await,
+            Ok(key) => push::push(state, method, key, headers, body).await,
+        },
+        Method::OPTIONS => Ok(options(ALLOW)),
+        _ => Err(HttpError::MethodNotAllowed(ALLOW)),
+    };
+    Some((Some(handler), result))
+}
+
+async fn api_route(state: &AppState, method: &Method, api: &[u8], query: Option<&str>) -> Dispatched {
+    if *method == Method::OPTIONS {
+        let mut r = StatusCode::OK.into_response();
+        read::cors(&mut r);
+        return (Some("api/v1/options"), Ok(r));
+    }
+    match api {
+        b"status" => match *method {
+            Method::GET => (Some("api/v1/status"), Ok(read::api_status(state))),
+            _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
+        },
+        b"metrics" => match *method {
+            Method::GET => (Some("api/v1/metrics"), read::api_metrics(state, query).await),
+            _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
+        },
+        b"cluster/status" => match *method {
+            Method::GET => (Some("api/v1/cluster/status"), Ok(read::cluster_status(state))),
+            _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
+        },
+        b"admin/wipe" if state.config.enable_admin_api => match *method {
+            Method::PUT => (Some("wipe"), push::wipe(state).await),
+            _ => (None, Err(HttpError::MethodNotAllowed("OPTIONS, PUT"))),
+        },
+        _ => (None, Err(HttpError::NotFound)),
+    }
+}
+
+fn quit(state: &AppState, method: &Method) -> Result<Response, HttpError> {
+    match *method {
+        Method::PUT | Method::POST => {
+            if !state.config.enable_lifecycle {
+                return Err(HttpError::Forbidden("Lifecycle API is not enabled."));
+            }
+            tracing::warn!("received termination request via web service, exiting gracefully...");
+            let _ = state.quit.send(true);
+            let mut r = (StatusCode::OK, "Requesting termination... Goodbye!").into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            Ok(r)
+        }
+        Method::OPTIONS => Ok(options("OPTIONS, POST, PUT")),
+        _ => Err(HttpError::MethodNotAllowed("OPTIONS, POST, PUT")),
+    }
+}
+
+async fn ui_page(state: &AppState) -> Result<Response, HttpError> {
+    let view = state.gateway.read(ReadConsistency::Stale).await?;
+    let html = ui::page(&view, &state.gateway.status(), state.config.enable_admin_api);
+    drop(view);
+    let mut r = (StatusCode::OK, html).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_path;
+
+    #[test]
+    fn path_cleaning_like_go() {
+        assert_eq!(clean_path(b"/metrics/job/j/first//second/x"), b"/metrics/job/j/first/second/x");
+        assert_eq!(clean_path(b"/metrics/job/j/path//var/tmp"), b"/metrics/job/j/path/var/tmp");
+        assert_eq!(clean_path(b"/a/./b/../c/"), b"/a/c/");
+        assert_eq!(clean_path(b"/metrics/job/trail/"), b"/metrics/job/trail/");
+        assert_eq!(clean_path(b"/"), b"/");
+    }
+}

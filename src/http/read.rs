@@ -1,0 +1,181 @@
+//! Read endpoints: the scrape (`GET /metrics`) and the JSON query API.
+
+use std::io::Write;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::error::HttpError;
+use super::{AppState, LOG_INDEX_HEADER};
+use crate::gateway::{GatewayError, ReadConsistency, ReadView};
+use crate::model::api_json::group_object;
+use crate::model::protobuf::{encode_delimited, PROTOBUF_CONTENT_TYPE};
+use crate::model::render::{write_header, write_metric};
+use crate::pb::io::prometheus::client as pm;
+
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `?consistency=stale` asks for this replica's local state without a read index.
+pub fn consistency(state: &AppState, query: Option<&str>) -> ReadConsistency {
+    let stale = query.is_some_and(|q| {
+        q.split('&').any(|kv| kv == "consistency=stale" || kv == "stale=true" || kv == "stale=1")
+    });
+    if stale {
+        ReadConsistency::Stale
+    } else {
+        state.config.default_read
+    }
+}
+
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| crate::model::protobuf::is_protobuf_content_type(part.trim()))
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut it = part.split(';');
+            let coding = it.next().unwrap_or("").trim();
+            let q_zero = it.any(|p| p.trim().replace(' ', "") == "q=0");
+            coding.eq_ignore_ascii_case("gzip") && !q_zero
+        })
+}
+
+fn index_header(r: &mut Response, index: u64) {
+    if let Ok(v) = HeaderValue::from_str(&index.to_string()) {
+        r.headers_mut().insert(LOG_INDEX_HEADER, v);
+    }
+}
+
+/// Renders the scrape body: own families merged with every pushed family.
+pub fn render_exposition(state: &AppState, view: &ReadView, protobuf: bool) -> Vec<u8> {
+    let store = view.store();
+    let own = state.metrics.families(&state.gateway, store.group_count() as u64, store.series_count());
+    let mut out = Vec::with_capacity(store.series_count() as usize * 80 + 16 * 1024);
+    if protobuf {
+        let mut pushed = store.merged_families();
+        let mut all: Vec<pm::MetricFamily> = Vec::with_capacity(own.len() + pushed.len());
+        for mut f in own {
+            if let Some(i) = pushed.iter().position(|p| p.name == f.name) {
+                f.metric.extend(pushed.remove(i).metric);
+            }
+            all.push(f);
+        }
+        all.extend(pushed);
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        encode_delimited(&all, &mut out);
+        return out;
+    }
+    let own_names: Vec<&str> = own.iter().map(|f| f.name()).collect();
+    store.render_text(&mut out, &own_names, |name, out| {
+        if let Some(f) = own.iter().find(|f| f.name() == name) {
+            write_header(out, name, f.help(), f.r#type());
+            for m in &f.metric {
+                write_metric(out, name, f.r#type(), m);
+            }
+        }
+    });
+    out
+}
+
+/// `GET <telemetry path>`.
+pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Response, HttpError> {
+    let view = state.gateway.read(consistency(state, query)).await?;
+    let protobuf = wants_protobuf(headers);
+    let gzip = accepts_gzip(headers);
+    let index = view.index();
+    let app = state.clone();
+    let body = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let text = render_exposition(&app, &view, protobuf);
+        drop(view);
+        if gzip {
+            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(text.len() / 6), flate2::Compression::fast());
+            enc.write_all(&text)?;
+            enc.finish()
+        } else {
+            Ok(text)
+        }
+    })
+    .await
+    .map_err(|e| GatewayError::Internal(format!("rendering failed: {e}")))?
+    .map_err(|e| GatewayError::Internal(format!("compressing failed: {e}")))?;
+    let content_type = if protobuf { PROTOBUF_CONTENT_TYPE } else { TEXT_CONTENT_TYPE };
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if gzip {
+        r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    index_header(&mut r, index);
+    Ok(r)
+}
+
+/// Headers every `/api/v1` answer carries (the reference's CORS set).
+pub fn cors(r: &mut Response) {
+    let h = r.headers_mut();
+    h.insert("access-control-allow-headers", HeaderValue::from_static("Accept, Authorization, Content-Type, Origin"));
+    h.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert("access-control-expose-headers", HeaderValue::from_static("Date"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+}
+
+fn json_response(value: &Value, index: Option<u64>) -> Response {
+    let mut r = (StatusCode::OK, value.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    cors(&mut r);
+    if let Some(i) = index {
+        index_header(&mut r, i);
+    }
+    r
+}
+
+/// `GET /api/v1/metrics`.
+pub async fn api_metrics(state: &AppState, query: Option<&str>) -> Result<Response, HttpError> {
+    let view = state.gateway.read(consistency(state, query)).await?;
+    let index = view.index();
+    let body = tokio::task::spawn_blocking(move || {
+        let groups: Vec<Value> = view.store().groups().map(|g| group_object(g)).collect();
+        json!({"status": "success", "data": groups})
+    })
+    .await
+    .map_err(|e| GatewayError::Internal(format!("rendering failed: {e}")))?;
+    Ok(json_response(&body, Some(index)))
+}
+
+/// `GET /api/v1/status`.
+pub fn api_status(state: &AppState) -> Response {
+    let flags: serde_json::Map<String, Value> =
+        state.config.flags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let body = json!({
+        "status": "success",
+        "data": {
+            "build_information": {
+                "branch": "",
+                "buildDate": "",
+                "buildUser": "",
+                "goVersion": "",
+                "revision": option_env!("PUSHGATE_REVISION").unwrap_or("unknown"),
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+            "flags": flags,
+            "start_time": state.start_time,
+        }
+    });
+    json_response(&body, None)
+}
+
+/// `GET /api/v1/cluster/status`: this node's view of the Raft cluster.
+pub fn cluster_status(state: &AppState) -> Response {
+    let status = state.gateway.status();
+    json_response(&json!({"status": "success", "data": status}), None)
+}

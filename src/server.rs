@@ -1,0 +1,144 @@
+//! Wires the layers together and runs a node until it is asked to stop.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cluster::{ClusterNode, NodeConfig};
+use crate::config::{listen_address, parse_peers, route_prefix, ServerFlags};
+use crate::gateway::{Gateway, GatewayConfig, ReadConsistency};
+use crate::http::self_metrics::SelfMetrics;
+use crate::http::{app, AppState, HttpConfig};
+use crate::model::api_json::rfc3339_nanos;
+
+/// Why the server stopped with an error (the process exits non-zero).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid flags: {0}")]
+    Flags(String),
+    #[error("cannot start the node: {0}")]
+    Start(#[from] crate::cluster::StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs a node with these flags until SIGINT, SIGTERM or `/-/quit`.
+pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
+    flags.validate().map_err(ServerError::Flags)?;
+    let peers = parse_peers(&flags.cluster_peers).map_err(ServerError::Flags)?;
+    let advertise = if !flags.cluster_advertise_address.is_empty() {
+        flags.cluster_advertise_address.clone()
+    } else if let Some(addr) = peers.get(&flags.node_id) {
+        addr.clone()
+    } else {
+        listen_address(&flags.cluster_listen_address)
+    };
+    let node_config = NodeConfig {
+        node_id: flags.node_id,
+        advertise_addr: advertise,
+        data_dir: flags.storage_path.clone(),
+        peers,
+        queue_capacity: flags.queue_size,
+        queue_bytes: flags.queue_bytes,
+        write_timeout: flags.commit_timeout,
+        read_timeout: flags.read_timeout,
+        snapshot_every: flags.snapshot_every,
+        cache_bytes: flags.cache_bytes,
+    };
+
+    // Bind first: a port in use should fail fast, before touching the data.
+    let mut listeners = Vec::new();
+    for addr in &flags.listen_addresses {
+        let bind = listen_address(addr);
+        let listener = TcpListener::bind(&bind)
+            .await
+            .map_err(|source| ServerError::Listen { addr: bind.clone(), source })?;
+        tracing::info!(address = %bind, "listening for HTTP");
+        listeners.push(listener);
+    }
+
+    tracing::info!(path = %flags.storage_path.display(), node_id = flags.node_id, "opening storage");
+    let node = ClusterNode::start(node_config).await?;
+    let gateway = Arc::new(Gateway::new(
+        node.clone(),
+        GatewayConfig { consistency_check: !flags.disable_consistency_check },
+    ));
+    let (quit_tx, mut quit_rx) = watch::channel(false);
+    let state = AppState {
+        gateway: gateway.clone(),
+        config: Arc::new(HttpConfig {
+            route_prefix: route_prefix(&flags),
+            telemetry_path: format!("/{}", flags.telemetry_path.trim_start_matches('/')),
+            enable_admin_api: flags.enable_admin_api,
+            enable_lifecycle: flags.enable_lifecycle,
+            max_body_bytes: flags.max_body_bytes,
+            max_series: flags.max_series,
+            default_read: if flags.read_consistency == "stale" {
+                ReadConsistency::Stale
+            } else {
+                ReadConsistency::Linearizable
+            },
+            flags: flags.flag_map(),
+        }),
+        metrics: Arc::new(SelfMetrics::new()),
+        start_time: rfc3339_nanos(now_nanos()).into(),
+        quit: quit_tx.clone(),
+    };
+
+    let signals = quit_tx.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = signals.send(true);
+    });
+
+    let router = app(state);
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let router = router.clone();
+        let mut stop = quit_tx.subscribe();
+        servers.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|q| *q).await;
+                })
+                .await
+        });
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "pushgate is running");
+    let _ = quit_rx.wait_for(|q| *q).await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let mut result = Ok(());
+    while let Some(joined) = servers.join_next().await {
+        if let Ok(Err(e)) = joined {
+            result = Err(ServerError::Serve(e));
+        }
+    }
+    gateway.shutdown().await;
+    tracing::info!("stopped");
+    result
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("received SIGTERM"),
+                _ = int.recv() => tracing::info!("received SIGINT"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
