@@ -94,7 +94,7 @@ impl SelfMetrics {
         }
         out.push(family("pushgate_http_push_duration_seconds", "HTTP request duration of pushes, from request to durable answer.", pm::MetricType::Histogram, durations));
         out.push(family("pushgate_http_push_size_bytes", "HTTP request size of pushes (as received, before decompression).", pm::MetricType::Histogram, sizes));
-        let requests = self
+        let requests: Vec<pm::Metric> = self
             .requests
             .lock()
             .iter()
