@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/io/prometheus/client/metrics.proto",
         "proto/pushgate/v1/log.proto",
+        "proto/pushgate/v1/replica.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

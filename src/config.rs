@@ -183,13 +183,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(invalid());
     }
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
         if num_end == 0 {
             return Err(invalid());
         }
         let value: f64 = rest[..num_end].parse().map_err(|_| invalid())?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -247,7 +251,11 @@ pub fn route_prefix(flags: &ServerFlags) -> String {
 fn external_url_path(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
     match after_scheme.find('/') {
-        Some(i) => after_scheme[i..].split(['?', '#']).next().unwrap_or("").to_string(),
+        Some(i) => after_scheme[i..]
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("")
+            .to_string(),
         None => String::new(),
     }
 }
@@ -259,13 +267,21 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
         let (id, addr) = part
             .split_once('=')
             .ok_or_else(|| format!("--cluster.peers entry {part:?} is not ID=HOST:PORT"))?;
-        let id: u64 = id.trim().parse().map_err(|_| format!("--cluster.peers entry {part:?}: {id:?} is not a node id"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("--cluster.peers entry {part:?}: {id:?} is not a node id"))?;
         if id == 0 {
             return Err("--cluster.peers: node ids start at 1".into());
         }
         let addr = addr.trim();
-        if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
-            return Err(format!("--cluster.peers entry {part:?}: {addr:?} is not HOST:PORT"));
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(format!(
+                "--cluster.peers entry {part:?}: {addr:?} is not HOST:PORT"
+            ));
         }
         if peers.insert(id, addr.to_string()).is_some() {
             return Err(format!("--cluster.peers names node {id} twice"));
@@ -284,18 +300,26 @@ impl ServerFlags {
             ));
         }
         if !self.web_config_file.is_empty() {
-            return Err("--web.config.file (TLS and basic auth) is not supported yet; terminate TLS and \
+            return Err(
+                "--web.config.file (TLS and basic auth) is not supported yet; terminate TLS and \
                         authenticate in a reverse proxy in front of pushgate"
-                .into());
+                    .into(),
+            );
         }
         if self.systemd_socket {
             return Err("--web.systemd-socket is not supported; use --web.listen-address".into());
         }
         if !self.telemetry_path.starts_with('/') {
-            return Err(format!("--web.telemetry-path {:?} must start with /", self.telemetry_path));
+            return Err(format!(
+                "--web.telemetry-path {:?} must start with /",
+                self.telemetry_path
+            ));
         }
         if self.queue_size == 0 || self.max_series == 0 || self.max_body_bytes == 0 {
-            return Err("--push.queue-size, --push.max-series and --push.max-body-bytes must be positive".into());
+            return Err(
+                "--push.queue-size, --push.max-series and --push.max-body-bytes must be positive"
+                    .into(),
+            );
         }
         if self.snapshot_every == 0 {
             return Err("--storage.snapshot-every must be positive".into());
@@ -326,21 +350,45 @@ impl ServerFlags {
         m.insert("web.config.file".into(), self.web_config_file.clone());
         m.insert("web.systemd-socket".into(), b(self.systemd_socket));
         m.insert("persistence.file".into(), String::new());
-        m.insert("persistence.interval".into(), format_duration(self.persistence_interval));
-        m.insert("push.disable-consistency-check".into(), b(self.disable_consistency_check));
-        m.insert("push.max-body-bytes".into(), self.max_body_bytes.to_string());
+        m.insert(
+            "persistence.interval".into(),
+            format_duration(self.persistence_interval),
+        );
+        m.insert(
+            "push.disable-consistency-check".into(),
+            b(self.disable_consistency_check),
+        );
+        m.insert(
+            "push.max-body-bytes".into(),
+            self.max_body_bytes.to_string(),
+        );
         m.insert("push.max-series".into(), self.max_series.to_string());
         m.insert("push.queue-size".into(), self.queue_size.to_string());
         m.insert("push.queue-bytes".into(), self.queue_bytes.to_string());
-        m.insert("push.commit-timeout".into(), format_duration(self.commit_timeout));
+        m.insert(
+            "push.commit-timeout".into(),
+            format_duration(self.commit_timeout),
+        );
         m.insert("read.consistency".into(), self.read_consistency.clone());
         m.insert("read.timeout".into(), format_duration(self.read_timeout));
-        m.insert("storage.path".into(), self.storage_path.display().to_string());
-        m.insert("storage.snapshot-every".into(), self.snapshot_every.to_string());
+        m.insert(
+            "storage.path".into(),
+            self.storage_path.display().to_string(),
+        );
+        m.insert(
+            "storage.snapshot-every".into(),
+            self.snapshot_every.to_string(),
+        );
         m.insert("storage.cache-bytes".into(), self.cache_bytes.to_string());
         m.insert("cluster.node-id".into(), self.node_id.to_string());
-        m.insert("cluster.listen-address".into(), self.cluster_listen_address.clone());
-        m.insert("cluster.advertise-address".into(), self.cluster_advertise_address.clone());
+        m.insert(
+            "cluster.listen-address".into(),
+            self.cluster_listen_address.clone(),
+        );
+        m.insert(
+            "cluster.advertise-address".into(),
+            self.cluster_advertise_address.clone(),
+        );
         m.insert("cluster.peers".into(), self.cluster_peers.clone());
         m.insert("log.level".into(), self.log_level.clone());
         m.insert("log.format".into(), self.log_format.clone());
@@ -366,7 +414,10 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h2m3s").unwrap(), Duration::from_secs(3723));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("abc").unwrap_err(), "time: invalid duration \"abc\"");
+        assert_eq!(
+            parse_duration("abc").unwrap_err(),
+            "time: invalid duration \"abc\""
+        );
         assert!(parse_duration("10").is_err());
         assert_eq!(format_duration(Duration::from_secs(300)), "5m0s");
         assert_eq!(format_duration(Duration::from_secs(10)), "10s");

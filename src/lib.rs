@@ -13,10 +13,10 @@ pub mod pb {
     }
 }
 
-pub mod model;
+pub mod admin;
 pub mod cluster;
+pub mod config;
 pub mod gateway;
 pub mod http;
-pub mod config;
+pub mod model;
 pub mod server;
-pub mod admin;

@@ -14,7 +14,10 @@ fn init_logging(level: &str, format: &str) {
         tracing_subscriber::EnvFilter::new(format!("{level},openraft={raft_level},sled=warn"))
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if format == "json" {
         builder.json().init();
     } else {
@@ -24,7 +27,10 @@ fn init_logging(level: &str, format: &str) {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pushgate: error: cannot start the async runtime: {e}");
@@ -32,13 +38,17 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Some(Command::Cluster(cmd)) => runtime.block_on(pushgate::admin::run(cmd)).map_err(|e| e.to_string()),
+        Some(Command::Cluster(cmd)) => runtime
+            .block_on(pushgate::admin::run(cmd))
+            .map_err(|e| e.to_string()),
         None => {
             init_logging(&cli.server.log_level, &cli.server.log_format);
-            runtime.block_on(pushgate::server::run(cli.server)).map_err(|e| {
-                tracing::error!(error = %e, "pushgate stopped");
-                e.to_string()
-            })
+            runtime
+                .block_on(pushgate::server::run(cli.server))
+                .map_err(|e| {
+                    tracing::error!(error = %e, "pushgate stopped");
+                    e.to_string()
+                })
         }
     };
     if let Err(e) = result {

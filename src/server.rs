@@ -20,7 +20,10 @@ pub enum ServerError {
     #[error("cannot start the node: {0}")]
     Start(#[from] crate::cluster::StartError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -62,7 +65,10 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
         let bind = listen_address(addr);
         let listener = TcpListener::bind(&bind)
             .await
-            .map_err(|source| ServerError::Listen { addr: bind.clone(), source })?;
+            .map_err(|source| ServerError::Listen {
+                addr: bind.clone(),
+                source,
+            })?;
         tracing::info!(address = %bind, "listening for HTTP");
         listeners.push(listener);
     }
@@ -71,7 +77,9 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
     let node = ClusterNode::start(node_config).await?;
     let gateway = Arc::new(Gateway::new(
         node.clone(),
-        GatewayConfig { consistency_check: !flags.disable_consistency_check },
+        GatewayConfig {
+            consistency_check: !flags.disable_consistency_check,
+        },
     ));
     let (quit_tx, mut quit_rx) = watch::channel(false);
     let state = AppState {
@@ -130,7 +138,10 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("received SIGTERM"),

@@ -67,7 +67,14 @@ fn units(bytes: usize) -> u32 {
 
 impl Batcher {
     /// Starts the batching task for `raft`.
-    pub fn start(raft: Raft, capacity: usize, max_bytes: usize, write_timeout: Duration, clock: Clock, stats: Arc<ClusterStats>) -> Self {
+    pub fn start(
+        raft: Raft,
+        capacity: usize,
+        max_bytes: usize,
+        write_timeout: Duration,
+        clock: Clock,
+        stats: Arc<ClusterStats>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let budget_units = units(max_bytes) as usize;
         tokio::spawn(run(raft, rx, write_timeout, clock, stats.clone()));
@@ -83,7 +90,10 @@ impl Batcher {
     /// Queues a mutation and waits for its outcome.
     pub async fn submit(&self, mutation: pb::Mutation) -> Result<Committed, WriteError> {
         let size = mutation.encoded_len();
-        let full = || WriteError::QueueFull { capacity: self.capacity, bytes: self.budget_units * 1024 };
+        let full = || WriteError::QueueFull {
+            capacity: self.capacity,
+            bytes: self.budget_units * 1024,
+        };
         let need = units(size).min(self.budget_units as u32);
         let budget = match self.byte_budget.clone().try_acquire_many_owned(need) {
             Ok(p) => p,
@@ -93,22 +103,36 @@ impl Batcher {
             }
         };
         let (reply, rx) = oneshot::channel();
-        let pending = Pending { mutation, size, reply, _budget: budget };
+        let pending = Pending {
+            mutation,
+            size,
+            reply,
+            _budget: budget,
+        };
         if self.tx.try_send(pending).is_err() {
             ClusterStats::add(&self.stats.queue_rejected, 1);
             return Err(full());
         }
         self.stats.queue_length.fetch_add(1, Ordering::Relaxed);
-        rx.await.unwrap_or_else(|_| Err(WriteError::Stopped("the batcher stopped".into())))
+        rx.await
+            .unwrap_or_else(|_| Err(WriteError::Stopped("the batcher stopped".into())))
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duration, clock: Clock, stats: Arc<ClusterStats>) {
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    write_timeout: Duration,
+    clock: Clock,
+    stats: Arc<ClusterStats>,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         // Wait for a free proposal slot first, so that the queue keeps filling
         // while the disk is busy: the next batch is then as large as it can be.
-        let Ok(slot) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let Some(first) = rx.recv().await else { return };
         let mut bytes = first.size;
         let mut batch = vec![first];
@@ -121,7 +145,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duratio
                 Err(_) => break,
             }
         }
-        stats.queue_length.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        stats
+            .queue_length
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
         ClusterStats::add(&stats.batches_proposed, 1);
         stats.batch_mutations.observe(batch.len() as f64);
         let raft = raft.clone();
@@ -169,10 +195,15 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duratio
 fn map_write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> WriteError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
-            Some(id) => WriteError::NotLeader { leader_id: Some(id), leader_addr: f.leader_node.map(|n| n.addr) },
+            Some(id) => WriteError::NotLeader {
+                leader_id: Some(id),
+                leader_addr: f.leader_node.map(|n| n.addr),
+            },
             None => WriteError::NoLeader,
         },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => WriteError::Stopped(e.to_string()),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            WriteError::Stopped(e.to_string())
+        }
         RaftError::Fatal(f) => WriteError::Stopped(f.to_string()),
     }
 }

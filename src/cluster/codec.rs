@@ -14,7 +14,9 @@ pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("record has format version {0}; this pushgate understands version {FORMAT_VERSION} only")]
+    #[error(
+        "record has format version {0}; this pushgate understands version {FORMAT_VERSION} only"
+    )]
     UnknownVersion(u32),
     #[error("record is missing its {0}")]
     Missing(&'static str),
@@ -31,7 +33,11 @@ pub fn check_version(v: u32) -> Result<(), CodecError> {
 }
 
 pub fn log_id_to_pb(id: &LogId) -> pb::LogId {
-    pb::LogId { term: id.leader_id.term, node_id: id.leader_id.node_id, index: id.index }
+    pb::LogId {
+        term: id.leader_id.term,
+        node_id: id.leader_id.node_id,
+        index: id.index,
+    }
 }
 
 pub fn log_id_from_pb(id: &pb::LogId) -> LogId {
@@ -49,19 +55,50 @@ pub fn vote_to_pb(v: &Vote) -> pb::Vote {
 
 pub fn vote_from_pb(v: &pb::Vote) -> Result<Vote, CodecError> {
     check_version(v.format_version)?;
-    Ok(if v.committed { Vote::new_committed(v.term, v.node_id) } else { Vote::new(v.term, v.node_id) })
+    Ok(if v.committed {
+        Vote::new_committed(v.term, v.node_id)
+    } else {
+        Vote::new(v.term, v.node_id)
+    })
 }
 
 pub fn membership_to_pb(m: &Membership) -> pb::Membership {
     pb::Membership {
-        configs: m.get_joint_config().iter().map(|c| pb::VoterSet { ids: c.iter().copied().collect() }).collect(),
-        nodes: m.nodes().map(|(id, n)| pb::Node { id: *id, addr: n.addr.clone() }).collect(),
+        configs: m
+            .get_joint_config()
+            .iter()
+            .map(|c| pb::VoterSet {
+                ids: c.iter().copied().collect(),
+            })
+            .collect(),
+        nodes: m
+            .nodes()
+            .map(|(id, n)| pb::Node {
+                id: *id,
+                addr: n.addr.clone(),
+            })
+            .collect(),
     }
 }
 
 pub fn membership_from_pb(m: &pb::Membership) -> Membership {
-    let configs: Vec<BTreeSet<u64>> = m.configs.iter().map(|c| c.ids.iter().copied().collect()).collect();
-    let nodes: BTreeMap<u64, BasicNode> = m.nodes.iter().map(|n| (n.id, BasicNode { addr: n.addr.clone() })).collect();
+    let configs: Vec<BTreeSet<u64>> = m
+        .configs
+        .iter()
+        .map(|c| c.ids.iter().copied().collect())
+        .collect();
+    let nodes: BTreeMap<u64, BasicNode> = m
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id,
+                BasicNode {
+                    addr: n.addr.clone(),
+                },
+            )
+        })
+        .collect();
     Membership::new(configs, nodes)
 }
 
@@ -71,7 +108,11 @@ pub fn entry_to_pb(e: &Entry) -> pb::LogEntry {
         EntryPayload::Normal(LogPayload(bytes)) => pb::log_entry::Payload::Batch(bytes.clone()),
         EntryPayload::Membership(m) => pb::log_entry::Payload::Membership(membership_to_pb(m)),
     };
-    pb::LogEntry { format_version: FORMAT_VERSION, log_id: Some(log_id_to_pb(&e.log_id)), payload: Some(payload) }
+    pb::LogEntry {
+        format_version: FORMAT_VERSION,
+        log_id: Some(log_id_to_pb(&e.log_id)),
+        payload: Some(payload),
+    }
 }
 
 pub fn entry_from_pb(e: pb::LogEntry) -> Result<Entry, CodecError> {
@@ -101,7 +142,10 @@ mod tests {
             EntryPayload::Normal(LogPayload(bytes::Bytes::from_static(b"xyz"))),
             EntryPayload::Membership(m),
         ] {
-            let e = Entry { log_id: id, payload };
+            let e = Entry {
+                log_id: id,
+                payload,
+            };
             let back = entry_from_pb(entry_to_pb(&e)).unwrap();
             assert_eq!(format!("{e:?}"), format!("{back:?}"));
         }
@@ -109,7 +153,13 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_refused() {
-        let v = pb::Vote { format_version: 99, ..Default::default() };
-        assert!(matches!(vote_from_pb(&v), Err(CodecError::UnknownVersion(99))));
+        let v = pb::Vote {
+            format_version: 99,
+            ..Default::default()
+        };
+        assert!(matches!(
+            vote_from_pb(&v),
+            Err(CodecError::UnknownVersion(99))
+        ));
     }
 }

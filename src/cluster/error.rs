@@ -14,7 +14,10 @@ pub enum WriteError {
     QueueFull { capacity: usize, bytes: usize },
     /// Not proposed: this node is not the leader; the caller may forward.
     #[error("this node is not the leader")]
-    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
     /// Not proposed: no leader is known (election in progress or quorum lost).
     #[error("no leader is known (an election is in progress or this node cannot reach a quorum); the change was not made, retry later")]
     NoLeader,
@@ -22,14 +25,19 @@ pub enum WriteError {
     #[error("the change was not confirmed within {0:?} (the cluster may have lost its quorum or be electing a leader); it may or may not have been applied")]
     Timeout(Duration),
     /// The node stopped (shutdown or a storage failure): outcome unknown.
-    #[error("this node stopped before confirming the change ({0}); it may or may not have been applied")]
+    #[error(
+        "this node stopped before confirming the change ({0}); it may or may not have been applied"
+    )]
     Stopped(String),
 }
 
 impl WriteError {
     /// Whether the client can be sure the change was not made.
     pub fn definitely_not_applied(&self) -> bool {
-        matches!(self, WriteError::QueueFull { .. } | WriteError::NotLeader { .. } | WriteError::NoLeader)
+        matches!(
+            self,
+            WriteError::QueueFull { .. } | WriteError::NotLeader { .. } | WriteError::NoLeader
+        )
     }
 }
 
@@ -37,7 +45,10 @@ impl WriteError {
 #[derive(Debug, Error, Clone)]
 pub enum ReadError {
     #[error("this node is not the leader")]
-    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
     #[error("no leader is known (an election is in progress or this node cannot reach a quorum)")]
     NoLeader,
     #[error("the leader could not confirm it still has a quorum")]

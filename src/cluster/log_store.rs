@@ -79,7 +79,11 @@ pub struct LogStore {
     stats: Arc<ClusterStats>,
 }
 
-fn io_error(verb: ErrorVerb, subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
+fn io_error(
+    verb: ErrorVerb,
+    subject: ErrorSubject<u64>,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -105,7 +109,12 @@ impl LogStore {
             .flush_every_ms(None)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| io::Error::other(format!("cannot open the Raft log in {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "cannot open the Raft log in {}: {e}",
+                    dir.display()
+                ))
+            })?;
         let log = db.open_tree("log").map_err(io::Error::other)?;
         let meta = db.open_tree("meta").map_err(io::Error::other)?;
         let db_file = File::open(dir.join("db"))?;
@@ -137,7 +146,14 @@ impl LogStore {
                 }
             }
         })?;
-        Ok(LogStore { db, log, meta, syncer, flusher, stats })
+        Ok(LogStore {
+            db,
+            log,
+            meta,
+            syncer,
+            flusher,
+            stats,
+        })
     }
 
     fn sync_now(&self) -> Result<(), StorageError> {
@@ -152,7 +168,9 @@ impl LogStore {
     }
 
     fn put_meta(&self, key: &[u8], m: &impl Message) -> Result<(), StorageError> {
-        self.meta.insert(key, m.encode_to_vec()).map_err(write_err)?;
+        self.meta
+            .insert(key, m.encode_to_vec())
+            .map_err(write_err)?;
         Ok(())
     }
 
@@ -167,7 +185,10 @@ impl LogStore {
     }
 
     fn put_optional_log_id(&self, key: &[u8], id: Option<&LogId>) -> Result<(), StorageError> {
-        let record = pb::OptionalLogId { format_version: FORMAT_VERSION, log_id: id.map(codec::log_id_to_pb) };
+        let record = pb::OptionalLogId {
+            format_version: FORMAT_VERSION,
+            log_id: id.map(codec::log_id_to_pb),
+        };
         self.put_meta(key, &record)
     }
 
@@ -184,7 +205,10 @@ impl LogStore {
 
     /// The committed index recorded on disk (0 if none), for status output.
     pub fn committed_index(&self) -> u64 {
-        self.get_optional_log_id(KEY_COMMITTED).ok().flatten().map_or(0, |l| l.index)
+        self.get_optional_log_id(KEY_COMMITTED)
+            .ok()
+            .flatten()
+            .map_or(0, |l| l.index)
     }
 
     fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
@@ -235,7 +259,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, value)) => Some(Self::decode_entry(&value)?.log_id),
             None => None,
         };
-        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -261,7 +288,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not synced on its own: it becomes durable with the next log sync, and
         // a stale value only means re-applying fewer entries at start-up.
         if let Some(c) = &committed {
-            self.stats.committed_index.fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .committed_index
+                .fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
         }
         self.put_optional_log_id(KEY_COMMITTED, committed.as_ref())
     }
@@ -270,7 +299,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_optional_log_id(KEY_COMMITTED)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -278,7 +311,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = sled::Batch::default();
         let mut count = 0;
         for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), codec::entry_to_pb(&entry).encode_to_vec());
+            batch.insert(
+                &index_key(entry.log_id.index),
+                codec::entry_to_pb(&entry).encode_to_vec(),
+            );
             count += 1;
         }
         self.log.apply_batch(batch).map_err(write_err)?;
@@ -297,7 +333,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.log.apply_batch(batch).map_err(write_err)?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.sync_now()).await.map_err(write_err)?
+        tokio::task::spawn_blocking(move || this.sync_now())
+            .await
+            .map_err(write_err)?
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -305,7 +343,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // in between never leaves a log that starts after a hole.
         self.put_optional_log_id(KEY_LAST_PURGED, Some(&log_id))?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.sync_now()).await.map_err(write_err)??;
+        tokio::task::spawn_blocking(move || this.sync_now())
+            .await
+            .map_err(write_err)??;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {
             let (key, _) = item.map_err(read_err)?;

@@ -2,7 +2,9 @@
 
 use openraft::error::{Fatal, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, Snapshot};
 
 use super::types::{NodeId, TypeConfig, Vote};
@@ -22,7 +24,9 @@ pub struct PeerClient {
 }
 
 fn unreachable(target: NodeId) -> Unreachable {
-    Unreachable::new(&std::io::Error::other(format!("node {target} is not reachable")))
+    Unreachable::new(&std::io::Error::other(format!(
+        "node {target} is not reachable"
+    )))
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {

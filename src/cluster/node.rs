@@ -87,12 +87,20 @@ impl ClusterNode {
         Self::start_with_clock(config, system_clock()).await
     }
 
-    pub async fn start_with_clock(config: NodeConfig, clock: Clock) -> Result<Arc<Self>, StartError> {
+    pub async fn start_with_clock(
+        config: NodeConfig,
+        clock: Clock,
+    ) -> Result<Arc<Self>, StartError> {
         let stats = Arc::new(ClusterStats::default());
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
-        let log_store = LogStore::open(&config.data_dir.join("raft-log"), config.cache_bytes, stats.clone())
-            .map_err(|e| StartError::Storage(e.to_string()))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let log_store = LogStore::open(
+            &config.data_dir.join("raft-log"),
+            config.cache_bytes,
+            stats.clone(),
+        )
+        .map_err(|e| StartError::Storage(e.to_string()))?;
         check_identity(&log_store, &config)?;
         let state_machine = StateMachine::open(&config.data_dir.join("snapshots"), stats.clone())
             .map_err(StartError::Storage)?;
@@ -114,16 +122,35 @@ impl ClusterNode {
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let network = Network::new();
-        let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log_store.clone(), state_machine)
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            log_store.clone(),
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let initialized = raft
+            .is_initialized()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-
-        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized && config.peers.is_empty() {
             let mut members = BTreeMap::new();
-            members.insert(config.node_id, BasicNode { addr: config.advertise_addr.clone() });
-            raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
-            tracing::info!(node_id = config.node_id, "initialised a new single-node cluster");
+            members.insert(
+                config.node_id,
+                BasicNode {
+                    addr: config.advertise_addr.clone(),
+                },
+            );
+            raft.initialize(members)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            tracing::info!(
+                node_id = config.node_id,
+                "initialised a new single-node cluster"
+            );
         }
 
         let batcher = Batcher::start(
@@ -134,7 +161,15 @@ impl ClusterNode {
             clock,
             stats.clone(),
         );
-        Ok(Arc::new(ClusterNode { id: config.node_id, raft, shared, stats, batcher, log_store, config }))
+        Ok(Arc::new(ClusterNode {
+            id: config.node_id,
+            raft,
+            shared,
+            stats,
+            batcher,
+            log_store,
+            config,
+        }))
     }
 
     /// Proposes a mutation through this node's batcher and waits for its outcome.
@@ -150,11 +185,18 @@ impl ClusterNode {
         match read {
             Err(_) => Err(ReadError::Timeout(timeout)),
             Ok(Ok(_)) => Ok(self.applied_index()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => match f.leader_id {
-                Some(id) => Err(ReadError::NotLeader { leader_id: Some(id), leader_addr: f.leader_node.map(|n| n.addr) }),
-                None => Err(ReadError::NoLeader),
-            },
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Err(ReadError::NoQuorum),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                match f.leader_id {
+                    Some(id) => Err(ReadError::NotLeader {
+                        leader_id: Some(id),
+                        leader_addr: f.leader_node.map(|n| n.addr),
+                    }),
+                    None => Err(ReadError::NoLeader),
+                }
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(ReadError::NoQuorum)
+            }
             Ok(Err(RaftError::Fatal(f))) => Err(ReadError::Stopped(f.to_string())),
         }
     }
@@ -165,7 +207,9 @@ impl ClusterNode {
     }
 
     pub fn applied_index(&self) -> u64 {
-        self.shared.applied_index.load(std::sync::atomic::Ordering::Acquire)
+        self.shared
+            .applied_index
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn stats(&self) -> &ClusterStats {
@@ -194,7 +238,10 @@ impl ClusterNode {
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
-            members: membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+            members: membership
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect(),
             voters: membership.voter_ids().collect(),
         }
     }
@@ -214,7 +261,10 @@ impl ClusterNode {
 /// A data directory belongs to one node of one cluster, forever: a node
 /// started with another id on it would reuse someone else's Raft identity.
 fn check_identity(log: &LogStore, config: &NodeConfig) -> Result<(), StartError> {
-    match log.identity().map_err(|e| StartError::Storage(e.to_string()))? {
+    match log
+        .identity()
+        .map_err(|e| StartError::Storage(e.to_string()))?
+    {
         Some(identity) => {
             crate::cluster::codec::check_version(identity.format_version)
                 .map_err(|e| StartError::Identity(e.to_string()))?;
@@ -237,7 +287,8 @@ fn check_identity(log: &LogStore, config: &NodeConfig) -> Result<(), StartError>
                 node_id: config.node_id,
                 cluster_id: format!("{:032x}", rand::random::<u128>()),
             };
-            log.save_identity(&identity).map_err(|e| StartError::Storage(e.to_string()))
+            log.save_identity(&identity)
+                .map_err(|e| StartError::Storage(e.to_string()))
         }
     }
 }

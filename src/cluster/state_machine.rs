@@ -12,13 +12,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, StorageIOError};
+use openraft::{
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, StorageIOError,
+};
 use parking_lot::RwLock;
 use prost::Message;
 
 use super::codec::{self, FORMAT_VERSION};
 use super::stats::ClusterStats;
-use super::types::{BatchOutcome, Entry, LogId, LogPayload, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use super::types::{
+    BatchOutcome, Entry, LogId, LogPayload, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
+};
 use crate::model::Store;
 use crate::pb::pushgate::v1 as pb;
 
@@ -45,11 +50,21 @@ pub struct StateMachine {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 fn snapshot_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 const SNAPSHOT_FILE: &str = "current.snapshot";
@@ -74,8 +89,10 @@ impl StateMachine {
         };
         let path = snapshot_dir.join(SNAPSHOT_FILE);
         if path.exists() {
-            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let snapshot = decode_snapshot(&bytes).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let snapshot =
+                decode_snapshot(&bytes).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
             sm.load(&snapshot)?;
             let state = sm.shared.state.read();
             tracing::info!(
@@ -95,8 +112,14 @@ impl StateMachine {
         let store = Store::restore(snapshot.clock_unix_nanos, &snapshot.groups)?;
         let meta = Self::meta_of(snapshot);
         let mut state = self.shared.state.write();
-        *state = AppliedState { store, last_applied: meta.last_log_id, membership: meta.last_membership };
-        self.shared.applied_index.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
+        *state = AppliedState {
+            store,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership,
+        };
+        self.shared
+            .applied_index
+            .store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
         Ok(())
     }
 
@@ -104,8 +127,15 @@ impl StateMachine {
         SnapshotMeta {
             last_log_id: snapshot.last_log_id.as_ref().map(codec::log_id_from_pb),
             last_membership: StoredMembership::new(
-                snapshot.last_membership_log_id.as_ref().map(codec::log_id_from_pb),
-                snapshot.last_membership.as_ref().map(codec::membership_from_pb).unwrap_or_default(),
+                snapshot
+                    .last_membership_log_id
+                    .as_ref()
+                    .map(codec::log_id_from_pb),
+                snapshot
+                    .last_membership
+                    .as_ref()
+                    .map(codec::membership_from_pb)
+                    .unwrap_or_default(),
             ),
             snapshot_id: snapshot.snapshot_id.clone(),
         }
@@ -144,7 +174,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // A consistent copy under a short read lock: groups are shared, not cloned.
         let (view, last_log_id, membership) = {
             let state = self.shared.state.read();
-            (state.store.snapshot_view(), state.last_applied, state.membership.clone())
+            (
+                state.store.snapshot_view(),
+                state.last_applied,
+                state.membership.clone(),
+            )
         };
         let meta_membership = membership.clone();
         let snapshot_id = format!(
@@ -173,9 +207,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| snapshot_err(ErrorVerb::Write, e))?
         .map_err(|e| snapshot_err(ErrorVerb::Write, e))?;
         ClusterStats::add(&self.stats.snapshots_built, 1);
-        tracing::info!(index = last_log_id.map(|l| l.index), bytes = bytes.len(), "built snapshot");
+        tracing::info!(
+            index = last_log_id.map(|l| l.index),
+            bytes = bytes.len(),
+            "built snapshot"
+        );
         Ok(Snapshot {
-            meta: SnapshotMeta { last_log_id, last_membership: meta_membership, snapshot_id },
+            meta: SnapshotMeta {
+                last_log_id,
+                last_membership: meta_membership,
+                snapshot_id,
+            },
             snapshot: Box::new(Cursor::new(bytes)),
         })
     }
@@ -204,26 +246,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
                     BatchOutcome::default()
                 }
-                EntryPayload::Normal(LogPayload(bytes)) => match pb::Batch::decode(bytes.as_ref()) {
-                    Ok(batch) if batch.format_version == FORMAT_VERSION => {
-                        let outcomes = state.store.apply_batch(batch.time_unix_nanos, &batch.mutations);
-                        ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
-                        BatchOutcome { outcomes }
-                    }
-                    Ok(batch) => {
-                        // Every replica skips the same entry, so state stays identical.
-                        tracing::error!(
+                EntryPayload::Normal(LogPayload(bytes)) => {
+                    match pb::Batch::decode(bytes.as_ref()) {
+                        Ok(batch) if batch.format_version == FORMAT_VERSION => {
+                            let outcomes = state
+                                .store
+                                .apply_batch(batch.time_unix_nanos, &batch.mutations);
+                            ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
+                            BatchOutcome { outcomes }
+                        }
+                        Ok(batch) => {
+                            // Every replica skips the same entry, so state stays identical.
+                            tracing::error!(
                             index = entry.log_id.index,
                             version = batch.format_version,
                             "log entry has an unknown format version; skipped (upgrade this node)"
                         );
-                        BatchOutcome::default()
+                            BatchOutcome::default()
+                        }
+                        Err(e) => {
+                            tracing::error!(index = entry.log_id.index, error = %e, "log entry does not decode; skipped");
+                            BatchOutcome::default()
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(index = entry.log_id.index, error = %e, "log entry does not decode; skipped");
-                        BatchOutcome::default()
-                    }
-                },
+                }
             };
             results.push(outcome);
         }
@@ -256,7 +302,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshot_dir.clone();
         let store = tokio::task::spawn_blocking(move || -> Result<(Store, Vec<u8>), String> {
             write_atomically(&dir, SNAPSHOT_FILE, &bytes).map_err(|e| e.to_string())?;
-            Ok((Store::restore(record.clock_unix_nanos, &record.groups)?, bytes))
+            Ok((
+                Store::restore(record.clock_unix_nanos, &record.groups)?,
+                bytes,
+            ))
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?
@@ -266,9 +315,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        self.shared.applied_index.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
+        self.shared
+            .applied_index
+            .store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
         ClusterStats::add(&self.stats.snapshots_installed, 1);
-        tracing::info!(index = meta.last_log_id.map(|l| l.index), "installed snapshot from the leader");
+        tracing::info!(
+            index = meta.last_log_id.map(|l| l.index),
+            "installed snapshot from the leader"
+        );
         Ok(())
     }
 
@@ -280,6 +334,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) => return Err(snapshot_err(ErrorVerb::Read, e)),
         };
         let record = decode_snapshot(&bytes).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot { meta: StateMachine::meta_of(&record), snapshot: Box::new(Cursor::new(bytes)) }))
+        Ok(Some(Snapshot {
+            meta: StateMachine::meta_of(&record),
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }

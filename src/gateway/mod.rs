@@ -40,8 +40,12 @@ impl From<WriteError> for GatewayError {
     fn from(e: WriteError) -> Self {
         match &e {
             WriteError::QueueFull { .. } => GatewayError::Overloaded(e.to_string()),
-            WriteError::NotLeader { .. } | WriteError::NoLeader => GatewayError::Unavailable(e.to_string()),
-            WriteError::Timeout(_) | WriteError::Stopped(_) => GatewayError::OutcomeUnknown(e.to_string()),
+            WriteError::NotLeader { .. } | WriteError::NoLeader => {
+                GatewayError::Unavailable(e.to_string())
+            }
+            WriteError::Timeout(_) | WriteError::Stopped(_) => {
+                GatewayError::OutcomeUnknown(e.to_string())
+            }
         }
     }
 }
@@ -106,7 +110,12 @@ impl Gateway {
     }
 
     /// PUT (`replace`) or POST of families to a group.
-    pub async fn push(&self, key: &GroupingKey, replace: bool, families: Vec<MetricFamily>) -> Result<Receipt, GatewayError> {
+    pub async fn push(
+        &self,
+        key: &GroupingKey,
+        replace: bool,
+        families: Vec<MetricFamily>,
+    ) -> Result<Receipt, GatewayError> {
         let push = pb::Push {
             grouping_key: key_to_pb(key),
             replace,
@@ -117,7 +126,10 @@ impl Gateway {
     }
 
     pub async fn delete(&self, key: &GroupingKey) -> Result<Receipt, GatewayError> {
-        self.mutate(pb::mutation::Op::Delete(pb::Delete { grouping_key: key_to_pb(key) })).await
+        self.mutate(pb::mutation::Op::Delete(pb::Delete {
+            grouping_key: key_to_pb(key),
+        }))
+        .await
     }
 
     pub async fn wipe(&self) -> Result<Receipt, GatewayError> {
@@ -126,7 +138,10 @@ impl Gateway {
 
     async fn mutate(&self, op: pb::mutation::Op) -> Result<Receipt, GatewayError> {
         let committed = self.node.write(pb::Mutation { op: Some(op) }).await?;
-        Ok(Receipt { outcome: committed.outcome, index: committed.index })
+        Ok(Receipt {
+            outcome: committed.outcome,
+            index: committed.index,
+        })
     }
 
     /// A view of the store at least as new as `consistency` demands.
@@ -134,7 +149,9 @@ impl Gateway {
         if consistency == ReadConsistency::Linearizable {
             self.node.linearizable_read().await?;
         }
-        Ok(ReadView { state: self.node.applied_state().read_arc() })
+        Ok(ReadView {
+            state: self.node.applied_state().read_arc(),
+        })
     }
 
     /// Whether this node can serve consistent reads and take writes now.

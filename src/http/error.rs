@@ -33,8 +33,14 @@ pub fn plain(status: StatusCode, body: impl Into<String>) -> Response {
     }
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -46,12 +52,16 @@ impl IntoResponse for HttpError {
             HttpError::NotFound => plain(StatusCode::NOT_FOUND, "404 page not found"),
             HttpError::MethodNotAllowed(allow) => {
                 let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
                 r
             }
             HttpError::Forbidden(m) => {
                 let mut r = (StatusCode::FORBIDDEN, m).into_response();
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
                 r
             }
             HttpError::Gateway(e) => {
@@ -61,7 +71,8 @@ impl IntoResponse for HttpError {
                 };
                 let mut r = plain(status, e.to_string());
                 if status == StatusCode::SERVICE_UNAVAILABLE {
-                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 }
                 r
             }

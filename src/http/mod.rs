@@ -80,7 +80,9 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
             }
         };
         if let Some(handler) = handler {
-            state.metrics.count_request(response.status().as_u16(), handler, method.as_str());
+            state
+                .metrics
+                .count_request(response.status().as_u16(), handler, method.as_str());
         }
         response
     }
@@ -89,7 +91,17 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
 }
 
 /// Characters percent-encoded when a cleaned path is sent back in `Location`.
-const PATH_ENCODE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'%');
+const PATH_ENCODE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'%');
 
 /// Go's `path.Clean`, keeping a trailing slash like `http.ServeMux` does.
 fn clean_path(p: &[u8]) -> Vec<u8> {
@@ -108,16 +120,15 @@ fn clean_path(p: &[u8]) -> Vec<u8> {
         out.push(b'/');
         out.extend_from_slice(s);
     }
-    if out.is_empty() {
-        out.push(b'/');
-    } else if p.ends_with(b"/") {
+    if out.is_empty() || p.ends_with(b"/") {
         out.push(b'/');
     }
     out
 }
 
 fn redirect(status: StatusCode, path: &[u8], query: Option<&str>) -> Response {
-    let mut location: String = utf8_percent_encode(&String::from_utf8_lossy(path), PATH_ENCODE).to_string();
+    let mut location: String =
+        utf8_percent_encode(&String::from_utf8_lossy(path), PATH_ENCODE).to_string();
     if let Some(q) = query {
         location.push('?');
         location.push_str(q);
@@ -131,12 +142,17 @@ fn redirect(status: StatusCode, path: &[u8], query: Option<&str>) -> Response {
 
 fn options(allow: &'static str) -> Response {
     let mut r = StatusCode::OK.into_response();
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
 fn trailing_slash_redirect(method: &Method, path: &[u8], query: Option<&str>) -> Response {
-    let status = if method == Method::GET { StatusCode::MOVED_PERMANENTLY } else { StatusCode::TEMPORARY_REDIRECT };
+    let status = if method == Method::GET {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::TEMPORARY_REDIRECT
+    };
     redirect(status, path, query)
 }
 
@@ -150,7 +166,10 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
     let decoded: Vec<u8> = percent_decode(parts.uri.path().as_bytes()).collect();
     let cleaned = clean_path(&decoded);
     if cleaned != decoded {
-        return (None, Ok(redirect(StatusCode::MOVED_PERMANENTLY, &cleaned, query)));
+        return (
+            None,
+            Ok(redirect(StatusCode::MOVED_PERMANENTLY, &cleaned, query)),
+        );
     }
     let prefix = state.config.route_prefix.as_bytes();
     if !prefix.is_empty() && decoded == prefix {
@@ -160,13 +179,31 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
     }
     // The reference registers `GET /-/quit` without the prefix.
     if decoded == b"/-/quit" && method == Method::GET {
-        return (None, Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "Only POST or PUT requests allowed.")));
+        return (
+            None,
+            Ok(plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Only POST or PUT requests allowed.",
+            )),
+        );
     }
-    let Some(rest) = decoded.strip_prefix(prefix) else { return (None, Err(HttpError::NotFound)) };
+    let Some(rest) = decoded.strip_prefix(prefix) else {
+        return (None, Err(HttpError::NotFound));
+    };
     let rest = rest.to_vec();
 
     if let Some(push_path) = rest.strip_prefix(b"/metrics/") {
-        if let Some(r) = push_route(state, &method, push_path, &rest, query, &parts.headers, body).await {
+        if let Some(r) = push_route(
+            state,
+            &method,
+            push_path,
+            &rest,
+            query,
+            &parts.headers,
+            body,
+        )
+        .await
+        {
             return r;
         }
     }
@@ -183,23 +220,42 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
     }
     match rest.as_slice() {
         b"/-/healthy" | b"/-/ready" => {
-            let handler = if rest == b"/-/healthy" { "healthy" } else { "ready" };
+            let handler = if rest == b"/-/healthy" {
+                "healthy"
+            } else {
+                "ready"
+            };
             let r = match method {
                 Method::GET if handler == "healthy" => Ok(ok_text()),
                 Method::GET => match state.gateway.ready().await {
                     Ok(()) => Ok(ok_text()),
-                    Err(e) => Ok(plain(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}"))),
+                    Err(e) => Ok(plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {e}"),
+                    )),
                 },
                 Method::OPTIONS => Ok(options("GET, OPTIONS")),
                 _ => Err(HttpError::MethodNotAllowed("GET, OPTIONS")),
             };
             (Some(handler), r)
         }
-        b"/-/healthy/" | b"/-/ready/" | b"/-/quit/" | b"/status/" => {
-            (None, Ok(trailing_slash_redirect(&method, &rest[..rest.len() - 1], query)))
-        }
+        b"/-/healthy/" | b"/-/ready/" | b"/-/quit/" | b"/status/" => (
+            None,
+            Ok(trailing_slash_redirect(
+                &method,
+                &rest[..rest.len() - 1],
+                query,
+            )),
+        ),
         b"/-/quit" => (None, quit(state, &method)),
-        b"/api/v1" => (None, Ok(trailing_slash_redirect(&method, &[prefix, b"/api/v1/"].concat(), query))),
+        b"/api/v1" => (
+            None,
+            Ok(trailing_slash_redirect(
+                &method,
+                &[prefix, b"/api/v1/"].concat(),
+                query,
+            )),
+        ),
         b"/" | b"/status" => match method {
             Method::GET => (Some("status"), ui_page(state).await),
             Method::OPTIONS => (None, Ok(options("GET, OPTIONS"))),
@@ -211,7 +267,10 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
 
 fn ok_text() -> Response {
     let mut r = (StatusCode::OK, "OK").into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -239,23 +298,41 @@ async fn push_route(
     };
     if job.is_empty() {
         // `/metrics/job/` only matches after dropping the slash.
-        return Some((None, Ok(trailing_slash_redirect(method, &full[..full.len() - 1], query))));
+        return Some((
+            None,
+            Ok(trailing_slash_redirect(
+                method,
+                &full[..full.len() - 1],
+                query,
+            )),
+        ));
     }
-    let handler = if *method == Method::DELETE { "delete" } else { "push" };
+    let handler = if *method == Method::DELETE {
+        "delete"
+    } else {
+        "push"
+    };
     const ALLOW: &str = "DELETE, OPTIONS, POST, PUT";
     let result = match *method {
-        Method::PUT | Method::POST | Method::DELETE => match GroupingKey::from_path(job, is_base64, labels) {
-            Err(e) => Err(HttpError::BadRequest(e.to_string())),
-            Ok(key) if *method == Method::DELETE => push::delete(state, key).await,
-            Ok(key) => push::push(state, method, key, headers, body).await,
-        },
+        Method::PUT | Method::POST | Method::DELETE => {
+            match GroupingKey::from_path(job, is_base64, labels) {
+                Err(e) => Err(HttpError::BadRequest(e.to_string())),
+                Ok(key) if *method == Method::DELETE => push::delete(state, key).await,
+                Ok(key) => push::push(state, method, key, headers, body).await,
+            }
+        }
         Method::OPTIONS => Ok(options(ALLOW)),
         _ => Err(HttpError::MethodNotAllowed(ALLOW)),
     };
     Some((Some(handler), result))
 }
 
-async fn api_route(state: &AppState, method: &Method, api: &[u8], query: Option<&str>) -> Dispatched {
+async fn api_route(
+    state: &AppState,
+    method: &Method,
+    api: &[u8],
+    query: Option<&str>,
+) -> Dispatched {
     if *method == Method::OPTIONS {
         let mut r = StatusCode::OK.into_response();
         read::cors(&mut r);
@@ -267,11 +344,17 @@ async fn api_route(state: &AppState, method: &Method, api: &[u8], query: Option<
             _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
         },
         b"metrics" => match *method {
-            Method::GET => (Some("api/v1/metrics"), read::api_metrics(state, query).await),
+            Method::GET => (
+                Some("api/v1/metrics"),
+                read::api_metrics(state, query).await,
+            ),
             _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
         },
         b"cluster/status" => match *method {
-            Method::GET => (Some("api/v1/cluster/status"), Ok(read::cluster_status(state))),
+            Method::GET => (
+                Some("api/v1/cluster/status"),
+                Ok(read::cluster_status(state)),
+            ),
             _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
         },
         b"admin/wipe" if state.config.enable_admin_api => match *method {
@@ -291,7 +374,10 @@ fn quit(state: &AppState, method: &Method) -> Result<Response, HttpError> {
             tracing::warn!("received termination request via web service, exiting gracefully...");
             let _ = state.quit.send(true);
             let mut r = (StatusCode::OK, "Requesting termination... Goodbye!").into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
             Ok(r)
         }
         Method::OPTIONS => Ok(options("OPTIONS, POST, PUT")),
@@ -301,10 +387,17 @@ fn quit(state: &AppState, method: &Method) -> Result<Response, HttpError> {
 
 async fn ui_page(state: &AppState) -> Result<Response, HttpError> {
     let view = state.gateway.read(ReadConsistency::Stale).await?;
-    let html = ui::page(&view, &state.gateway.status(), state.config.enable_admin_api);
+    let html = ui::page(
+        &view,
+        &state.gateway.status(),
+        state.config.enable_admin_api,
+    );
     drop(view);
     let mut r = (StatusCode::OK, html).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     Ok(r)
 }
 
@@ -314,8 +407,14 @@ mod tests {
 
     #[test]
     fn path_cleaning_like_go() {
-        assert_eq!(clean_path(b"/metrics/job/j/first//second/x"), b"/metrics/job/j/first/second/x");
-        assert_eq!(clean_path(b"/metrics/job/j/path//var/tmp"), b"/metrics/job/j/path/var/tmp");
+        assert_eq!(
+            clean_path(b"/metrics/job/j/first//second/x"),
+            b"/metrics/job/j/first/second/x"
+        );
+        assert_eq!(
+            clean_path(b"/metrics/job/j/path//var/tmp"),
+            b"/metrics/job/j/path/var/tmp"
+        );
         assert_eq!(clean_path(b"/a/./b/../c/"), b"/a/c/");
         assert_eq!(clean_path(b"/metrics/job/trail/"), b"/metrics/job/trail/");
         assert_eq!(clean_path(b"/"), b"/");

@@ -40,8 +40,13 @@ fn decode_body(headers: &HeaderMap, raw: bytes::Bytes, limit: usize) -> Result<V
     let decoded = match encoding.as_str() {
         "gzip" | "x-gzip" => read_limited(flate2::read::GzDecoder::new(raw.as_ref()), limit)
             .map_err(|e| HttpError::BadRequest(format!("gzip body does not decompress: {e}")))?,
-        "snappy" => read_limited(snap::read::FrameDecoder::new(raw.as_ref()), limit)
-            .map_err(|e| HttpError::BadRequest(format!("snappy body does not decompress (framed format expected): {e}")))?,
+        "snappy" => {
+            read_limited(snap::read::FrameDecoder::new(raw.as_ref()), limit).map_err(|e| {
+                HttpError::BadRequest(format!(
+                    "snappy body does not decompress (framed format expected): {e}"
+                ))
+            })?
+        }
         _ => raw.to_vec(),
     };
     if decoded.len() > limit {
@@ -52,7 +57,10 @@ fn decode_body(headers: &HeaderMap, raw: bytes::Bytes, limit: usize) -> Result<V
 
 /// Body bytes -> families, by Content-Type (protobuf only when fully selected).
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<MetricFamily>, HttpError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if is_protobuf_content_type(content_type) {
         decode_delimited(body).map_err(|e| HttpError::BadRequest(e.to_string()))
     } else {
@@ -76,10 +84,18 @@ fn empty(status: StatusCode) -> Response {
 }
 
 /// PUT (replace) or POST (merge) of a body to `key`.
-pub async fn push(state: &AppState, method: &Method, key: GroupingKey, headers: &HeaderMap, body: Body) -> Result<Response, HttpError> {
+pub async fn push(
+    state: &AppState,
+    method: &Method,
+    key: GroupingKey,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
     let started = Instant::now();
     let limit = state.config.max_body_bytes;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(limit))?;
     let raw_len = raw.len();
     let decoded = decode_body(headers, raw, limit)?;
     let families = parse_body(headers, &decoded)?;
@@ -107,9 +123,15 @@ pub async fn push(state: &AppState, method: &Method, key: GroupingKey, headers: 
             empty(StatusCode::ACCEPTED)
         }
         Outcome::KeyConflict { message } => plain(StatusCode::BAD_REQUEST, message),
-        other => return Err(HttpError::Gateway(crate::gateway::GatewayError::Internal(format!("unexpected outcome {other:?}")))),
+        other => {
+            return Err(HttpError::Gateway(crate::gateway::GatewayError::Internal(
+                format!("unexpected outcome {other:?}"),
+            )))
+        }
     };
-    state.metrics.observe_push(method.as_str(), started.elapsed().as_secs_f64(), raw_len);
+    state
+        .metrics
+        .observe_push(method.as_str(), started.elapsed().as_secs_f64(), raw_len);
     Ok(with_index(response, receipt.index))
 }
 
@@ -138,8 +160,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("GZIP"));
         assert_eq!(decode_body(&headers, body.clone(), 100).unwrap(), b"m 1\n");
-        assert!(matches!(decode_body(&headers, body, 2), Err(HttpError::PayloadTooLarge(_))));
-        assert!(matches!(decode_body(&headers, bytes::Bytes::from_static(b"x 1\n"), 100), Err(HttpError::BadRequest(_))));
+        assert!(matches!(
+            decode_body(&headers, body, 2),
+            Err(HttpError::PayloadTooLarge(_))
+        ));
+        assert!(matches!(
+            decode_body(&headers, bytes::Bytes::from_static(b"x 1\n"), 100),
+            Err(HttpError::BadRequest(_))
+        ));
 
         let mut sn = snap::write::FrameEncoder::new(Vec::new());
         sn.write_all(b"m 2\n").unwrap();
@@ -147,7 +175,13 @@ mod tests {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
         assert_eq!(decode_body(&headers, body, 100).unwrap(), b"m 2\n");
 
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("deflate"));
-        assert_eq!(decode_body(&headers, bytes::Bytes::from_static(b"m 3\n"), 100).unwrap(), b"m 3\n");
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("deflate"),
+        );
+        assert_eq!(
+            decode_body(&headers, bytes::Bytes::from_static(b"m 3\n"), 100).unwrap(),
+            b"m 3\n"
+        );
     }
 }

@@ -19,7 +19,8 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `?consistency=stale` asks for this replica's local state without a read index.
 pub fn consistency(state: &AppState, query: Option<&str>) -> ReadConsistency {
     let stale = query.is_some_and(|q| {
-        q.split('&').any(|kv| kv == "consistency=stale" || kv == "stale=true" || kv == "stale=1")
+        q.split('&')
+            .any(|kv| kv == "consistency=stale" || kv == "stale=true" || kv == "stale=1")
     });
     if stale {
         ReadConsistency::Stale
@@ -60,7 +61,11 @@ fn index_header(r: &mut Response, index: u64) {
 /// Renders the scrape body: own families merged with every pushed family.
 pub fn render_exposition(state: &AppState, view: &ReadView, protobuf: bool) -> Vec<u8> {
     let store = view.store();
-    let own = state.metrics.families(&state.gateway, store.group_count() as u64, store.series_count());
+    let own = state.metrics.families(
+        &state.gateway,
+        store.group_count() as u64,
+        store.series_count(),
+    );
     let mut out = Vec::with_capacity(store.series_count() as usize * 80 + 16 * 1024);
     if protobuf {
         let mut pushed = store.merged_families();
@@ -89,7 +94,11 @@ pub fn render_exposition(state: &AppState, view: &ReadView, protobuf: bool) -> V
 }
 
 /// `GET <telemetry path>`.
-pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Response, HttpError> {
+pub async fn scrape(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response, HttpError> {
     let view = state.gateway.read(consistency(state, query)).await?;
     let protobuf = wants_protobuf(headers);
     let gzip = accepts_gzip(headers);
@@ -99,7 +108,10 @@ pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) 
         let text = render_exposition(&app, &view, protobuf);
         drop(view);
         if gzip {
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(text.len() / 6), flate2::Compression::fast());
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(text.len() / 6),
+                flate2::Compression::fast(),
+            );
             enc.write_all(&text)?;
             enc.finish()
         } else {
@@ -109,11 +121,17 @@ pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) 
     .await
     .map_err(|e| GatewayError::Internal(format!("rendering failed: {e}")))?
     .map_err(|e| GatewayError::Internal(format!("compressing failed: {e}")))?;
-    let content_type = if protobuf { PROTOBUF_CONTENT_TYPE } else { TEXT_CONTENT_TYPE };
+    let content_type = if protobuf {
+        PROTOBUF_CONTENT_TYPE
+    } else {
+        TEXT_CONTENT_TYPE
+    };
     let mut r = (StatusCode::OK, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if gzip {
-        r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     index_header(&mut r, index);
     Ok(r)
@@ -122,16 +140,31 @@ pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) 
 /// Headers every `/api/v1` answer carries (the reference's CORS set).
 pub fn cors(r: &mut Response) {
     let h = r.headers_mut();
-    h.insert("access-control-allow-headers", HeaderValue::from_static("Accept, Authorization, Content-Type, Origin"));
-    h.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("Accept, Authorization, Content-Type, Origin"),
+    );
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    h.insert("access-control-expose-headers", HeaderValue::from_static("Date"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("Date"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
 }
 
 fn json_response(value: &Value, index: Option<u64>) -> Response {
     let mut r = (StatusCode::OK, value.to_string()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     cors(&mut r);
     if let Some(i) = index {
         index_header(&mut r, i);
@@ -154,8 +187,12 @@ pub async fn api_metrics(state: &AppState, query: Option<&str>) -> Result<Respon
 
 /// `GET /api/v1/status`.
 pub fn api_status(state: &AppState) -> Response {
-    let flags: serde_json::Map<String, Value> =
-        state.config.flags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let flags: serde_json::Map<String, Value> = state
+        .config
+        .flags
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     let body = json!({
         "status": "success",
         "data": {

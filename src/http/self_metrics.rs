@@ -11,8 +11,12 @@ use crate::cluster::stats::{ClusterStats, Histogram};
 use crate::gateway::Gateway;
 use crate::pb::io::prometheus::client as pm;
 
-const DURATION_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-const SIZE_BUCKETS: &[f64] = &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0];
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const SIZE_BUCKETS: &[f64] = &[
+    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
 
 /// Counters owned by the HTTP layer, plus readers of everything else.
 pub struct SelfMetrics {
@@ -36,8 +40,14 @@ impl SelfMetrics {
     pub fn new() -> Self {
         SelfMetrics {
             requests: Mutex::new(BTreeMap::new()),
-            push_duration: [Histogram::new(DURATION_BUCKETS, 1e6), Histogram::new(DURATION_BUCKETS, 1e6)],
-            push_size: [Histogram::new(SIZE_BUCKETS, 1.0), Histogram::new(SIZE_BUCKETS, 1.0)],
+            push_duration: [
+                Histogram::new(DURATION_BUCKETS, 1e6),
+                Histogram::new(DURATION_BUCKETS, 1e6),
+            ],
+            push_size: [
+                Histogram::new(SIZE_BUCKETS, 1.0),
+                Histogram::new(SIZE_BUCKETS, 1.0),
+            ],
             start_time: process_start_time().unwrap_or(0.0),
         }
     }
@@ -59,14 +69,46 @@ impl SelfMetrics {
         let status = gateway.status();
         let mut out = Vec::new();
         let process = ProcessStats::read();
-        out.push(counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", process.cpu_seconds));
-        out.push(gauge("process_max_fds", "Maximum number of open file descriptors.", process.max_fds));
-        out.push(gauge("process_open_fds", "Number of open file descriptors.", process.open_fds));
-        out.push(gauge("process_resident_memory_bytes", "Resident memory size in bytes.", process.rss_bytes));
-        out.push(gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", self.start_time));
-        out.push(gauge("process_threads", "Number of OS threads in the process.", process.threads));
-        out.push(gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", process.vsize_bytes));
-        out.push(gauge("process_virtual_memory_max_bytes", "Maximum amount of virtual memory available in bytes.", process.max_vsize_bytes));
+        out.push(counter(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            process.cpu_seconds,
+        ));
+        out.push(gauge(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            process.max_fds,
+        ));
+        out.push(gauge(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            process.open_fds,
+        ));
+        out.push(gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            process.rss_bytes,
+        ));
+        out.push(gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            self.start_time,
+        ));
+        out.push(gauge(
+            "process_threads",
+            "Number of OS threads in the process.",
+            process.threads,
+        ));
+        out.push(gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            process.vsize_bytes,
+        ));
+        out.push(gauge(
+            "process_virtual_memory_max_bytes",
+            "Maximum amount of virtual memory available in bytes.",
+            process.max_vsize_bytes,
+        ));
         out.push(histogram(
             "pushgate_batch_mutations",
             "Mutations per proposed log entry (group commit batch size).",
@@ -76,7 +118,13 @@ impl SelfMetrics {
         out.push(labeled_gauge(
             "pushgate_build_info",
             "Build information of pushgate.",
-            vec![("version", env!("CARGO_PKG_VERSION")), ("revision", option_env!("PUSHGATE_REVISION").unwrap_or("unknown"))],
+            vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                (
+                    "revision",
+                    option_env!("PUSHGATE_REVISION").unwrap_or("unknown"),
+                ),
+            ],
             1.0,
         ));
         out.push(labeled_gauge(
@@ -85,23 +133,47 @@ impl SelfMetrics {
             vec![("version", env!("CARGO_PKG_VERSION")), ("revision", option_env!("PUSHGATE_REVISION").unwrap_or("unknown"))],
             1.0,
         ));
-        out.push(gauge("pushgate_groups", "Groups currently stored.", groups as f64));
+        out.push(gauge(
+            "pushgate_groups",
+            "Groups currently stored.",
+            groups as f64,
+        ));
         let mut durations = Vec::new();
         let mut sizes = Vec::new();
         for (i, method) in ["put", "post"].iter().enumerate() {
-            durations.push(metric_with(vec![("method", method)], |m| m.histogram = Some(self.push_duration[i].to_pb())));
-            sizes.push(metric_with(vec![("method", method)], |m| m.histogram = Some(self.push_size[i].to_pb())));
+            durations.push(metric_with(vec![("method", method)], |m| {
+                m.histogram = Some(self.push_duration[i].to_pb())
+            }));
+            sizes.push(metric_with(vec![("method", method)], |m| {
+                m.histogram = Some(self.push_size[i].to_pb())
+            }));
         }
-        out.push(family("pushgate_http_push_duration_seconds", "HTTP request duration of pushes, from request to durable answer.", pm::MetricType::Histogram, durations));
-        out.push(family("pushgate_http_push_size_bytes", "HTTP request size of pushes (as received, before decompression).", pm::MetricType::Histogram, sizes));
+        out.push(family(
+            "pushgate_http_push_duration_seconds",
+            "HTTP request duration of pushes, from request to durable answer.",
+            pm::MetricType::Histogram,
+            durations,
+        ));
+        out.push(family(
+            "pushgate_http_push_size_bytes",
+            "HTTP request size of pushes (as received, before decompression).",
+            pm::MetricType::Histogram,
+            sizes,
+        ));
         let requests: Vec<pm::Metric> = self
             .requests
             .lock()
             .iter()
             .map(|((code, handler, method), n)| {
-                metric_with(vec![("code", code), ("handler", handler), ("method", method)], |m| {
-                    m.counter = Some(pm::Counter { value: Some(*n as f64), ..Default::default() })
-                })
+                metric_with(
+                    vec![("code", code), ("handler", handler), ("method", method)],
+                    |m| {
+                        m.counter = Some(pm::Counter {
+                            value: Some(*n as f64),
+                            ..Default::default()
+                        })
+                    },
+                )
             })
             .collect();
         // The reference's names too, so existing dashboards and the documented
@@ -112,21 +184,82 @@ impl SelfMetrics {
             pm::MetricType::Counter,
             requests.clone(),
         ));
-        out.push(family("pushgate_http_requests_total", "Total HTTP requests processed, by handler, code and method.", pm::MetricType::Counter, requests));
-        out.push(counter("pushgate_log_entries_appended_total", "Raft log entries written to this node's log.", ClusterStats::get(&stats.entries_appended) as f64));
-        out.push(counter("pushgate_log_fsyncs_total", "fsync rounds that made Raft log entries durable on this node.", ClusterStats::get(&stats.fsyncs) as f64));
-        out.push(gauge("pushgate_mutation_queue_length", "Mutations waiting to be proposed by this node.", ClusterStats::get(&stats.queue_length) as f64));
-        out.push(counter("pushgate_mutation_queue_rejected_total", "Mutations refused with 503 because the queue was full.", ClusterStats::get(&stats.queue_rejected) as f64));
-        out.push(counter("pushgate_mutations_applied_total", "Mutations (pushes, deletes, wipes) applied to this node's state machine.", ClusterStats::get(&stats.mutations_applied) as f64));
-        out.push(gauge("pushgate_raft_applied_index", "Index of the last log entry applied on this node.", status.applied_index as f64));
-        out.push(gauge("pushgate_raft_commit_index", "Index of the last log entry known committed on this node.", status.committed_index as f64));
-        out.push(gauge("pushgate_raft_is_leader", "1 if this node is the Raft leader.", if status.state == "Leader" { 1.0 } else { 0.0 }));
-        out.push(gauge("pushgate_raft_last_log_index", "Index of the last entry in this node's log.", status.last_log_index as f64));
-        out.push(gauge("pushgate_raft_leader_id", "Node id of the leader this node knows of (0 if none).", status.leader_id.unwrap_or(0) as f64));
-        out.push(gauge("pushgate_raft_term", "Current Raft term of this node.", status.term as f64));
-        out.push(gauge("pushgate_series", "Series currently stored (a summary or histogram counts once).", series as f64));
-        out.push(counter("pushgate_snapshots_built_total", "Snapshots of the state machine built on this node.", ClusterStats::get(&stats.snapshots_built) as f64));
-        out.push(counter("pushgate_snapshots_installed_total", "Snapshots received from a leader and installed on this node.", ClusterStats::get(&stats.snapshots_installed) as f64));
+        out.push(family(
+            "pushgate_http_requests_total",
+            "Total HTTP requests processed, by handler, code and method.",
+            pm::MetricType::Counter,
+            requests,
+        ));
+        out.push(counter(
+            "pushgate_log_entries_appended_total",
+            "Raft log entries written to this node's log.",
+            ClusterStats::get(&stats.entries_appended) as f64,
+        ));
+        out.push(counter(
+            "pushgate_log_fsyncs_total",
+            "fsync rounds that made Raft log entries durable on this node.",
+            ClusterStats::get(&stats.fsyncs) as f64,
+        ));
+        out.push(gauge(
+            "pushgate_mutation_queue_length",
+            "Mutations waiting to be proposed by this node.",
+            ClusterStats::get(&stats.queue_length) as f64,
+        ));
+        out.push(counter(
+            "pushgate_mutation_queue_rejected_total",
+            "Mutations refused with 503 because the queue was full.",
+            ClusterStats::get(&stats.queue_rejected) as f64,
+        ));
+        out.push(counter(
+            "pushgate_mutations_applied_total",
+            "Mutations (pushes, deletes, wipes) applied to this node's state machine.",
+            ClusterStats::get(&stats.mutations_applied) as f64,
+        ));
+        out.push(gauge(
+            "pushgate_raft_applied_index",
+            "Index of the last log entry applied on this node.",
+            status.applied_index as f64,
+        ));
+        out.push(gauge(
+            "pushgate_raft_commit_index",
+            "Index of the last log entry known committed on this node.",
+            status.committed_index as f64,
+        ));
+        out.push(gauge(
+            "pushgate_raft_is_leader",
+            "1 if this node is the Raft leader.",
+            if status.state == "Leader" { 1.0 } else { 0.0 },
+        ));
+        out.push(gauge(
+            "pushgate_raft_last_log_index",
+            "Index of the last entry in this node's log.",
+            status.last_log_index as f64,
+        ));
+        out.push(gauge(
+            "pushgate_raft_leader_id",
+            "Node id of the leader this node knows of (0 if none).",
+            status.leader_id.unwrap_or(0) as f64,
+        ));
+        out.push(gauge(
+            "pushgate_raft_term",
+            "Current Raft term of this node.",
+            status.term as f64,
+        ));
+        out.push(gauge(
+            "pushgate_series",
+            "Series currently stored (a summary or histogram counts once).",
+            series as f64,
+        ));
+        out.push(counter(
+            "pushgate_snapshots_built_total",
+            "Snapshots of the state machine built on this node.",
+            ClusterStats::get(&stats.snapshots_built) as f64,
+        ));
+        out.push(counter(
+            "pushgate_snapshots_installed_total",
+            "Snapshots received from a leader and installed on this node.",
+            ClusterStats::get(&stats.snapshots_installed) as f64,
+        ));
         out
     }
 }
@@ -135,7 +268,10 @@ fn metric_with(labels: Vec<(&str, &str)>, set: impl FnOnce(&mut pm::Metric)) -> 
     let mut m = pm::Metric {
         label: labels
             .into_iter()
-            .map(|(n, v)| pm::LabelPair { name: Some(n.to_string()), value: Some(v.to_string()) })
+            .map(|(n, v)| pm::LabelPair {
+                name: Some(n.to_string()),
+                value: Some(v.to_string()),
+            })
             .collect(),
         ..Default::default()
     };
@@ -143,7 +279,12 @@ fn metric_with(labels: Vec<(&str, &str)>, set: impl FnOnce(&mut pm::Metric)) -> 
     m
 }
 
-fn family(name: &str, help: &str, kind: pm::MetricType, metric: Vec<pm::Metric>) -> pm::MetricFamily {
+fn family(
+    name: &str,
+    help: &str,
+    kind: pm::MetricType,
+    metric: Vec<pm::Metric>,
+) -> pm::MetricFamily {
     pm::MetricFamily {
         name: Some(name.to_string()),
         help: Some(help.to_string()),
@@ -158,7 +299,14 @@ fn gauge(name: &str, help: &str, v: f64) -> pm::MetricFamily {
 }
 
 fn labeled_gauge(name: &str, help: &str, labels: Vec<(&str, &str)>, v: f64) -> pm::MetricFamily {
-    family(name, help, pm::MetricType::Gauge, vec![metric_with(labels, |m| m.gauge = Some(pm::Gauge { value: Some(v) }))])
+    family(
+        name,
+        help,
+        pm::MetricType::Gauge,
+        vec![metric_with(labels, |m| {
+            m.gauge = Some(pm::Gauge { value: Some(v) })
+        })],
+    )
 }
 
 fn counter(name: &str, help: &str, v: f64) -> pm::MetricFamily {
@@ -166,12 +314,27 @@ fn counter(name: &str, help: &str, v: f64) -> pm::MetricFamily {
         name,
         help,
         pm::MetricType::Counter,
-        vec![metric_with(vec![], |m| m.counter = Some(pm::Counter { value: Some(v), ..Default::default() }))],
+        vec![metric_with(vec![], |m| {
+            m.counter = Some(pm::Counter {
+                value: Some(v),
+                ..Default::default()
+            })
+        })],
     )
 }
 
-fn histogram(name: &str, help: &str, labels: Vec<(&str, &str)>, h: pm::Histogram) -> pm::MetricFamily {
-    family(name, help, pm::MetricType::Histogram, vec![metric_with(labels, |m| m.histogram = Some(h))])
+fn histogram(
+    name: &str,
+    help: &str,
+    labels: Vec<(&str, &str)>,
+    h: pm::Histogram,
+) -> pm::MetricFamily {
+    family(
+        name,
+        help,
+        pm::MetricType::Histogram,
+        vec![metric_with(labels, |m| m.histogram = Some(h))],
+    )
 }
 
 /// Process figures from /proc (Linux); zeros elsewhere.
@@ -217,7 +380,12 @@ fn process_start_time() -> Option<f64> {
     let fields = stat_fields()?;
     let start_ticks: f64 = fields.get(19)?.parse().ok()?;
     let boot = std::fs::read_to_string("/proc/stat").ok()?;
-    let btime: f64 = boot.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    let btime: f64 = boot
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
     Some(btime + start_ticks / clock_ticks())
 }
 
@@ -242,7 +410,9 @@ impl ProcessStats {
             s.vsize_bytes = num(20);
             s.rss_bytes = num(21) * page_size();
         }
-        s.open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as f64).unwrap_or(0.0);
+        s.open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as f64)
+            .unwrap_or(0.0);
         s.max_fds = limit("Max open files").unwrap_or(0.0);
         s.max_vsize_bytes = limit("Max address space").unwrap_or(0.0);
         s

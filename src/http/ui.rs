@@ -5,16 +5,32 @@ use crate::gateway::ReadView;
 use crate::model::api_json::rfc3339_nanos;
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 pub fn page(view: &ReadView, node: &crate::cluster::NodeStatus, admin: bool) -> String {
     let store = view.store();
     let mut rows = String::new();
     for g in store.groups() {
-        let labels: Vec<String> = g.key.labels().iter().map(|l| format!("{}=\"{}\"", escape(&l.name), escape(&l.value))).collect();
-        let status = if g.last_push_successful() { "ok" } else { "<b>Last push failed!</b>" };
-        let pushed = if g.push_time > 0 { rfc3339_nanos(g.push_time) } else { "never".into() };
+        let labels: Vec<String> = g
+            .key
+            .labels()
+            .iter()
+            .map(|l| format!("{}=\"{}\"", escape(&l.name), escape(&l.value)))
+            .collect();
+        let status = if g.last_push_successful() {
+            "ok"
+        } else {
+            "<b>Last push failed!</b>"
+        };
+        let pushed = if g.push_time > 0 {
+            rfc3339_nanos(g.push_time)
+        } else {
+            "never".into()
+        };
         let families: Vec<String> = g.families.keys().map(|n| escape(n)).collect();
         rows.push_str(&format!(
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>\n",

@@ -43,7 +43,11 @@ pub enum GroupingKeyError {
     #[error("improper label name {0:?}")]
     ImproperLabelName(String),
     #[error("invalid base64 encoding for label {name}={value:?}: {reason}")]
-    LabelBase64 { name: String, value: String, reason: String },
+    LabelBase64 {
+        name: String,
+        value: String,
+        reason: String,
+    },
     #[error("grouping key is not valid UTF-8 after percent-decoding: {0}")]
     NotUtf8(String),
 }
@@ -51,7 +55,9 @@ pub enum GroupingKeyError {
 impl GroupingKey {
     /// Builds a key from labels in any order; later duplicates win (reference quirk).
     /// `job` must be among them.
-    pub fn from_labels(labels: impl IntoIterator<Item = (String, String)>) -> Result<Self, GroupingKeyError> {
+    pub fn from_labels(
+        labels: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, GroupingKeyError> {
         let mut map = std::collections::BTreeMap::new();
         for (name, value) in labels {
             map.insert(name, value);
@@ -61,16 +67,23 @@ impl GroupingKey {
             _ => return Err(GroupingKeyError::MissingJob),
         }
         Ok(GroupingKey(
-            map.into_iter().map(|(name, value)| Label { name, value }).collect(),
+            map.into_iter()
+                .map(|(name, value)| Label { name, value })
+                .collect(),
         ))
     }
 
     /// Parses the part of a push URL after `/metrics/`: `job/<job>...` or
     /// `job@base64/<b64>...`. `job` and `labels` are already percent-decoded
     /// bytes; `labels` includes its leading `/` (possibly empty).
-    pub fn from_path(job: &[u8], job_is_base64: bool, labels: &[u8]) -> Result<Self, GroupingKeyError> {
+    pub fn from_path(
+        job: &[u8],
+        job_is_base64: bool,
+        labels: &[u8],
+    ) -> Result<Self, GroupingKeyError> {
         let job = if job_is_base64 {
-            decode_base64(job).map_err(|reason| GroupingKeyError::JobBase64(String::new(), reason))?
+            decode_base64(job)
+                .map_err(|reason| GroupingKeyError::JobBase64(String::new(), reason))?
         } else {
             job.to_vec()
         };
@@ -100,7 +113,10 @@ impl GroupingKey {
     pub fn exported_labels(&self) -> Vec<Label> {
         let mut labels = self.0.to_vec();
         if self.get("instance").is_none() {
-            labels.push(Label { name: "instance".into(), value: String::new() });
+            labels.push(Label {
+                name: "instance".into(),
+                value: String::new(),
+            });
             labels.sort();
         }
         labels
@@ -110,7 +126,13 @@ impl GroupingKey {
     /// (`{job="a"}` and `{job="a",instance=""}`), if there is one.
     pub fn export_twin(&self) -> GroupingKey {
         match self.get("instance") {
-            Some("") => GroupingKey(self.0.iter().filter(|l| l.name != "instance").cloned().collect()),
+            Some("") => GroupingKey(
+                self.0
+                    .iter()
+                    .filter(|l| l.name != "instance")
+                    .cloned()
+                    .collect(),
+            ),
             Some(_) => self.clone(),
             None => GroupingKey(self.exported_labels().into()),
         }
@@ -155,9 +177,15 @@ pub fn decode_base64(input: &[u8]) -> Result<Vec<u8>, String> {
             .with_decode_padding_mode(DecodePaddingMode::RequireNone),
     );
     ENGINE.decode(trimmed).map_err(|e| match e {
-        base64::DecodeError::InvalidByte(offset, _) => format!("illegal base64 data at input byte {offset}"),
-        base64::DecodeError::InvalidLastSymbol(offset, _) => format!("illegal base64 data at input byte {offset}"),
-        base64::DecodeError::InvalidLength(len) => format!("illegal base64 data at input byte {len}"),
+        base64::DecodeError::InvalidByte(offset, _) => {
+            format!("illegal base64 data at input byte {offset}")
+        }
+        base64::DecodeError::InvalidLastSymbol(offset, _) => {
+            format!("illegal base64 data at input byte {offset}")
+        }
+        base64::DecodeError::InvalidLength(len) => {
+            format!("illegal base64 data at input byte {len}")
+        }
         other => other.to_string(),
     })
 }
@@ -168,8 +196,10 @@ fn split_labels(labels: &[u8]) -> Result<Vec<(String, String)>, GroupingKeyError
         return Ok(Vec::new());
     }
     let components: Vec<&[u8]> = labels[1..].split(|&b| b == b'/').collect();
-    if components.len() % 2 != 0 {
-        return Err(GroupingKeyError::OddComponents(String::from_utf8_lossy(labels).into_owned()));
+    if !components.len().is_multiple_of(2) {
+        return Err(GroupingKeyError::OddComponents(
+            String::from_utf8_lossy(labels).into_owned(),
+        ));
     }
     let mut pairs = Vec::with_capacity(components.len() / 2);
     for pair in components.chunks(2) {
@@ -205,13 +235,19 @@ mod tests {
     }
 
     fn pairs(k: &GroupingKey) -> Vec<(&str, &str)> {
-        k.labels().iter().map(|l| (l.name.as_str(), l.value.as_str())).collect()
+        k.labels()
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect()
     }
 
     #[test]
     fn plain_job_and_labels() {
         let k = key("some_job", false, "/instance/some_instance").unwrap();
-        assert_eq!(pairs(&k), [("instance", "some_instance"), ("job", "some_job")]);
+        assert_eq!(
+            pairs(&k),
+            [("instance", "some_instance"), ("job", "some_job")]
+        );
     }
 
     #[test]
@@ -221,7 +257,10 @@ mod tests {
 
     #[test]
     fn base64_job_and_values_with_optional_padding() {
-        assert_eq!(pairs(&key("L3Zhci90bXA", true, "").unwrap()), [("job", "/var/tmp")]);
+        assert_eq!(
+            pairs(&key("L3Zhci90bXA", true, "").unwrap()),
+            [("job", "/var/tmp")]
+        );
         let k = key("x", false, "/path@base64/L3Zhci90bXA=").unwrap();
         assert_eq!(k.get("path"), Some("/var/tmp"));
         let k = key("x", false, "/a@base64/=/b@base64/").unwrap();
@@ -245,14 +284,26 @@ mod tests {
             key("j", false, "/instance").unwrap_err().to_string(),
             "odd number of components in label string \"/instance\""
         );
-        assert_eq!(key("j", false, "/a-b/c").unwrap_err().to_string(), "improper label name \"a-b\"");
-        assert_eq!(key("j", false, "/__x/c").unwrap_err().to_string(), "improper label name \"__x\"");
-        assert_eq!(key("=", true, "").unwrap_err(), GroupingKeyError::MissingJob);
+        assert_eq!(
+            key("j", false, "/a-b/c").unwrap_err().to_string(),
+            "improper label name \"a-b\""
+        );
+        assert_eq!(
+            key("j", false, "/__x/c").unwrap_err().to_string(),
+            "improper label name \"__x\""
+        );
+        assert_eq!(
+            key("=", true, "").unwrap_err(),
+            GroupingKeyError::MissingJob
+        );
     }
 
     #[test]
     fn job_segment_wins_and_later_duplicates_win() {
-        assert_eq!(pairs(&key("j1", false, "/job/j2").unwrap()), [("job", "j1")]);
+        assert_eq!(
+            pairs(&key("j1", false, "/job/j2").unwrap()),
+            [("job", "j1")]
+        );
         assert_eq!(key("j3", false, "/a/1/a/2").unwrap().get("a"), Some("2"));
     }
 

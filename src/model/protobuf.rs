@@ -12,7 +12,9 @@ pub const PROTOBUF_CONTENT_TYPE: &str =
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ProtobufError {
-    #[error("unexpected EOF: the body ends inside a length-delimited MetricFamily (message {index})")]
+    #[error(
+        "unexpected EOF: the body ends inside a length-delimited MetricFamily (message {index})"
+    )]
     Truncated { index: usize },
     #[error("invalid protobuf MetricFamily (message {index}): {reason}")]
     Invalid { index: usize, reason: String },
@@ -31,8 +33,10 @@ pub fn decode_delimited(mut body: &[u8]) -> Result<Vec<pm::MetricFamily>, Protob
             return Err(ProtobufError::Truncated { index });
         }
         let (message, rest) = body.split_at(len);
-        let family = pm::MetricFamily::decode(message)
-            .map_err(|e| ProtobufError::Invalid { index, reason: e.to_string() })?;
+        let family = pm::MetricFamily::decode(message).map_err(|e| ProtobufError::Invalid {
+            index,
+            reason: e.to_string(),
+        })?;
         families.push(family);
         body = rest;
         index += 1;
@@ -79,7 +83,10 @@ mod tests {
         pm::MetricFamily {
             name: Some(name.into()),
             r#type: Some(pm::MetricType::Gauge as i32),
-            metric: vec![pm::Metric { gauge: Some(pm::Gauge { value: Some(v) }), ..Default::default() }],
+            metric: vec![pm::Metric {
+                gauge: Some(pm::Gauge { value: Some(v) }),
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -99,7 +106,10 @@ mod tests {
         let mut body = Vec::new();
         encode_delimited(&[family("a", 1.0)], &mut body);
         body.pop();
-        assert!(matches!(decode_delimited(&body), Err(ProtobufError::Truncated { .. })));
+        assert!(matches!(
+            decode_delimited(&body),
+            Err(ProtobufError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -108,7 +118,9 @@ mod tests {
         assert!(is_protobuf_content_type(
             "application/vnd.google.protobuf; encoding=delimited; proto=io.prometheus.client.MetricFamily"
         ));
-        assert!(!is_protobuf_content_type("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily"));
+        assert!(!is_protobuf_content_type(
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily"
+        ));
         assert!(!is_protobuf_content_type("text/plain"));
         assert!(!is_protobuf_content_type(
             "application/vnd.google.protobuf; proto=io.prometheus.client.Other; encoding=delimited"

@@ -35,10 +35,10 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
         out.push(b'-');
     }
     if !(-4..6).contains(&exp) {
-        out.extend_from_slice(digits[..1].as_bytes());
+        out.extend_from_slice(&digits.as_bytes()[..1]);
         if digits.len() > 1 {
             out.push(b'.');
-            out.extend_from_slice(digits[1..].as_bytes());
+            out.extend_from_slice(&digits.as_bytes()[1..]);
         }
         out.push(b'e');
         out.push(if exp < 0 { b'-' } else { b'+' });
@@ -61,9 +61,9 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
                 out.push(b'0');
             }
         } else {
-            out.extend_from_slice(digits[..int_len].as_bytes());
+            out.extend_from_slice(&digits.as_bytes()[..int_len]);
             out.push(b'.');
-            out.extend_from_slice(digits[int_len..].as_bytes());
+            out.extend_from_slice(&digits.as_bytes()[int_len..]);
         }
     }
 }
@@ -189,9 +189,18 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm:
             let default = pm::Summary::default();
             let s = m.summary.as_ref().unwrap_or(&default);
             for q in &s.quantile {
-                write_sample(out, name, "", labels, Some(("quantile", q.quantile())), |o| write_float(o, q.value()));
+                write_sample(
+                    out,
+                    name,
+                    "",
+                    labels,
+                    Some(("quantile", q.quantile())),
+                    |o| write_float(o, q.value()),
+                );
             }
-            write_sample(out, name, "_sum", labels, None, |o| write_float(o, s.sample_sum()));
+            write_sample(out, name, "_sum", labels, None, |o| {
+                write_float(o, s.sample_sum())
+            });
             write_sample(out, name, "_count", labels, None, |o| {
                 o.extend_from_slice(s.sample_count().to_string().as_bytes())
             });
@@ -205,13 +214,20 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm:
                 if b.upper_bound() == f64::INFINITY {
                     saw_inf = true;
                 }
-                write_sample(out, name, "_bucket", labels, Some(("le", b.upper_bound())), |o| {
-                    if b.cumulative_count_float.is_some() && b.cumulative_count.is_none() {
-                        write_float(o, b.cumulative_count_float())
-                    } else {
-                        o.extend_from_slice(b.cumulative_count().to_string().as_bytes())
-                    }
-                });
+                write_sample(
+                    out,
+                    name,
+                    "_bucket",
+                    labels,
+                    Some(("le", b.upper_bound())),
+                    |o| {
+                        if b.cumulative_count_float.is_some() && b.cumulative_count.is_none() {
+                            write_float(o, b.cumulative_count_float())
+                        } else {
+                            o.extend_from_slice(b.cumulative_count().to_string().as_bytes())
+                        }
+                    },
+                );
             }
             let write_count = |o: &mut Vec<u8>| {
                 if is_float {
@@ -221,9 +237,18 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm:
                 }
             };
             if !saw_inf {
-                write_sample(out, name, "_bucket", labels, Some(("le", f64::INFINITY)), write_count);
+                write_sample(
+                    out,
+                    name,
+                    "_bucket",
+                    labels,
+                    Some(("le", f64::INFINITY)),
+                    write_count,
+                );
             }
-            write_sample(out, name, "_sum", labels, None, |o| write_float(o, h.sample_sum()));
+            write_sample(out, name, "_sum", labels, None, |o| {
+                write_float(o, h.sample_sum())
+            });
             write_sample(out, name, "_count", labels, None, write_count);
         }
     }
@@ -254,7 +279,7 @@ mod tests {
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
             (f64::NEG_INFINITY, "-Inf"),
-            (3.14, "3.14"),
+            (3.25, "3.25"),
             (1e21, "1e+21"),
             (123456.0, "123456"),
             (0.001, "0.001"),
@@ -277,11 +302,18 @@ mod tests {
     #[test]
     fn histogram_gets_an_inf_bucket() {
         let m = pm::Metric {
-            label: vec![pm::LabelPair { name: Some("job".into()), value: Some("j".into()) }],
+            label: vec![pm::LabelPair {
+                name: Some("job".into()),
+                value: Some("j".into()),
+            }],
             histogram: Some(pm::Histogram {
                 sample_count: Some(5),
                 sample_sum: Some(10.0),
-                bucket: vec![pm::Bucket { upper_bound: Some(1.0), cumulative_count: Some(2), ..Default::default() }],
+                bucket: vec![pm::Bucket {
+                    upper_bound: Some(1.0),
+                    cumulative_count: Some(2),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             ..Default::default()

@@ -17,12 +17,15 @@ use serde::{Deserialize, Serialize};
 use super::grouping_key::{GroupingKey, Label};
 use super::names::{is_valid_label_name, is_valid_metric_name};
 use super::render::{write_float, write_header, write_metric};
-use super::reserved::{self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP};
+use super::reserved::{
+    self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP,
+};
 use crate::pb::io::prometheus::client as pm;
 use crate::pb::pushgate::v1 as pb;
 
 /// Prefix of every consistency error, as the reference words it.
-pub const INCONSISTENT_PREFIX: &str = "pushed metrics are invalid or inconsistent with existing metrics: ";
+pub const INCONSISTENT_PREFIX: &str =
+    "pushed metrics are invalid or inconsistent with existing metrics: ";
 
 /// What applying one mutation did. This is the answer the client gets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +84,9 @@ impl Group {
         self.failure_time <= self.push_time
     }
 }
+
+/// A family ready to be stored, with its name.
+type NamedFamily = (Arc<str>, Arc<StoredFamily>);
 
 type IdentityMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
@@ -148,7 +154,11 @@ impl Store {
     }
 
     /// Applies one batch entry's mutations, in order, at the leader's `time`.
-    pub fn apply_batch(&mut self, time_unix_nanos: i64, mutations: &[pb::Mutation]) -> Vec<Outcome> {
+    pub fn apply_batch(
+        &mut self,
+        time_unix_nanos: i64,
+        mutations: &[pb::Mutation],
+    ) -> Vec<Outcome> {
         let now = self.tick(time_unix_nanos);
         mutations.iter().map(|m| self.apply(now, m)).collect()
     }
@@ -162,7 +172,9 @@ impl Store {
         match &mutation.op {
             Some(pb::mutation::Op::Push(push)) => self.apply_push(now, push),
             Some(pb::mutation::Op::Delete(delete)) => match key_from_pb(&delete.grouping_key) {
-                Some(key) => Outcome::Deleted { existed: self.remove_group(&key) },
+                Some(key) => Outcome::Deleted {
+                    existed: self.remove_group(&key),
+                },
                 None => malformed("delete without a valid grouping key"),
             },
             Some(pb::mutation::Op::Wipe(_)) => {
@@ -170,7 +182,9 @@ impl Store {
                 for key in &keys {
                     self.remove_group(key);
                 }
-                Outcome::Wiped { groups: keys.len() as u64 }
+                Outcome::Wiped {
+                    groups: keys.len() as u64,
+                }
             }
             None => malformed("mutation of an unknown kind (written by a newer pushgate?)"),
         }
@@ -194,8 +208,16 @@ impl Store {
             Ok(families) => {
                 let mut group = match &existing {
                     Some(g) if !push.replace => (**g).clone(),
-                    Some(g) => Group { families: BTreeMap::new(), ..(**g).clone() },
-                    None => Group { key: key.clone(), push_time: 0, failure_time: 0, families: BTreeMap::new() },
+                    Some(g) => Group {
+                        families: BTreeMap::new(),
+                        ..(**g).clone()
+                    },
+                    None => Group {
+                        key: key.clone(),
+                        push_time: 0,
+                        failure_time: 0,
+                        families: BTreeMap::new(),
+                    },
                 };
                 group.push_time = now;
                 for (name, family) in families {
@@ -206,11 +228,21 @@ impl Store {
             }
             Err(errors) => {
                 let group = match &existing {
-                    Some(g) => Group { failure_time: now, ..(**g).clone() },
-                    None => Group { key: key.clone(), push_time: 0, failure_time: now, families: BTreeMap::new() },
+                    Some(g) => Group {
+                        failure_time: now,
+                        ..(**g).clone()
+                    },
+                    None => Group {
+                        key: key.clone(),
+                        push_time: 0,
+                        failure_time: now,
+                        families: BTreeMap::new(),
+                    },
                 };
                 self.replace_group(existing, group);
-                Outcome::Rejected { message: join_errors(errors) }
+                Outcome::Rejected {
+                    message: join_errors(errors),
+                }
             }
         }
     }
@@ -223,8 +255,12 @@ impl Store {
         push: &pb::Push,
         existing: Option<&Group>,
         now: i64,
-    ) -> Result<Vec<(Arc<str>, Arc<StoredFamily>)>, Vec<String>> {
-        if push.families.iter().any(|f| f.metric.iter().any(|m| m.timestamp_ms.is_some())) {
+    ) -> Result<Vec<NamedFamily>, Vec<String>> {
+        if push
+            .families
+            .iter()
+            .any(|f| f.metric.iter().any(|m| m.timestamp_ms.is_some()))
+        {
             return Err(vec!["pushed metrics must not have timestamps".into()]);
         }
         // Later families of the same name replace earlier ones (protobuf bodies);
@@ -261,7 +297,9 @@ impl Store {
 
         for (&name, family) in &pushed {
             if !is_valid_metric_name(name) {
-                errors.push(format!("metric name {name:?} is not a valid Prometheus metric name"));
+                errors.push(format!(
+                    "metric name {name:?} is not a valid Prometheus metric name"
+                ));
                 continue;
             }
             let kind = match pm::MetricType::try_from(family.r#type.unwrap_or(0)) {
@@ -279,7 +317,7 @@ impl Store {
                     errors.push(e);
                     continue;
                 }
-                sanitize_labels(&mut metric, &grouping);
+                sanitize_labels(&mut metric, grouping);
                 let hash = series_hash(name, &metric.label);
                 let duplicate_in_store = check
                     && self.series_index.get(&hash).copied().unwrap_or(0)
@@ -320,7 +358,8 @@ impl Store {
                             return pm::MetricType::try_from(f.r#type.unwrap_or(0)).ok();
                         }
                     }
-                    self.stored_type(n, &removed_types).or_else(|| self_family_type(n))
+                    self.stored_type(n, &removed_types)
+                        .or_else(|| self_family_type(n))
                 };
                 if let Some(e) = suffix_collision(name, kind, exists) {
                     errors.push(e);
@@ -374,7 +413,11 @@ impl Store {
     }
 
     /// The type `name` is stored with after the removals, if any group holds it.
-    fn stored_type(&self, name: &str, removed: &HashMap<&str, pm::MetricType>) -> Option<pm::MetricType> {
+    fn stored_type(
+        &self,
+        name: &str,
+        removed: &HashMap<&str, pm::MetricType>,
+    ) -> Option<pm::MetricType> {
         let mut counts = self.type_index.get(name).copied()?;
         if let Some(r) = removed.get(name) {
             counts.0[*r as usize] = counts.0[*r as usize].saturating_sub(1);
@@ -408,7 +451,10 @@ impl Store {
             if family.series.is_empty() {
                 continue;
             }
-            self.family_index.entry(name.clone()).or_default().insert(group.key.clone());
+            self.family_index
+                .entry(name.clone())
+                .or_default()
+                .insert(group.key.clone());
             self.type_index.entry(name.clone()).or_default().0[family.kind as usize] += 1;
             for h in family.series.iter() {
                 *self.series_index.entry(*h).or_default() += 1;
@@ -457,8 +503,17 @@ impl Store {
     /// the process exports itself are written through `own`, which gets the
     /// name and must write that family's header and own samples; the pushed
     /// samples follow under the same header.
-    pub fn render_text(&self, out: &mut Vec<u8>, own_names: &[&str], mut own: impl FnMut(&str, &mut Vec<u8>)) {
-        let synthetic: &[&str] = if self.groups.is_empty() { &[] } else { &[PUSH_FAILURE_TIME, PUSH_TIME] };
+    pub fn render_text(
+        &self,
+        out: &mut Vec<u8>,
+        own_names: &[&str],
+        mut own: impl FnMut(&str, &mut Vec<u8>),
+    ) {
+        let synthetic: &[&str] = if self.groups.is_empty() {
+            &[]
+        } else {
+            &[PUSH_FAILURE_TIME, PUSH_TIME]
+        };
         let mut names: Vec<&str> = self.family_index.keys().map(|n| n.as_ref()).collect();
         names.extend_from_slice(synthetic);
         names.extend_from_slice(own_names);
@@ -480,7 +535,9 @@ impl Store {
                 }
                 continue;
             } else if let Some(keys) = keys {
-                let families = keys.iter().filter_map(|k| self.groups.get(k)?.families.get(name));
+                let families = keys
+                    .iter()
+                    .filter_map(|k| self.groups.get(k)?.families.get(name));
                 let mut kind = None;
                 let mut help = None;
                 for f in families {
@@ -490,7 +547,12 @@ impl Store {
                         break;
                     }
                 }
-                write_header(out, name, help.as_deref().unwrap_or(""), kind.unwrap_or(pm::MetricType::Untyped));
+                write_header(
+                    out,
+                    name,
+                    help.as_deref().unwrap_or(""),
+                    kind.unwrap_or(pm::MetricType::Untyped),
+                );
             }
             if let Some(keys) = keys {
                 for key in keys {
@@ -512,11 +574,24 @@ impl Store {
         names.sort_unstable();
         for name in names {
             if name == PUSH_TIME || name == PUSH_FAILURE_TIME {
-                let help = if name == PUSH_TIME { PUSH_TIME_HELP } else { PUSH_FAILURE_TIME_HELP };
+                let help = if name == PUSH_TIME {
+                    PUSH_TIME_HELP
+                } else {
+                    PUSH_FAILURE_TIME_HELP
+                };
                 let metric = self
                     .groups
                     .values()
-                    .map(|g| timestamp_metric(&g.key, if name == PUSH_TIME { g.push_time } else { g.failure_time }))
+                    .map(|g| {
+                        timestamp_metric(
+                            &g.key,
+                            if name == PUSH_TIME {
+                                g.push_time
+                            } else {
+                                g.failure_time
+                            },
+                        )
+                    })
                     .collect();
                 out.push(pm::MetricFamily {
                     name: Some(name.into()),
@@ -552,14 +627,21 @@ impl Store {
     /// The groups as they are now: a cheap copy (shared groups) that can be
     /// encoded without holding up `apply`.
     pub fn snapshot_view(&self) -> StoreView {
-        StoreView { clock: self.clock, groups: self.groups.values().cloned().collect() }
+        StoreView {
+            clock: self.clock,
+            groups: self.groups.values().cloned().collect(),
+        }
     }
 
     /// Rebuilds a store from a snapshot's groups (re-rendering and re-indexing).
     pub fn restore(clock: i64, groups: &[pb::StoredGroup]) -> Result<Store, String> {
-        let mut store = Store { clock, ..Store::default() };
+        let mut store = Store {
+            clock,
+            ..Store::default()
+        };
         for g in groups {
-            let key = key_from_pb(&g.grouping_key).ok_or("snapshot group without a valid grouping key")?;
+            let key = key_from_pb(&g.grouping_key)
+                .ok_or("snapshot group without a valid grouping key")?;
             let mut families = BTreeMap::new();
             for f in &g.families {
                 let decoded = pm::MetricFamily::decode(f.family.as_ref())
@@ -576,7 +658,11 @@ impl Store {
                     Arc::<str>::from(name.as_str()),
                     Arc::new(StoredFamily {
                         kind,
-                        help: decoded.help.as_deref().filter(|h| !h.is_empty()).map(Arc::from),
+                        help: decoded
+                            .help
+                            .as_deref()
+                            .filter(|h| !h.is_empty())
+                            .map(Arc::from),
                         pushed_at: f.pushed_at_unix_nanos,
                         encoded: f.family.clone(),
                         text: Bytes::from(text),
@@ -614,7 +700,10 @@ impl StoreView {
                 families: g
                     .families
                     .values()
-                    .map(|f| pb::StoredFamily { pushed_at_unix_nanos: f.pushed_at, family: f.encoded.clone() })
+                    .map(|f| pb::StoredFamily {
+                        pushed_at_unix_nanos: f.pushed_at,
+                        family: f.encoded.clone(),
+                    })
                     .collect(),
             })
             .collect()
@@ -622,7 +711,13 @@ impl StoreView {
 }
 
 pub fn key_to_pb(key: &GroupingKey) -> Vec<pb::Label> {
-    key.labels().iter().map(|l| pb::Label { name: l.name.clone(), value: l.value.clone() }).collect()
+    key.labels()
+        .iter()
+        .map(|l| pb::Label {
+            name: l.name.clone(),
+            value: l.value.clone(),
+        })
+        .collect()
 }
 
 pub fn key_from_pb(labels: &[pb::Label]) -> Option<GroupingKey> {
@@ -630,7 +725,9 @@ pub fn key_from_pb(labels: &[pb::Label]) -> Option<GroupingKey> {
 }
 
 fn malformed(message: &str) -> Outcome {
-    Outcome::Malformed { message: message.to_string() }
+    Outcome::Malformed {
+        message: message.to_string(),
+    }
 }
 
 fn join_errors(errors: Vec<String>) -> String {
@@ -657,13 +754,20 @@ fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), 
     };
     let what = || describe_labels(&m.label);
     if !has_value {
-        return Err(format!("collected metric {name:?} {} is not a {}", what(), kind.as_str_name()));
+        return Err(format!(
+            "collected metric {name:?} {} is not a {}",
+            what(),
+            kind.as_str_name()
+        ));
     }
     let mut names = HashSet::new();
     for l in &m.label {
         let label = l.name();
         if !is_valid_label_name(label) || label.starts_with("__") {
-            return Err(format!("collected metric {name:?} {} has a label with an invalid name: {label}", what()));
+            return Err(format!(
+                "collected metric {name:?} {} has a label with an invalid name: {label}",
+                what()
+            ));
         }
         if !names.insert(label) {
             return Err(format!(
@@ -672,10 +776,16 @@ fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), 
             ));
         }
         if kind == pm::MetricType::Summary && label == "quantile" {
-            return Err(format!("collected metric {name:?} {} must not have an explicit \"quantile\" label", what()));
+            return Err(format!(
+                "collected metric {name:?} {} must not have an explicit \"quantile\" label",
+                what()
+            ));
         }
         if kind == pm::MetricType::Histogram && label == "le" {
-            return Err(format!("collected metric {name:?} {} must not have an explicit \"le\" label", what()));
+            return Err(format!(
+                "collected metric {name:?} {} must not have an explicit \"le\" label",
+                what()
+            ));
         }
     }
     Ok(())
@@ -683,12 +793,22 @@ fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), 
 
 /// Grouping labels override body labels; `instance=""` when absent; sorted.
 fn sanitize_labels(m: &mut pm::Metric, grouping: &[Label]) {
-    m.label.retain(|l| grouping.binary_search_by(|g| g.name.as_str().cmp(l.name())).is_err());
+    m.label.retain(|l| {
+        grouping
+            .binary_search_by(|g| g.name.as_str().cmp(l.name()))
+            .is_err()
+    });
     for g in grouping {
-        m.label.push(pm::LabelPair { name: Some(g.name.clone()), value: Some(g.value.clone()) });
+        m.label.push(pm::LabelPair {
+            name: Some(g.name.clone()),
+            value: Some(g.value.clone()),
+        });
     }
     if !m.label.iter().any(|l| l.name() == "instance") {
-        m.label.push(pm::LabelPair { name: Some("instance".into()), value: Some(String::new()) });
+        m.label.push(pm::LabelPair {
+            name: Some("instance".into()),
+            value: Some(String::new()),
+        });
     }
     m.label.sort_by(|a, b| a.name().cmp(b.name()));
 }
@@ -697,10 +817,12 @@ fn sanitize_labels(m: &mut pm::Metric, grouping: &[Label]) {
 /// values position by position.
 fn sort_metrics(metrics: &mut [pm::Metric]) {
     metrics.sort_by(|a, b| {
-        a.label
-            .len()
-            .cmp(&b.label.len())
-            .then_with(|| a.label.iter().map(|l| l.value()).cmp(b.label.iter().map(|l| l.value())))
+        a.label.len().cmp(&b.label.len()).then_with(|| {
+            a.label
+                .iter()
+                .map(|l| l.value())
+                .cmp(b.label.iter().map(|l| l.value()))
+        })
     });
 }
 
@@ -801,9 +923,14 @@ pub fn timestamp_metric(key: &GroupingKey, ns: i64) -> pm::Metric {
         label: key
             .exported_labels()
             .into_iter()
-            .map(|l| pm::LabelPair { name: Some(l.name), value: Some(l.value) })
+            .map(|l| pm::LabelPair {
+                name: Some(l.name),
+                value: Some(l.value),
+            })
             .collect(),
-        gauge: Some(pm::Gauge { value: Some(unix_seconds(ns)) }),
+        gauge: Some(pm::Gauge {
+            value: Some(unix_seconds(ns)),
+        }),
         ..Default::default()
     }
 }

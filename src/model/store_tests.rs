@@ -12,7 +12,13 @@ fn key(labels: &[(&str, &str)]) -> GroupingKey {
     GroupingKey::from_labels(labels.iter().map(|(n, v)| (n.to_string(), v.to_string()))).unwrap()
 }
 
-fn push_families(store: &mut Store, t: i64, k: &GroupingKey, replace: bool, families: Vec<pm::MetricFamily>) -> Outcome {
+fn push_families(
+    store: &mut Store,
+    t: i64,
+    k: &GroupingKey,
+    replace: bool,
+    families: Vec<pm::MetricFamily>,
+) -> Outcome {
     let m = pb::Mutation {
         op: Some(pb::mutation::Op::Push(pb::Push {
             grouping_key: key_to_pb(k),
@@ -29,7 +35,11 @@ fn push(store: &mut Store, t: i64, k: &GroupingKey, replace: bool, body: &str) -
 }
 
 fn delete(store: &mut Store, t: i64, k: &GroupingKey) -> Outcome {
-    let m = pb::Mutation { op: Some(pb::mutation::Op::Delete(pb::Delete { grouping_key: key_to_pb(k) })) };
+    let m = pb::Mutation {
+        op: Some(pb::mutation::Op::Delete(pb::Delete {
+            grouping_key: key_to_pb(k),
+        })),
+    };
     store.apply_batch(t, &[m]).remove(0)
 }
 
@@ -48,7 +58,10 @@ fn readme_example_renders_like_the_reference() {
     let mut s = Store::new();
     let k = key(&[("job", "some_job"), ("instance", "some_instance")]);
     let body = "# TYPE some_metric counter\nsome_metric{label=\"val1\"} 42\n# TYPE another_metric gauge\n# HELP another_metric Just an example.\nanother_metric 2398.283\n";
-    assert_eq!(push(&mut s, 1_795_305_656_909_103_600, &k, true, body), Outcome::Pushed);
+    assert_eq!(
+        push(&mut s, 1_795_305_656_909_103_600, &k, true, body),
+        Outcome::Pushed
+    );
     assert_eq!(
         render(&s),
         "# HELP another_metric Just an example.\n# TYPE another_metric gauge\n\
@@ -70,10 +83,22 @@ fn put_replaces_post_merges_by_name() {
     let k = key(&[("job", "j")]);
     push(&mut s, T1, &k, true, "a 1\nb 2\n");
     push(&mut s, T1 + 1, &k, false, "b 3\nc 4\n");
-    let names: Vec<String> = s.group(&k).unwrap().families.keys().map(|n| n.to_string()).collect();
+    let names: Vec<String> = s
+        .group(&k)
+        .unwrap()
+        .families
+        .keys()
+        .map(|n| n.to_string())
+        .collect();
     assert_eq!(names, ["a", "b", "c"]);
     push(&mut s, T1 + 2, &k, true, "only 1\n");
-    let names: Vec<String> = s.group(&k).unwrap().families.keys().map(|n| n.to_string()).collect();
+    let names: Vec<String> = s
+        .group(&k)
+        .unwrap()
+        .families
+        .keys()
+        .map(|n| n.to_string())
+        .collect();
     assert_eq!(names, ["only"]);
     assert_eq!(s.series_count(), 1);
 }
@@ -109,7 +134,9 @@ fn timestamps_are_rejected_and_failure_recorded() {
     push(&mut s, T1, &k, true, "ts_ok 1\n");
     let o = push(&mut s, T1 + 10, &k, true, "ts_metric 1 1700000000000\n");
     match o {
-        Outcome::Rejected { message } => assert!(message.ends_with("pushed metrics must not have timestamps")),
+        Outcome::Rejected { message } => {
+            assert!(message.ends_with("pushed metrics must not have timestamps"))
+        }
         other => panic!("{other:?}"),
     }
     let g = s.group(&k).unwrap();
@@ -132,27 +159,60 @@ fn type_conflicts_across_groups_but_not_within_a_replaced_group() {
     let mut s = Store::new();
     let a = key(&[("job", "a")]);
     let b = key(&[("job", "b")]);
-    assert_eq!(push(&mut s, T1, &a, true, "# TYPE t counter\nt 1\n"), Outcome::Pushed);
-    assert!(rejected(&push(&mut s, T1, &b, true, "# TYPE t gauge\nt 1\n")));
+    assert_eq!(
+        push(&mut s, T1, &a, true, "# TYPE t counter\nt 1\n"),
+        Outcome::Pushed
+    );
+    assert!(rejected(&push(
+        &mut s,
+        T1,
+        &b,
+        true,
+        "# TYPE t gauge\nt 1\n"
+    )));
     assert!(rejected(&push(&mut s, T1, &b, true, "t 1\n")));
     // The only holder may change the type with PUT or POST.
-    assert_eq!(push(&mut s, T1, &a, true, "# TYPE t gauge\nt 1\n"), Outcome::Pushed);
-    assert_eq!(push(&mut s, T1, &a, false, "# TYPE t untyped\nt 1\n"), Outcome::Pushed);
+    assert_eq!(
+        push(&mut s, T1, &a, true, "# TYPE t gauge\nt 1\n"),
+        Outcome::Pushed
+    );
+    assert_eq!(
+        push(&mut s, T1, &a, false, "# TYPE t untyped\nt 1\n"),
+        Outcome::Pushed
+    );
     assert_eq!(push(&mut s, T1, &b, true, "t 2\n"), Outcome::Pushed);
 }
 
 #[test]
 fn duplicate_series_within_and_across_groups() {
     let mut s = Store::new();
-    assert!(rejected(&push(&mut s, T1, &key(&[("job", "dj2")]), true, "dup 1\ndup 2\n")));
+    assert!(rejected(&push(
+        &mut s,
+        T1,
+        &key(&[("job", "dj2")]),
+        true,
+        "dup 1\ndup 2\n"
+    )));
     let a = key(&[("job", "x")]);
     let b = key(&[("job", "x"), ("instance", "i")]);
     assert_eq!(push(&mut s, T1, &b, true, "m 1\n"), Outcome::Pushed);
     // Group {job=x} pushing instance="i" collides with {job=x,instance=i}'s series.
-    assert!(rejected(&push(&mut s, T1, &a, true, "m{instance=\"i\"} 1\n")));
+    assert!(rejected(&push(
+        &mut s,
+        T1,
+        &a,
+        true,
+        "m{instance=\"i\"} 1\n"
+    )));
     // Body labels are overwritten by the key, which can make duplicates.
     let d = key(&[("job", "dj"), ("instance", "i")]);
-    assert!(rejected(&push(&mut s, T1, &d, true, "da{instance=\"a\"} 1\nda{instance=\"b\"} 2\n")));
+    assert!(rejected(&push(
+        &mut s,
+        T1,
+        &d,
+        true,
+        "da{instance=\"a\"} 1\nda{instance=\"b\"} 2\n"
+    )));
     // Replacing one's own series is not a duplicate.
     assert_eq!(push(&mut s, T1, &b, true, "m 3\n"), Outcome::Pushed);
 }
@@ -163,28 +223,70 @@ fn key_with_empty_instance_does_not_poison_the_store() {
     let plain = key(&[("job", "c")]);
     let empty = key(&[("job", "c"), ("instance", "")]);
     push(&mut s, T1, &plain, true, "coll 1\n");
-    assert!(matches!(push(&mut s, T1, &empty, true, "coll 2\n"), Outcome::KeyConflict { .. }));
+    assert!(matches!(
+        push(&mut s, T1, &empty, true, "coll 2\n"),
+        Outcome::KeyConflict { .. }
+    ));
     assert!(s.group(&empty).is_none());
-    assert_eq!(push(&mut s, T1, &key(&[("job", "innocent")]), true, "other 1\n"), Outcome::Pushed);
+    assert_eq!(
+        push(&mut s, T1, &key(&[("job", "innocent")]), true, "other 1\n"),
+        Outcome::Pushed
+    );
 }
 
 #[test]
 fn suffix_collisions() {
     let mut s = Store::new();
-    assert_eq!(push(&mut s, T1, &key(&[("job", "s1")]), true, "sx_count 1\n"), Outcome::Pushed);
-    let o = push(&mut s, T1, &key(&[("job", "s2")]), true, "# TYPE sx summary\nsx_sum 1\nsx_count 1\n");
+    assert_eq!(
+        push(&mut s, T1, &key(&[("job", "s1")]), true, "sx_count 1\n"),
+        Outcome::Pushed
+    );
+    let o = push(
+        &mut s,
+        T1,
+        &key(&[("job", "s2")]),
+        true,
+        "# TYPE sx summary\nsx_sum 1\nsx_count 1\n",
+    );
     assert!(rejected(&o), "{o:?}");
-    let o = push(&mut s, T1, &key(&[("job", "h")]), true, "# TYPE hx histogram\nhx_bucket{le=\"1\"} 1\n");
+    let o = push(
+        &mut s,
+        T1,
+        &key(&[("job", "h")]),
+        true,
+        "# TYPE hx histogram\nhx_bucket{le=\"1\"} 1\n",
+    );
     assert_eq!(o, Outcome::Pushed);
-    assert!(rejected(&push(&mut s, T1, &key(&[("job", "h2")]), true, "hx_bucket 1\n")));
+    assert!(rejected(&push(
+        &mut s,
+        T1,
+        &key(&[("job", "h2")]),
+        true,
+        "hx_bucket 1\n"
+    )));
 }
 
 #[test]
 fn self_metric_type_conflict() {
     let mut s = Store::new();
     let k = key(&[("job", "own")]);
-    assert!(rejected(&push(&mut s, T1, &k, true, "# TYPE process_open_fds counter\nprocess_open_fds 5\n")));
-    assert_eq!(push(&mut s, T1, &k, true, "# TYPE process_open_fds gauge\nprocess_open_fds 5\n"), Outcome::Pushed);
+    assert!(rejected(&push(
+        &mut s,
+        T1,
+        &k,
+        true,
+        "# TYPE process_open_fds counter\nprocess_open_fds 5\n"
+    )));
+    assert_eq!(
+        push(
+            &mut s,
+            T1,
+            &k,
+            true,
+            "# TYPE process_open_fds gauge\nprocess_open_fds 5\n"
+        ),
+        Outcome::Pushed
+    );
 }
 
 #[test]
@@ -192,7 +294,13 @@ fn pushed_timestamp_gauges_are_overridden() {
     let mut s = Store::new();
     let k = key(&[("job", "pft")]);
     push(&mut s, T1, &k, true, "# TYPE push_failure_time_seconds gauge\npush_failure_time_seconds 123\npush_time_seconds 5\n");
-    push(&mut s, T1 + 1, &k, true, "# TYPE push_failure_time_seconds gauge\npush_failure_time_seconds 123\n");
+    push(
+        &mut s,
+        T1 + 1,
+        &k,
+        true,
+        "# TYPE push_failure_time_seconds gauge\npush_failure_time_seconds 123\n",
+    );
     let g = s.group(&k).unwrap();
     assert_eq!((g.push_time, g.failure_time), (T1 + 1, 0));
     assert!(g.families.is_empty());
@@ -205,28 +313,58 @@ fn invalid_protobuf_content_is_rejected() {
     let bad_name = pm::MetricFamily {
         name: Some("bad-name.x".into()),
         r#type: Some(pm::MetricType::Gauge as i32),
-        metric: vec![pm::Metric { gauge: Some(pm::Gauge { value: Some(1.0) }), ..Default::default() }],
-        ..Default::default()
-    };
-    assert!(rejected(&push_families(&mut s, T1, &k, true, vec![bad_name])));
-    let mismatch = pm::MetricFamily {
-        name: Some("mm".into()),
-        r#type: Some(pm::MetricType::Gauge as i32),
-        metric: vec![pm::Metric { counter: Some(pm::Counter { value: Some(1.0), ..Default::default() }), ..Default::default() }],
-        ..Default::default()
-    };
-    assert!(rejected(&push_families(&mut s, T1, &k, true, vec![mismatch])));
-    let bad_label = pm::MetricFamily {
-        name: Some("bl".into()),
-        r#type: Some(pm::MetricType::Gauge as i32),
         metric: vec![pm::Metric {
-            label: vec![pm::LabelPair { name: Some("a-b".into()), value: Some("x".into()) }],
             gauge: Some(pm::Gauge { value: Some(1.0) }),
             ..Default::default()
         }],
         ..Default::default()
     };
-    assert!(rejected(&push_families(&mut s, T1, &k, true, vec![bad_label])));
+    assert!(rejected(&push_families(
+        &mut s,
+        T1,
+        &k,
+        true,
+        vec![bad_name]
+    )));
+    let mismatch = pm::MetricFamily {
+        name: Some("mm".into()),
+        r#type: Some(pm::MetricType::Gauge as i32),
+        metric: vec![pm::Metric {
+            counter: Some(pm::Counter {
+                value: Some(1.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert!(rejected(&push_families(
+        &mut s,
+        T1,
+        &k,
+        true,
+        vec![mismatch]
+    )));
+    let bad_label = pm::MetricFamily {
+        name: Some("bl".into()),
+        r#type: Some(pm::MetricType::Gauge as i32),
+        metric: vec![pm::Metric {
+            label: vec![pm::LabelPair {
+                name: Some("a-b".into()),
+                value: Some("x".into()),
+            }],
+            gauge: Some(pm::Gauge { value: Some(1.0) }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert!(rejected(&push_families(
+        &mut s,
+        T1,
+        &k,
+        true,
+        vec![bad_label]
+    )));
 }
 
 #[test]
@@ -241,8 +379,20 @@ fn clock_is_monotonic_even_if_a_leader_is_behind() {
 #[test]
 fn help_is_chosen_deterministically_and_header_written_once() {
     let mut s = Store::new();
-    push(&mut s, T1, &key(&[("job", "hb")]), true, "# HELP h Help B.\nh 1\n");
-    push(&mut s, T1, &key(&[("job", "ha")]), true, "# HELP h Help A.\nh 2\n");
+    push(
+        &mut s,
+        T1,
+        &key(&[("job", "hb")]),
+        true,
+        "# HELP h Help B.\nh 1\n",
+    );
+    push(
+        &mut s,
+        T1,
+        &key(&[("job", "ha")]),
+        true,
+        "# HELP h Help A.\nh 2\n",
+    );
     let text = render(&s);
     assert_eq!(text.matches("# HELP h ").count(), 1);
     assert!(text.contains("# HELP h Help A.\n"));
@@ -252,7 +402,13 @@ fn help_is_chosen_deterministically_and_header_written_once() {
 fn snapshot_restore_renders_identically() {
     let mut s = Store::new();
     push(&mut s, T1, &key(&[("job", "a"), ("instance", "1")]), true, "# TYPE c counter\nc{x=\"1\"} 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n");
-    push(&mut s, T1 + 1, &key(&[("job", "b")]), true, "# HELP g help\n# TYPE g gauge\ng 1\n");
+    push(
+        &mut s,
+        T1 + 1,
+        &key(&[("job", "b")]),
+        true,
+        "# HELP g help\n# TYPE g gauge\ng 1\n",
+    );
     push(&mut s, T1 + 2, &key(&[("job", "f")]), true, "x 1 1\n");
     let view = s.snapshot_view();
     let restored = Store::restore(view.clock, &view.to_pb()).unwrap();
@@ -260,7 +416,13 @@ fn snapshot_restore_renders_identically() {
     assert_eq!(restored.series_count(), s.series_count());
     // Indexes were rebuilt: a conflicting push is still refused.
     let mut restored = restored;
-    assert!(rejected(&push(&mut restored, T1 + 3, &key(&[("job", "z")]), true, "# TYPE c gauge\nc 1\n")));
+    assert!(rejected(&push(
+        &mut restored,
+        T1 + 3,
+        &key(&[("job", "z")]),
+        true,
+        "# TYPE c gauge\nc 1\n"
+    )));
 }
 
 #[test]
@@ -268,7 +430,9 @@ fn wipe_removes_everything() {
     let mut s = Store::new();
     push(&mut s, T1, &key(&[("job", "a")]), true, "a 1\n");
     push(&mut s, T1, &key(&[("job", "b")]), true, "b 1\n");
-    let m = pb::Mutation { op: Some(pb::mutation::Op::Wipe(pb::Wipe {})) };
+    let m = pb::Mutation {
+        op: Some(pb::mutation::Op::Wipe(pb::Wipe {})),
+    };
     assert_eq!(s.apply_batch(T1, &[m]), vec![Outcome::Wiped { groups: 2 }]);
     assert_eq!(s.group_count(), 0);
     assert_eq!(render(&s), "");

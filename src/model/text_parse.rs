@@ -12,7 +12,10 @@ use std::collections::HashMap;
 
 use thiserror::Error;
 
-use super::names::{is_label_name_continuation, is_label_name_start, is_metric_name_continuation, is_metric_name_start};
+use super::names::{
+    is_label_name_continuation, is_label_name_start, is_metric_name_continuation,
+    is_metric_name_start,
+};
 use crate::pb::io::prometheus::client as pm;
 
 /// A text body that is not valid exposition format.
@@ -61,7 +64,10 @@ type Step<T> = Result<T, TextParseError>;
 
 impl Parser<'_> {
     fn err<T>(&self, message: impl Into<String>) -> Step<T> {
-        Err(TextParseError { line: self.line, message: message.into() })
+        Err(TextParseError {
+            line: self.line,
+            message: message.into(),
+        })
     }
 
     fn eof<T>(&self) -> Step<T> {
@@ -139,7 +145,10 @@ impl Parser<'_> {
                     match e {
                         b'\\' => out.push(b'\\'),
                         b'n' => out.push(b'\n'),
-                        other => return self.err(format!("invalid escape sequence '\\{}'", other as char)),
+                        other => {
+                            return self
+                                .err(format!("invalid escape sequence '\\{}'", other as char))
+                        }
                     }
                 }
                 _ => out.push(b),
@@ -162,7 +171,9 @@ impl Parser<'_> {
             return Ok(());
         }
         self.skip_blank();
-        let name = self.read_while(is_metric_name_start, is_metric_name_continuation).to_string();
+        let name = self
+            .read_while(is_metric_name_start, is_metric_name_continuation)
+            .to_string();
         match self.cur()? {
             b'\n' => {
                 self.pos += 1;
@@ -184,7 +195,11 @@ impl Parser<'_> {
             let help = self.read_until_newline(true)?;
             match String::from_utf8(help) {
                 Ok(help) => self.families[family].help = Some(help),
-                Err(_) => return self.err(format!("HELP text of metric name {name:?} is not valid UTF-8")),
+                Err(_) => {
+                    return self.err(format!(
+                        "HELP text of metric name {name:?} is not valid UTF-8"
+                    ))
+                }
             }
         } else {
             if self.families[family].r#type.is_some() {
@@ -223,7 +238,11 @@ impl Parser<'_> {
         if let Some(&i) = self.by_name.get(name) {
             return (i, Part::Plain);
         }
-        let stripped = [("_count", Part::Count), ("_sum", Part::Sum), ("_bucket", Part::Plain)];
+        let stripped = [
+            ("_count", Part::Count),
+            ("_sum", Part::Sum),
+            ("_bucket", Part::Plain),
+        ];
         for (suffix, part) in stripped {
             if let Some(base) = name.strip_suffix(suffix) {
                 if let Some(&i) = self.by_name.get(base) {
@@ -237,18 +256,25 @@ impl Parser<'_> {
             }
         }
         let i = self.families.len();
-        self.families.push(pm::MetricFamily { name: Some(name.to_string()), ..Default::default() });
+        self.families.push(pm::MetricFamily {
+            name: Some(name.to_string()),
+            ..Default::default()
+        });
         self.by_name.insert(name.to_string(), i);
         (i, Part::Plain)
     }
 
     fn sample(&mut self) -> Step<()> {
-        let name = self.read_while(is_metric_name_start, is_metric_name_continuation).to_string();
+        let name = self
+            .read_while(is_metric_name_start, is_metric_name_continuation)
+            .to_string();
         if name.is_empty() {
             return self.err("invalid metric name");
         }
         let (family, part) = self.family_for(&name);
-        let kind = *self.families[family].r#type.get_or_insert(pm::MetricType::Untyped as i32);
+        let kind = *self.families[family]
+            .r#type
+            .get_or_insert(pm::MetricType::Untyped as i32);
         let is_summary = kind == pm::MetricType::Summary as i32;
         let is_histogram = kind == pm::MetricType::Histogram as i32;
         let family_name = self.families[family].name.clone().unwrap_or_default();
@@ -265,27 +291,40 @@ impl Parser<'_> {
                     self.pos += 1;
                     break;
                 }
-                let label = self.read_while(is_label_name_start, is_label_name_continuation).to_string();
+                let label = self
+                    .read_while(is_label_name_start, is_label_name_continuation)
+                    .to_string();
                 if label.is_empty() {
                     return self.err(format!("invalid label name for metric {family_name:?}"));
                 }
                 if label == "__name__" {
                     return self.err("label name \"__name__\" is reserved");
                 }
-                let is_special = (is_summary && label == "quantile") || (is_histogram && label == "le");
-                if !is_special && labels.iter().any(|l| l.name.as_deref() == Some(label.as_str())) {
+                let is_special =
+                    (is_summary && label == "quantile") || (is_histogram && label == "le");
+                if !is_special
+                    && labels
+                        .iter()
+                        .any(|l| l.name.as_deref() == Some(label.as_str()))
+                {
                     return self.err(format!("duplicate label names for metric {family_name:?}"));
                 }
                 self.skip_blank();
                 let b = self.cur()?;
                 if b != b'=' {
-                    return self.err(format!("expected '=' after label name, found {:?}", b as char));
+                    return self.err(format!(
+                        "expected '=' after label name, found {:?}",
+                        b as char
+                    ));
                 }
                 self.pos += 1;
                 self.skip_blank();
                 let b = self.cur()?;
                 if b != b'"' {
-                    return self.err(format!("expected '\"' at start of label value, found {:?}", b as char));
+                    return self.err(format!(
+                        "expected '\"' at start of label value, found {:?}",
+                        b as char
+                    ));
                 }
                 self.pos += 1;
                 let value = self.label_value()?;
@@ -302,7 +341,10 @@ impl Parser<'_> {
                     if is_summary || is_histogram {
                         signature.push((label.clone(), value.clone()));
                     }
-                    labels.push(pm::LabelPair { name: Some(label), value: Some(value) });
+                    labels.push(pm::LabelPair {
+                        name: Some(label),
+                        value: Some(value),
+                    });
                 }
                 self.skip_blank();
                 match self.cur()? {
@@ -312,7 +354,10 @@ impl Parser<'_> {
                         break;
                     }
                     _ => {
-                        let last = labels.last().and_then(|l| l.value.clone()).unwrap_or_default();
+                        let last = labels
+                            .last()
+                            .and_then(|l| l.value.clone())
+                            .unwrap_or_default();
                         return self.err(format!("unexpected end of label value {last:?}"));
                     }
                 }
@@ -331,17 +376,26 @@ impl Parser<'_> {
             signature.sort();
             let metrics = &mut self.families[family].metric;
             *self.compound.entry((family, signature)).or_insert_with(|| {
-                metrics.push(pm::Metric { label: labels, ..Default::default() });
+                metrics.push(pm::Metric {
+                    label: labels,
+                    ..Default::default()
+                });
                 metrics.len() - 1
             })
         } else {
             let metrics = &mut self.families[family].metric;
-            metrics.push(pm::Metric { label: labels, ..Default::default() });
+            metrics.push(pm::Metric {
+                label: labels,
+                ..Default::default()
+            });
             metrics.len() - 1
         };
         let metric = &mut self.families[family].metric[metric_index];
         if kind == pm::MetricType::Counter as i32 {
-            metric.counter = Some(pm::Counter { value: Some(value), ..Default::default() });
+            metric.counter = Some(pm::Counter {
+                value: Some(value),
+                ..Default::default()
+            });
         } else if kind == pm::MetricType::Gauge as i32 {
             metric.gauge = Some(pm::Gauge { value: Some(value) });
         } else if kind == pm::MetricType::Untyped as i32 {
@@ -351,9 +405,10 @@ impl Parser<'_> {
             match (part, special) {
                 (Part::Count, _) => summary.sample_count = Some(value as u64),
                 (Part::Sum, _) => summary.sample_sum = Some(value),
-                (Part::Plain, Some(q)) => {
-                    summary.quantile.push(pm::Quantile { quantile: Some(q), value: Some(value) })
-                }
+                (Part::Plain, Some(q)) => summary.quantile.push(pm::Quantile {
+                    quantile: Some(q),
+                    value: Some(value),
+                }),
                 (Part::Plain, None) => {}
             }
         } else {
@@ -384,7 +439,10 @@ impl Parser<'_> {
         self.families[family].metric[metric_index].timestamp_ms = Some(timestamp);
         let rest = self.read_until_newline(false)?;
         if !rest.is_empty() {
-            return self.err(format!("spurious string after timestamp: {:?}", String::from_utf8_lossy(&rest)));
+            return self.err(format!(
+                "spurious string after timestamp: {:?}",
+                String::from_utf8_lossy(&rest)
+            ));
         }
         Ok(())
     }
@@ -409,7 +467,10 @@ impl Parser<'_> {
                     match e {
                         b'"' | b'\\' => out.push(e),
                         b'n' => out.push(b'\n'),
-                        other => return self.err(format!("invalid escape sequence '\\{}'", other as char)),
+                        other => {
+                            return self
+                                .err(format!("invalid escape sequence '\\{}'", other as char))
+                        }
                     }
                 }
                 _ => out.push(b),
@@ -417,7 +478,10 @@ impl Parser<'_> {
         }
         match String::from_utf8(out) {
             Ok(s) => Ok(s),
-            Err(e) => self.err(format!("invalid label value {:?}", String::from_utf8_lossy(e.as_bytes()))),
+            Err(e) => self.err(format!(
+                "invalid label value {:?}",
+                String::from_utf8_lossy(e.as_bytes())
+            )),
         }
     }
 }
@@ -451,36 +515,84 @@ mod tests {
         let families = parse_text(body.as_bytes()).unwrap();
         assert_eq!(families.len(), 2);
         assert_eq!(families[0].r#type(), pm::MetricType::Counter);
-        assert_eq!(families[0].metric[0].counter.as_ref().unwrap().value, Some(42.0));
+        assert_eq!(
+            families[0].metric[0].counter.as_ref().unwrap().value,
+            Some(42.0)
+        );
         assert_eq!(families[1].help.as_deref(), Some("Just an example."));
     }
 
     #[test]
     fn reference_error_texts() {
-        assert_eq!(err("blablabla\n"), "text format parsing error in line 1: expected float as value, got \"\"");
-        assert_eq!(err("no_newline 1"), "text format parsing error in line 1: unexpected end of input stream");
-        assert_eq!(err("crlf 1\r\n"), "text format parsing error in line 1: expected float as value, got \"1\\r\"");
-        assert_eq!(err("bad-name 1\n"), "text format parsing error in line 1: expected float as value, got \"-name\"");
-        assert_eq!(err("m{__name__=\"x\"} 1\n"), "text format parsing error in line 1: label name \"__name__\" is reserved");
+        assert_eq!(
+            err("blablabla\n"),
+            "text format parsing error in line 1: expected float as value, got \"\""
+        );
+        assert_eq!(
+            err("no_newline 1"),
+            "text format parsing error in line 1: unexpected end of input stream"
+        );
+        assert_eq!(
+            err("crlf 1\r\n"),
+            "text format parsing error in line 1: expected float as value, got \"1\\r\""
+        );
+        assert_eq!(
+            err("bad-name 1\n"),
+            "text format parsing error in line 1: expected float as value, got \"-name\""
+        );
+        assert_eq!(
+            err("m{__name__=\"x\"} 1\n"),
+            "text format parsing error in line 1: label name \"__name__\" is reserved"
+        );
         assert_eq!(
             err("# TYPE m gauge\n# TYPE m counter\nm 1\n"),
             "text format parsing error in line 2: second TYPE line for metric name \"m\", or TYPE reported after samples"
         );
-        assert_eq!(err("# TYPE m foo\nm 1\n"), "text format parsing error in line 1: unknown metric type \"foo\"");
-        assert_eq!(err("m abc\n"), "text format parsing error in line 1: expected float as value, got \"abc\"");
-        assert_eq!(err("ex 1 # {a=\"b\"} 1\n"), "text format parsing error in line 1: expected integer as timestamp, got \"#\"");
-        assert_eq!(err("m_dup{a=\"1\",a=\"2\"} 1\n"), "text format parsing error in line 1: duplicate label names for metric \"m_dup\"");
-        assert_eq!(err("m{a=\"\\t\"} 1\n"), "text format parsing error in line 1: invalid escape sequence '\\t'");
-        assert_eq!(err("m_x 1 2 3\n"), "text format parsing error in line 1: spurious string after timestamp: \" 3\"");
-        assert_eq!(err("1m 1\n"), "text format parsing error in line 1: invalid metric name");
-        assert_eq!(err("m_l{1a=\"x\"} 1\n"), "text format parsing error in line 1: invalid label name for metric \"m_l\"");
-        assert_eq!(err("f5 0x10\n"), "text format parsing error in line 1: expected float as value, got \"0x10\"");
+        assert_eq!(
+            err("# TYPE m foo\nm 1\n"),
+            "text format parsing error in line 1: unknown metric type \"foo\""
+        );
+        assert_eq!(
+            err("m abc\n"),
+            "text format parsing error in line 1: expected float as value, got \"abc\""
+        );
+        assert_eq!(
+            err("ex 1 # {a=\"b\"} 1\n"),
+            "text format parsing error in line 1: expected integer as timestamp, got \"#\""
+        );
+        assert_eq!(
+            err("m_dup{a=\"1\",a=\"2\"} 1\n"),
+            "text format parsing error in line 1: duplicate label names for metric \"m_dup\""
+        );
+        assert_eq!(
+            err("m{a=\"\\t\"} 1\n"),
+            "text format parsing error in line 1: invalid escape sequence '\\t'"
+        );
+        assert_eq!(
+            err("m_x 1 2 3\n"),
+            "text format parsing error in line 1: spurious string after timestamp: \" 3\""
+        );
+        assert_eq!(
+            err("1m 1\n"),
+            "text format parsing error in line 1: invalid metric name"
+        );
+        assert_eq!(
+            err("m_l{1a=\"x\"} 1\n"),
+            "text format parsing error in line 1: invalid label name for metric \"m_l\""
+        );
+        assert_eq!(
+            err("f5 0x10\n"),
+            "text format parsing error in line 1: expected float as value, got \"0x10\""
+        );
         assert_eq!(
             err("# TYPE hh histogram\nhh_bucket{le=\"x\"} 1\n"),
             "text format parsing error in line 2: expected float as value for 'le' label, got \"x\""
         );
-        assert_eq!(err("# TYPE gh gaugehistogram\ngh 1\n"), "text format parsing error in line 1: unknown metric type \"gaugehistogram\"");
-        assert_eq!(err("m{a=\"\u{0}\\xff\"} 1\n").contains("line 1"), true);
+        assert_eq!(
+            err("# TYPE gh gaugehistogram\ngh 1\n"),
+            "text format parsing error in line 1: unknown metric type \"gaugehistogram\""
+        );
+        assert!(err("m{a=\"\u{0}\\xff\"} 1\n").contains("line 1"));
     }
 
     #[test]
@@ -497,7 +609,11 @@ mod tests {
 
     #[test]
     fn families_without_samples_are_dropped() {
-        assert!(parse_text(b"# TYPE nosamples counter\n# HELP nosamples x\n").unwrap().is_empty());
+        assert!(
+            parse_text(b"# TYPE nosamples counter\n# HELP nosamples x\n")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -511,14 +627,22 @@ mod tests {
         let s = one("# TYPE s summary\ns{quantile=\"0.5\",a=\"x\"} 1\ns_sum{a=\"x\"} 3\ns_count{a=\"x\"} 2\n");
         assert_eq!(s.metric.len(), 1);
         let summary = s.metric[0].summary.as_ref().unwrap();
-        assert_eq!((summary.sample_count, summary.sample_sum), (Some(2), Some(3.0)));
+        assert_eq!(
+            (summary.sample_count, summary.sample_sum),
+            (Some(2), Some(3.0))
+        );
         assert_eq!(summary.quantile[0].quantile, Some(0.5));
         let h = one("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n");
         let histogram = h.metric[0].histogram.as_ref().unwrap();
         assert_eq!(histogram.bucket.len(), 2);
         assert_eq!(histogram.bucket[1].upper_bound, Some(f64::INFINITY));
         // Without a TYPE line the suffixed names are separate untyped families.
-        assert_eq!(parse_text(b"x_bucket{le=\"1\"} 1\nx_count 1\n").unwrap().len(), 2);
+        assert_eq!(
+            parse_text(b"x_bucket{le=\"1\"} 1\nx_count 1\n")
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every test of pushgate: unit and black-box tests (cargo test, against
+# the real binary), then the Pushgateway conformance suite against the binary.
+# Installs what it needs first (Python packages; Debian packages when root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SHARED=${PUSHGATE_SHARED_DIR:-$ROOT/../shared}
+
+log() { printf '\n== %s\n' "$*"; }
+
+# ---- set-up ---------------------------------------------------------------
+need_pkgs=()
+command -v python3 >/dev/null || need_pkgs+=(python3 python3-pip)
+command -v nginx >/dev/null || need_pkgs+=(nginx-light)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+if ((${#need_pkgs[@]})); then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing ${need_pkgs[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "missing packages: ${need_pkgs[*]} (install them, or run as root to have this script do it)" >&2
+  fi
+fi
+if [[ -d $SHARED/conformance ]]; then
+  python3 -c 'import pytest, requests, prometheus_client' 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check -r "$SHARED/conformance/requirements.txt"
+fi
+
+# ---- the project's own tests -------------------------------------------------
+log "cargo test (unit and black-box tests)"
+cargo test --release --workspace
+
+# ---- conformance against the real binary -----------------------------------
+if [[ -d $SHARED/conformance ]]; then
+  log "Pushgateway conformance suite against target/release/pushgate"
+  BIN=$ROOT/target/release/pushgate
+  cd "$SHARED"
+  PGW_CMD="$BIN --web.listen-address=127.0.0.1:{port} --cluster.listen-address=127.0.0.1:0 --web.enable-admin-api --web.enable-lifecycle --storage.path={datadir}" \
+    python3 -m pytest -q -p no:cacheprovider conformance -m 'not version_specific' --runxfail
+else
+  echo "no conformance suite at $SHARED/conformance; skipped" >&2
+fi

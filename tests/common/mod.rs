@@ -1,0 +1,212 @@
+//! Helpers for black-box tests: start the real `pushgate` binary on loopback
+//! with its own data directory, talk to it over HTTP, stop it by PID.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PROTOBUF: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running pushgate process, killed (by PID) when dropped.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub args: Vec<String>,
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client")
+}
+
+impl Server {
+    /// Starts pushgate with a data directory `dir` and extra flags.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let mut s = Server {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            log: dir.with_extension(format!("{port}.log")),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg(format!("--storage.path={}", self.dir.display()))
+            .arg(format!(
+                "--cluster.listen-address=127.0.0.1:{}",
+                free_port()
+            ))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start pushgate");
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let c = client();
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("pushgate exited early ({status}):\n{}", self.log_text());
+                }
+            }
+            if let Ok(r) = c
+                .get(self.url("/-/ready"))
+                .timeout(Duration::from_secs(2))
+                .send()
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pushgate not ready after {timeout:?}:\n{}", self.log_text());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling a child we started, by its PID.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn put(&self, path: &str, body: &str) -> reqwest::blocking::Response {
+        client()
+            .put(self.url(path))
+            .body(body.to_string())
+            .send()
+            .expect("PUT")
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> reqwest::blocking::Response {
+        client()
+            .post(self.url(path))
+            .body(body.to_string())
+            .send()
+            .expect("POST")
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::blocking::Response {
+        client().delete(self.url(path)).send().expect("DELETE")
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        client().get(self.url(path)).send().expect("GET")
+    }
+
+    /// The scrape without the process's own families (lines of pushed families only).
+    pub fn pushed_exposition(&self) -> String {
+        let text = self.get("/metrics").text().expect("scrape body");
+        own_lines_removed(&text)
+    }
+
+    pub fn api_metrics(&self) -> serde_json::Value {
+        let r = self.get("/api/v1/metrics");
+        assert_eq!(r.status(), 200);
+        serde_json::from_str::<serde_json::Value>(&r.text().expect("body")).expect("json")["data"]
+            .clone()
+    }
+
+    /// Value of a self metric sample (first line starting with `name`).
+    pub fn self_metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").text().expect("scrape body");
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name}"))
+    }
+}
+
+pub fn own_lines_removed(text: &str) -> String {
+    let own = |l: &str| {
+        let name = l
+            .trim_start_matches("# HELP ")
+            .trim_start_matches("# TYPE ");
+        name.starts_with("process_")
+            || name.starts_with("pushgate_")
+            || name.starts_with("pushgateway_")
+    };
+    text.lines()
+        .filter(|l| !own(l))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("pushgate-{name}-"))
+        .tempdir()
+        .expect("temp dir")
+}

@@ -1,0 +1,363 @@
+//! Black-box tests of one durable node: the real binary, real sockets, a real disk.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::{client, temp_dir, Server, PROTOBUF};
+
+#[test]
+fn push_scrape_and_delete_round_trip() {
+    let tmp = temp_dir("roundtrip");
+    let s = Server::start_in(&tmp.path().join("data"), &[]);
+    let body = "# TYPE some_metric counter\nsome_metric{label=\"val1\"} 42\n# TYPE another_metric gauge\n# HELP another_metric Just an example.\nanother_metric 2398.283\n";
+    let r = s.put("/metrics/job/some_job/instance/some_instance", body);
+    assert_eq!(r.status(), 200);
+    let index: u64 = r.headers()["x-pushgate-log-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(index > 0);
+    let text = s.pushed_exposition();
+    assert!(
+        text.contains(
+            "some_metric{instance=\"some_instance\",job=\"some_job\",label=\"val1\"} 42\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("# HELP another_metric Just an example.\n# TYPE another_metric gauge\n"));
+    assert_eq!(
+        s.delete("/metrics/job/some_job/instance/some_instance")
+            .status(),
+        202
+    );
+    assert_eq!(s.pushed_exposition(), "");
+}
+
+#[test]
+fn state_survives_a_graceful_restart_byte_for_byte() {
+    let tmp = temp_dir("restart");
+    let mut s = Server::start_in(&tmp.path().join("data"), &[]);
+    s.put("/metrics/job/a/instance/1", "# TYPE c counter\nc{x=\"1\"} 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n");
+    s.post("/metrics/job/b", "# HELP g help\n# TYPE g gauge\ng 1\n");
+    s.put("/metrics/job/failed", "x 1 1\n");
+    let before = s.pushed_exposition();
+    let api_before = s.api_metrics();
+    assert_eq!(s.terminate(), Some(0), "clean exit on SIGTERM");
+    s.spawn();
+    assert_eq!(s.pushed_exposition(), before);
+    assert_eq!(s.api_metrics(), api_before);
+}
+
+#[test]
+fn malformed_pushes_get_4xx_and_change_nothing() {
+    let tmp = temp_dir("malformed");
+    let s = Server::start_in(
+        &tmp.path().join("data"),
+        &["--push.max-body-bytes=4096", "--push.max-series=10"],
+    );
+    assert_eq!(
+        s.put(
+            "/metrics/job/keep/instance/i",
+            "# TYPE kept gauge\nkept 1\n"
+        )
+        .status(),
+        200
+    );
+    let before = s.pushed_exposition();
+    let api_before = s.api_metrics();
+    let c = client();
+    let url = |p: &str| s.url(p);
+    let text_bodies: &[&str] = &[
+        "blablabla\n",
+        "no_newline 1",
+        "crlf 1\r\n",
+        "bad-name 1\n",
+        "m{__name__=\"x\"} 1\n",
+        "# TYPE m gauge\n# TYPE m counter\nm 1\n",
+        "m abc\n",
+        "m{a=\"1\",a=\"2\"} 1\n",
+        "m{a=\"\\t\"} 1\n",
+        "m 1 2 3\n",
+        "m{a=\"\u{0}\n",
+    ];
+    for body in text_bodies {
+        for path in ["/metrics/job/keep/instance/i", "/metrics/job/new_group"] {
+            let r = c.put(url(path)).body(body.to_string()).send().unwrap();
+            assert_eq!(r.status(), 400, "{body:?}");
+            assert!(
+                r.text()
+                    .unwrap()
+                    .starts_with("text format parsing error in line"),
+                "{body:?}"
+            );
+        }
+    }
+    let invalid_utf8 = c
+        .put(url("/metrics/job/keep"))
+        .body(vec![
+            b'm', b'{', b'a', b'=', b'"', 0xff, b'"', b'}', b' ', b'1', b'\n',
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(invalid_utf8.status(), 400);
+    let garbage_pb = c
+        .put(url("/metrics/job/keep"))
+        .header("content-type", PROTOBUF)
+        .body("garbage-not-protobuf")
+        .send()
+        .unwrap();
+    assert_eq!(garbage_pb.status(), 400);
+    let bad_gzip = c
+        .put(url("/metrics/job/keep"))
+        .header("content-encoding", "gzip")
+        .body("x 1\n")
+        .send()
+        .unwrap();
+    assert_eq!(bad_gzip.status(), 400);
+    let bad_snappy = c
+        .put(url("/metrics/job/keep"))
+        .header("content-encoding", "snappy")
+        .body("x 1\n")
+        .send()
+        .unwrap();
+    assert_eq!(bad_snappy.status(), 400);
+    let too_big = c
+        .put(url("/metrics/job/keep"))
+        .body("m 1\n".repeat(2000))
+        .send()
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    assert!(too_big.text().unwrap().contains("4096"));
+    let too_many: String = (0..11).map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
+    let r = c
+        .put(url("/metrics/job/keep"))
+        .body(too_many)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().unwrap().contains("--push.max-series"));
+    for path in [
+        "/metrics/job/j/instance",
+        "/metrics/job/j/a-b/c",
+        "/metrics/job/j/__x/c",
+        "/metrics/job@base64/foo.bar",
+        "/metrics/job@base64/=",
+        "/metrics/job/j/lbl@base64/foo.bar",
+        "/metrics/job/j/a/%FF",
+    ] {
+        let r = c.put(url(path)).body("m 1\n").send().unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let r = c.delete(url(path)).send().unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+    }
+    assert_eq!(s.pushed_exposition(), before);
+    assert_eq!(s.api_metrics(), api_before);
+    // The node still works.
+    assert_eq!(
+        s.put("/metrics/job/keep/instance/i", "kept 2\n").status(),
+        200
+    );
+}
+
+#[test]
+fn invalid_base64_job_does_not_wedge_the_route() {
+    let tmp = temp_dir("wedge");
+    let s = Server::start_in(&tmp.path().join("data"), &[]);
+    assert_eq!(s.delete("/metrics/job@base64/!!!").status(), 400);
+    assert_eq!(s.delete("/metrics/job@base64/YWJj").status(), 202);
+    assert_eq!(s.put("/metrics/job@base64/foo.bar", "").status(), 400);
+    assert_eq!(s.put("/metrics/job@base64/Zm9v", "m 1\n").status(), 200);
+}
+
+#[test]
+fn concurrent_pushes_share_log_entries_and_fsyncs() {
+    let tmp = temp_dir("batching");
+    let s = Arc::new(Server::start_in(&tmp.path().join("data"), &[]));
+    let entries_before = s.self_metric("pushgate_log_entries_appended_total");
+    let fsyncs_before = s.self_metric("pushgate_log_fsyncs_total");
+    let pushes = 32 * 20;
+    let mut threads = Vec::new();
+    for t in 0..32 {
+        let s = s.clone();
+        threads.push(std::thread::spawn(move || {
+            let c = client();
+            for i in 0..20 {
+                let r = c
+                    .put(s.url(&format!("/metrics/job/batch/t/{t}")))
+                    .body(format!("v{{i=\"x\"}} {i}\n"))
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let entries = s.self_metric("pushgate_log_entries_appended_total") - entries_before;
+    let fsyncs = s.self_metric("pushgate_log_fsyncs_total") - fsyncs_before;
+    let applied = s.self_metric("pushgate_mutations_applied_total");
+    assert!(applied >= pushes as f64, "applied {applied}");
+    assert!(
+        entries < pushes as f64,
+        "{entries} entries for {pushes} pushes: no batching"
+    );
+    assert!(
+        fsyncs < pushes as f64,
+        "{fsyncs} fsyncs for {pushes} pushes"
+    );
+    assert_eq!(s.api_metrics().as_array().unwrap().len(), 32);
+}
+
+#[test]
+fn a_full_queue_answers_503_and_loses_nothing_acknowledged() {
+    let tmp = temp_dir("backpressure");
+    // A queue budget of 1 KiB: one pending mutation at a time.
+    let s = Arc::new(Server::start_in(
+        &tmp.path().join("data"),
+        &["--push.queue-bytes=1"],
+    ));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    for t in 0..16 {
+        let (s, refused) = (s.clone(), refused.clone());
+        threads.push(std::thread::spawn(move || {
+            let c = client();
+            let mut last_ok = None;
+            for i in 0..30 {
+                let r = c
+                    .put(s.url(&format!("/metrics/job/bp/t/{t}")))
+                    .body(format!("v {i}\n"))
+                    .send()
+                    .unwrap();
+                match r.status().as_u16() {
+                    200 => last_ok = Some(i),
+                    503 => {
+                        assert!(r.text().unwrap().contains("queue"));
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            (t, last_ok)
+        }));
+    }
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(refused.load(Ordering::Relaxed) > 0, "no push was refused");
+    assert!(s.self_metric("pushgate_mutation_queue_rejected_total") > 0.0);
+    let groups = s.api_metrics();
+    for (t, last_ok) in results {
+        let Some(v) = last_ok else { continue };
+        let (t, v) = (t.to_string(), v.to_string());
+        let g = groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["labels"]["t"].as_str() == Some(t.as_str()))
+            .expect("group");
+        assert_eq!(g["v"]["metrics"][0]["value"].as_str(), Some(v.as_str()));
+    }
+}
+
+#[test]
+fn snapshots_purge_the_log_and_restore_on_restart() {
+    let tmp = temp_dir("snapshots");
+    let mut s = Server::start_in(&tmp.path().join("data"), &["--storage.snapshot-every=20"]);
+    for i in 0..150 {
+        assert_eq!(
+            s.put(
+                &format!("/metrics/job/snap/i/{}", i % 7),
+                &format!("v {i}\n")
+            )
+            .status(),
+            200
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.self_metric("pushgate_snapshots_built_total") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot was built"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before = s.pushed_exposition();
+    s.kill9();
+    s.spawn();
+    assert_eq!(s.pushed_exposition(), before);
+}
+
+#[test]
+fn persistence_file_is_refused_and_points_to_storage_path() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args([
+            "--persistence.file=/tmp/x.data",
+            "--web.listen-address=127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--storage.path"));
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--web.external-url",
+        "--web.route-prefix",
+        "--web.enable-lifecycle",
+        "--web.enable-admin-api",
+        "--push.disable-consistency-check",
+        "--storage.path",
+        "--log.level",
+        "--log.format",
+        "--cluster.node-id",
+        "--cluster.peers",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn a_data_directory_keeps_its_node_identity() {
+    let tmp = temp_dir("identity");
+    let dir = tmp.path().join("data");
+    let mut s = Server::start_in(&dir, &[]);
+    s.terminate();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .arg(format!("--storage.path={}", dir.display()))
+        .args([
+            "--cluster.node-id=2",
+            "--web.listen-address=127.0.0.1:0",
+            "--cluster.listen-address=127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("belongs to node 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn lifecycle_quit_exits_cleanly() {
+    let tmp = temp_dir("quit");
+    let mut s = Server::start_in(&tmp.path().join("data"), &["--web.enable-lifecycle"]);
+    let r = s.put("/-/quit", "");
+    assert_eq!(r.status(), 200);
+    let mut child = s.child.take().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
