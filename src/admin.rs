@@ -9,12 +9,7 @@ pub enum AdminError {
 }
 
 /// One HTTP/1.1 request over a plain TCP connection (no TLS; admin traffic is local).
-async fn request(
-    url: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<(u16, String), AdminError> {
+async fn request(url: &str, method: &str, path: &str, body: &str) -> Result<(u16, String), AdminError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url
         .strip_prefix("http://")
@@ -41,15 +36,8 @@ async fn request(
         .map_err(|e| AdminError::Request(e.to_string()))?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_string()
@@ -81,11 +69,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
             "/api/v1/cluster/members".to_string(),
             serde_json::json!({"node_id": node_id, "address": address}).to_string(),
         ),
-        ClusterAction::Remove { node_id } => (
-            "DELETE",
-            format!("/api/v1/cluster/members/{node_id}"),
-            String::new(),
-        ),
+        ClusterAction::Remove { node_id } => ("DELETE", format!("/api/v1/cluster/members/{node_id}"), String::new()),
     };
     let (status, text) = request(&cmd.url, method, &path, &body).await?;
     let pretty = serde_json::from_str::<serde_json::Value>(&text)

@@ -121,6 +121,10 @@ pub struct ServerFlags {
     #[arg(long = "push.queue-bytes", default_value_t = 256 << 20)]
     pub queue_bytes: usize,
 
+    /// How long a push waits for a leader to be elected before 503 (the change is then not made).
+    #[arg(long = "push.leader-wait", default_value = "3s", value_parser = parse_duration)]
+    pub leader_wait: Duration,
+
     /// How long a push waits for its commit before 503 (outcome unknown).
     #[arg(long = "push.commit-timeout", default_value = "10s", value_parser = parse_duration)]
     pub commit_timeout: Duration,
@@ -251,11 +255,7 @@ pub fn route_prefix(flags: &ServerFlags) -> String {
 fn external_url_path(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
     match after_scheme.find('/') {
-        Some(i) => after_scheme[i..]
-            .split(['?', '#'])
-            .next()
-            .unwrap_or("")
-            .to_string(),
+        Some(i) => after_scheme[i..].split(['?', '#']).next().unwrap_or("").to_string(),
         None => String::new(),
     }
 }
@@ -279,9 +279,7 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
             .rsplit_once(':')
             .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         {
-            return Err(format!(
-                "--cluster.peers entry {part:?}: {addr:?} is not HOST:PORT"
-            ));
+            return Err(format!("--cluster.peers entry {part:?}: {addr:?} is not HOST:PORT"));
         }
         if peers.insert(id, addr.to_string()).is_some() {
             return Err(format!("--cluster.peers names node {id} twice"));
@@ -316,10 +314,7 @@ impl ServerFlags {
             ));
         }
         if self.queue_size == 0 || self.max_series == 0 || self.max_body_bytes == 0 {
-            return Err(
-                "--push.queue-size, --push.max-series and --push.max-body-bytes must be positive"
-                    .into(),
-            );
+            return Err("--push.queue-size, --push.max-series and --push.max-body-bytes must be positive".into());
         }
         if self.snapshot_every == 0 {
             return Err("--storage.snapshot-every must be positive".into());
@@ -358,33 +353,19 @@ impl ServerFlags {
             "push.disable-consistency-check".into(),
             b(self.disable_consistency_check),
         );
-        m.insert(
-            "push.max-body-bytes".into(),
-            self.max_body_bytes.to_string(),
-        );
+        m.insert("push.max-body-bytes".into(), self.max_body_bytes.to_string());
         m.insert("push.max-series".into(), self.max_series.to_string());
         m.insert("push.queue-size".into(), self.queue_size.to_string());
         m.insert("push.queue-bytes".into(), self.queue_bytes.to_string());
-        m.insert(
-            "push.commit-timeout".into(),
-            format_duration(self.commit_timeout),
-        );
+        m.insert("push.commit-timeout".into(), format_duration(self.commit_timeout));
+        m.insert("push.leader-wait".into(), format_duration(self.leader_wait));
         m.insert("read.consistency".into(), self.read_consistency.clone());
         m.insert("read.timeout".into(), format_duration(self.read_timeout));
-        m.insert(
-            "storage.path".into(),
-            self.storage_path.display().to_string(),
-        );
-        m.insert(
-            "storage.snapshot-every".into(),
-            self.snapshot_every.to_string(),
-        );
+        m.insert("storage.path".into(), self.storage_path.display().to_string());
+        m.insert("storage.snapshot-every".into(), self.snapshot_every.to_string());
         m.insert("storage.cache-bytes".into(), self.cache_bytes.to_string());
         m.insert("cluster.node-id".into(), self.node_id.to_string());
-        m.insert(
-            "cluster.listen-address".into(),
-            self.cluster_listen_address.clone(),
-        );
+        m.insert("cluster.listen-address".into(), self.cluster_listen_address.clone());
         m.insert(
             "cluster.advertise-address".into(),
             self.cluster_advertise_address.clone(),
@@ -414,10 +395,7 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h2m3s").unwrap(), Duration::from_secs(3723));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(
-            parse_duration("abc").unwrap_err(),
-            "time: invalid duration \"abc\""
-        );
+        assert_eq!(parse_duration("abc").unwrap_err(), "time: invalid duration \"abc\"");
         assert!(parse_duration("10").is_err());
         assert_eq!(format_duration(Duration::from_secs(300)), "5m0s");
         assert_eq!(format_duration(Duration::from_secs(10)), "10s");

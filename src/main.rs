@@ -27,10 +27,7 @@ fn init_logging(level: &str, format: &str) {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pushgate: error: cannot start the async runtime: {e}");
@@ -38,17 +35,13 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Some(Command::Cluster(cmd)) => runtime
-            .block_on(pushgate::admin::run(cmd))
-            .map_err(|e| e.to_string()),
+        Some(Command::Cluster(cmd)) => runtime.block_on(pushgate::admin::run(cmd)).map_err(|e| e.to_string()),
         None => {
             init_logging(&cli.server.log_level, &cli.server.log_format);
-            runtime
-                .block_on(pushgate::server::run(cli.server))
-                .map_err(|e| {
-                    tracing::error!(error = %e, "pushgate stopped");
-                    e.to_string()
-                })
+            runtime.block_on(pushgate::server::run(cli.server)).map_err(|e| {
+                tracing::error!(error = %e, "pushgate stopped");
+                e.to_string()
+            })
         }
     };
     if let Err(e) = result {

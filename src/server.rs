@@ -20,10 +20,7 @@ pub enum ServerError {
     #[error("cannot start the node: {0}")]
     Start(#[from] crate::cluster::StartError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    Listen { addr: String, source: std::io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -49,6 +46,8 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
     let node_config = NodeConfig {
         node_id: flags.node_id,
         advertise_addr: advertise,
+        listen_addr: listen_address(&flags.cluster_listen_address),
+        leader_wait: flags.leader_wait,
         data_dir: flags.storage_path.clone(),
         peers,
         queue_capacity: flags.queue_size,
@@ -63,12 +62,10 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
     let mut listeners = Vec::new();
     for addr in &flags.listen_addresses {
         let bind = listen_address(addr);
-        let listener = TcpListener::bind(&bind)
-            .await
-            .map_err(|source| ServerError::Listen {
-                addr: bind.clone(),
-                source,
-            })?;
+        let listener = TcpListener::bind(&bind).await.map_err(|source| ServerError::Listen {
+            addr: bind.clone(),
+            source,
+        })?;
         tracing::info!(address = %bind, "listening for HTTP");
         listeners.push(listener);
     }
@@ -138,10 +135,7 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("received SIGTERM"),

@@ -51,7 +51,9 @@ fn kill9_loses_no_acknowledged_push() {
                     v += 1;
                     progress.lock().unwrap()[p].in_flight = Some(v);
                     // Two series with the same value: a push is atomic, so they must match.
-                    let body = format!("# TYPE crash_value gauge\ncrash_value{{half=\"a\"}} {v}\ncrash_value{{half=\"b\"}} {v}\n");
+                    let body = format!(
+                        "# TYPE crash_value gauge\ncrash_value{{half=\"a\"}} {v}\ncrash_value{{half=\"b\"}} {v}\n"
+                    );
                     match c.put(&url).body(body).timeout(Duration::from_secs(5)).send() {
                         Ok(r) if r.status() == 200 => {
                             let mut g = progress.lock().unwrap();
@@ -91,11 +93,7 @@ fn kill9_loses_no_acknowledged_push() {
                 .iter()
                 .map(|m| m["value"].as_str().unwrap().parse().unwrap())
                 .collect();
-            assert_eq!(
-                values.len(),
-                2,
-                "round {round}: a push was half applied: {values:?}"
-            );
+            assert_eq!(values.len(), 2, "round {round}: a push was half applied: {values:?}");
             assert_eq!(
                 values[0], values[1],
                 "round {round}: a push was half applied: {values:?}"

@@ -14,25 +14,15 @@ fn push_scrape_and_delete_round_trip() {
     let body = "# TYPE some_metric counter\nsome_metric{label=\"val1\"} 42\n# TYPE another_metric gauge\n# HELP another_metric Just an example.\nanother_metric 2398.283\n";
     let r = s.put("/metrics/job/some_job/instance/some_instance", body);
     assert_eq!(r.status(), 200);
-    let index: u64 = r.headers()["x-pushgate-log-index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let index: u64 = r.headers()["x-pushgate-log-index"].to_str().unwrap().parse().unwrap();
     assert!(index > 0);
     let text = s.pushed_exposition();
     assert!(
-        text.contains(
-            "some_metric{instance=\"some_instance\",job=\"some_job\",label=\"val1\"} 42\n"
-        ),
+        text.contains("some_metric{instance=\"some_instance\",job=\"some_job\",label=\"val1\"} 42\n"),
         "{text}"
     );
     assert!(text.contains("# HELP another_metric Just an example.\n# TYPE another_metric gauge\n"));
-    assert_eq!(
-        s.delete("/metrics/job/some_job/instance/some_instance")
-            .status(),
-        202
-    );
+    assert_eq!(s.delete("/metrics/job/some_job/instance/some_instance").status(), 202);
     assert_eq!(s.pushed_exposition(), "");
 }
 
@@ -40,7 +30,10 @@ fn push_scrape_and_delete_round_trip() {
 fn state_survives_a_graceful_restart_byte_for_byte() {
     let tmp = temp_dir("restart");
     let mut s = Server::start_in(&tmp.path().join("data"), &[]);
-    s.put("/metrics/job/a/instance/1", "# TYPE c counter\nc{x=\"1\"} 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n");
+    s.put(
+        "/metrics/job/a/instance/1",
+        "# TYPE c counter\nc{x=\"1\"} 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n",
+    );
     s.post("/metrics/job/b", "# HELP g help\n# TYPE g gauge\ng 1\n");
     s.put("/metrics/job/failed", "x 1 1\n");
     let before = s.pushed_exposition();
@@ -59,11 +52,8 @@ fn malformed_pushes_get_4xx_and_change_nothing() {
         &["--push.max-body-bytes=4096", "--push.max-series=10"],
     );
     assert_eq!(
-        s.put(
-            "/metrics/job/keep/instance/i",
-            "# TYPE kept gauge\nkept 1\n"
-        )
-        .status(),
+        s.put("/metrics/job/keep/instance/i", "# TYPE kept gauge\nkept 1\n")
+            .status(),
         200
     );
     let before = s.pushed_exposition();
@@ -88,18 +78,14 @@ fn malformed_pushes_get_4xx_and_change_nothing() {
             let r = c.put(url(path)).body(body.to_string()).send().unwrap();
             assert_eq!(r.status(), 400, "{body:?}");
             assert!(
-                r.text()
-                    .unwrap()
-                    .starts_with("text format parsing error in line"),
+                r.text().unwrap().starts_with("text format parsing error in line"),
                 "{body:?}"
             );
         }
     }
     let invalid_utf8 = c
         .put(url("/metrics/job/keep"))
-        .body(vec![
-            b'm', b'{', b'a', b'=', b'"', 0xff, b'"', b'}', b' ', b'1', b'\n',
-        ])
+        .body(vec![b'm', b'{', b'a', b'=', b'"', 0xff, b'"', b'}', b' ', b'1', b'\n'])
         .send()
         .unwrap();
     assert_eq!(invalid_utf8.status(), 400);
@@ -132,11 +118,7 @@ fn malformed_pushes_get_4xx_and_change_nothing() {
     assert_eq!(too_big.status(), 413);
     assert!(too_big.text().unwrap().contains("4096"));
     let too_many: String = (0..11).map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
-    let r = c
-        .put(url("/metrics/job/keep"))
-        .body(too_many)
-        .send()
-        .unwrap();
+    let r = c.put(url("/metrics/job/keep")).body(too_many).send().unwrap();
     assert_eq!(r.status(), 413);
     assert!(r.text().unwrap().contains("--push.max-series"));
     for path in [
@@ -156,10 +138,7 @@ fn malformed_pushes_get_4xx_and_change_nothing() {
     assert_eq!(s.pushed_exposition(), before);
     assert_eq!(s.api_metrics(), api_before);
     // The node still works.
-    assert_eq!(
-        s.put("/metrics/job/keep/instance/i", "kept 2\n").status(),
-        200
-    );
+    assert_eq!(s.put("/metrics/job/keep/instance/i", "kept 2\n").status(), 200);
 }
 
 #[test]
@@ -205,10 +184,7 @@ fn concurrent_pushes_share_log_entries_and_fsyncs() {
         entries < pushes as f64,
         "{entries} entries for {pushes} pushes: no batching"
     );
-    assert!(
-        fsyncs < pushes as f64,
-        "{fsyncs} fsyncs for {pushes} pushes"
-    );
+    assert!(fsyncs < pushes as f64, "{fsyncs} fsyncs for {pushes} pushes");
     assert_eq!(s.api_metrics().as_array().unwrap().len(), 32);
 }
 
@@ -216,10 +192,7 @@ fn concurrent_pushes_share_log_entries_and_fsyncs() {
 fn a_full_queue_answers_503_and_loses_nothing_acknowledged() {
     let tmp = temp_dir("backpressure");
     // A queue budget of 1 KiB: one pending mutation at a time.
-    let s = Arc::new(Server::start_in(
-        &tmp.path().join("data"),
-        &["--push.queue-bytes=1"],
-    ));
+    let s = Arc::new(Server::start_in(&tmp.path().join("data"), &["--push.queue-bytes=1"]));
     let refused = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for t in 0..16 {
@@ -268,20 +241,14 @@ fn snapshots_purge_the_log_and_restore_on_restart() {
     let mut s = Server::start_in(&tmp.path().join("data"), &["--storage.snapshot-every=20"]);
     for i in 0..150 {
         assert_eq!(
-            s.put(
-                &format!("/metrics/job/snap/i/{}", i % 7),
-                &format!("v {i}\n")
-            )
-            .status(),
+            s.put(&format!("/metrics/job/snap/i/{}", i % 7), &format!("v {i}\n"))
+                .status(),
             200
         );
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while s.self_metric("pushgate_snapshots_built_total") < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no snapshot was built"
-        );
+        assert!(std::time::Instant::now() < deadline, "no snapshot was built");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let before = s.pushed_exposition();
@@ -293,10 +260,7 @@ fn snapshots_purge_the_log_and_restore_on_restart() {
 #[test]
 fn persistence_file_is_refused_and_points_to_storage_path() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args([
-            "--persistence.file=/tmp/x.data",
-            "--web.listen-address=127.0.0.1:0",
-        ])
+        .args(["--persistence.file=/tmp/x.data", "--web.listen-address=127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());

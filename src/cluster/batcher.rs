@@ -145,9 +145,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        stats
-            .queue_length
-            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        stats.queue_length.fetch_sub(batch.len() as u64, Ordering::Relaxed);
         ClusterStats::add(&stats.batches_proposed, 1);
         stats.batch_mutations.observe(batch.len() as f64);
         let raft = raft.clone();
@@ -201,9 +199,7 @@ fn map_write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>
             },
             None => WriteError::NoLeader,
         },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            WriteError::Stopped(e.to_string())
-        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => WriteError::Stopped(e.to_string()),
         RaftError::Fatal(f) => WriteError::Stopped(f.to_string()),
     }
 }

@@ -14,9 +14,7 @@ pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error(
-        "record has format version {0}; this pushgate understands version {FORMAT_VERSION} only"
-    )]
+    #[error("record has format version {0}; this pushgate understands version {FORMAT_VERSION} only")]
     UnknownVersion(u32),
     #[error("record is missing its {0}")]
     Missing(&'static str),
@@ -82,22 +80,11 @@ pub fn membership_to_pb(m: &Membership) -> pb::Membership {
 }
 
 pub fn membership_from_pb(m: &pb::Membership) -> Membership {
-    let configs: Vec<BTreeSet<u64>> = m
-        .configs
-        .iter()
-        .map(|c| c.ids.iter().copied().collect())
-        .collect();
+    let configs: Vec<BTreeSet<u64>> = m.configs.iter().map(|c| c.ids.iter().copied().collect()).collect();
     let nodes: BTreeMap<u64, BasicNode> = m
         .nodes
         .iter()
-        .map(|n| {
-            (
-                n.id,
-                BasicNode {
-                    addr: n.addr.clone(),
-                },
-            )
-        })
+        .map(|n| (n.id, BasicNode { addr: n.addr.clone() }))
         .collect();
     Membership::new(configs, nodes)
 }
@@ -142,10 +129,7 @@ mod tests {
             EntryPayload::Normal(LogPayload(bytes::Bytes::from_static(b"xyz"))),
             EntryPayload::Membership(m),
         ] {
-            let e = Entry {
-                log_id: id,
-                payload,
-            };
+            let e = Entry { log_id: id, payload };
             let back = entry_from_pb(entry_to_pb(&e)).unwrap();
             assert_eq!(format!("{e:?}"), format!("{back:?}"));
         }
@@ -157,9 +141,6 @@ mod tests {
             format_version: 99,
             ..Default::default()
         };
-        assert!(matches!(
-            vote_from_pb(&v),
-            Err(CodecError::UnknownVersion(99))
-        ));
+        assert!(matches!(vote_from_pb(&v), Err(CodecError::UnknownVersion(99))));
     }
 }

@@ -12,22 +12,29 @@ pub enum WriteError {
     /// Not proposed: the node's queue of pending changes is full.
     #[error("too many changes are waiting to be committed (the queue of {capacity} changes or {bytes} bytes is full); the change was not made, retry later")]
     QueueFull { capacity: usize, bytes: usize },
-    /// Not proposed: this node is not the leader; the caller may forward.
-    #[error("this node is not the leader")]
+    /// Not proposed: this node is not the leader (the caller forwards).
+    #[error("this node is not the leader; the change was not made")]
     NotLeader {
         leader_id: Option<u64>,
         leader_addr: Option<String>,
     },
     /// Not proposed: no leader is known (election in progress or quorum lost).
-    #[error("no leader is known (an election is in progress or this node cannot reach a quorum); the change was not made, retry later")]
+    #[error("no leader is reachable (an election is in progress or this node cannot reach a quorum); the change was not made, retry later")]
     NoLeader,
+    /// Not proposed: this node leads but is cut off from the quorum.
+    #[error("{0}; the change was not made")]
+    NoQuorum(String),
+    /// Not proposed: the leader refused it (its queue was full).
+    #[error("the leader refused the change: {0}")]
+    RefusedByLeader(String),
     /// Proposed, but not confirmed in time: outcome unknown.
     #[error("the change was not confirmed within {0:?} (the cluster may have lost its quorum or be electing a leader); it may or may not have been applied")]
     Timeout(Duration),
+    /// Sent to the leader, but its answer was lost: outcome unknown.
+    #[error("{0}; the change may or may not have been applied")]
+    Uncertain(String),
     /// The node stopped (shutdown or a storage failure): outcome unknown.
-    #[error(
-        "this node stopped before confirming the change ({0}); it may or may not have been applied"
-    )]
+    #[error("this node stopped before confirming the change ({0}); it may or may not have been applied")]
     Stopped(String),
 }
 
@@ -36,7 +43,11 @@ impl WriteError {
     pub fn definitely_not_applied(&self) -> bool {
         matches!(
             self,
-            WriteError::QueueFull { .. } | WriteError::NotLeader { .. } | WriteError::NoLeader
+            WriteError::QueueFull { .. }
+                | WriteError::NotLeader { .. }
+                | WriteError::NoLeader
+                | WriteError::NoQuorum(_)
+                | WriteError::RefusedByLeader(_)
         )
     }
 }
@@ -44,15 +55,14 @@ impl WriteError {
 /// Why a consistent read could not be served.
 #[derive(Debug, Error, Clone)]
 pub enum ReadError {
-    #[error("this node is not the leader")]
-    NotLeader {
-        leader_id: Option<u64>,
-        leader_addr: Option<String>,
-    },
-    #[error("no leader is known (an election is in progress or this node cannot reach a quorum)")]
+    #[error("no leader is reachable (an election is in progress or this node cannot reach a quorum)")]
     NoLeader,
     #[error("the leader could not confirm it still has a quorum")]
     NoQuorum,
+    #[error("{0}")]
+    QuorumLost(String),
+    #[error("the leader is unreachable: {0}")]
+    LeaderUnreachable(String),
     #[error("a consistent read did not complete within {0:?}")]
     Timeout(Duration),
     #[error("this node stopped ({0})")]

@@ -79,11 +79,7 @@ pub struct LogStore {
     stats: Arc<ClusterStats>,
 }
 
-fn io_error(
-    verb: ErrorVerb,
-    subject: ErrorSubject<u64>,
-    e: impl std::error::Error + 'static,
-) -> StorageError {
+fn io_error(verb: ErrorVerb, subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -109,12 +105,7 @@ impl LogStore {
             .flush_every_ms(None)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| {
-                io::Error::other(format!(
-                    "cannot open the Raft log in {}: {e}",
-                    dir.display()
-                ))
-            })?;
+            .map_err(|e| io::Error::other(format!("cannot open the Raft log in {}: {e}", dir.display())))?;
         let log = db.open_tree("log").map_err(io::Error::other)?;
         let meta = db.open_tree("meta").map_err(io::Error::other)?;
         let db_file = File::open(dir.join("db"))?;
@@ -129,23 +120,25 @@ impl LogStore {
         });
         let (flusher, requests) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let thread_syncer = syncer.clone();
-        std::thread::Builder::new().name("pushgate-log-sync".into()).spawn(move || {
-            while let Ok(first) = requests.recv() {
-                let mut waiting = vec![first];
-                waiting.extend(requests.try_iter());
-                let result = thread_syncer.sync();
-                for callback in waiting {
-                    let r = match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                    };
-                    callback.log_io_completed(r);
+        std::thread::Builder::new()
+            .name("pushgate-log-sync".into())
+            .spawn(move || {
+                while let Ok(first) = requests.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(requests.try_iter());
+                    let result = thread_syncer.sync();
+                    for callback in waiting {
+                        let r = match &result {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                        };
+                        callback.log_io_completed(r);
+                    }
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "syncing the Raft log failed; this node stops accepting writes");
+                    }
                 }
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "syncing the Raft log failed; this node stops accepting writes");
-                }
-            }
-        })?;
+            })?;
         Ok(LogStore {
             db,
             log,
@@ -168,9 +161,7 @@ impl LogStore {
     }
 
     fn put_meta(&self, key: &[u8], m: &impl Message) -> Result<(), StorageError> {
-        self.meta
-            .insert(key, m.encode_to_vec())
-            .map_err(write_err)?;
+        self.meta.insert(key, m.encode_to_vec()).map_err(write_err)?;
         Ok(())
     }
 
@@ -299,11 +290,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_optional_log_id(KEY_COMMITTED)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

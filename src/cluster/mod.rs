@@ -9,9 +9,13 @@
 pub mod batcher;
 pub mod codec;
 pub mod error;
+pub mod identity;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
+pub mod rpc_codec;
+pub mod service;
 pub mod state_machine;
 pub mod stats;
 pub mod types;

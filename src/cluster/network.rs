@@ -1,66 +1,214 @@
-//! The Raft network between replicas.
+//! The Raft network between replicas: openraft's RPCs over tonic gRPC.
+//!
+//! One lazily connected HTTP/2 channel per peer address, shared by Raft
+//! traffic and by client forwarding (`Peers`). HTTP/2 keepalive is on so a
+//! connection that died in a partition is noticed and replaced instead of
+//! wedging (research/raft-stack.md §3.7), and every call has a deadline.
+//! Every request carries the sender's cluster id, so a node never takes Raft
+//! traffic from another cluster.
 
-use openraft::error::{Fatal, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
-};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, Snapshot};
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
 
+use super::identity::Identity;
+use super::rpc_codec;
 use super::types::{NodeId, TypeConfig, Vote};
+use crate::pb::pushgate::v1 as pb;
+use crate::pb::pushgate::v1::replica_client::ReplicaClient;
 
-/// Creates a client per peer.
-#[derive(Clone, Default)]
-pub struct Network {}
+/// Metadata key carrying the sender's cluster id.
+pub const CLUSTER_ID_HEADER: &str = "x-pushgate-cluster-id";
+/// Largest gRPC message (a batch entry or a snapshot chunk is far smaller).
+pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Channels to peers, by address, plus this node's identity for request metadata.
+#[derive(Clone)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    identity: Arc<Identity>,
+    source_ip: Option<std::net::IpAddr>,
+}
+
+impl Peers {
+    /// `advertise_addr` is this node's own cluster address. When it is a
+    /// loopback IP other than 127.0.0.1 (a local multi-node set-up, one
+    /// loopback address per node), outgoing connections are made from that
+    /// address too, so that every connection's source names its node.
+    pub fn new(identity: Arc<Identity>, advertise_addr: &str) -> Self {
+        let source_ip = advertise_addr
+            .rsplit_once(':')
+            .and_then(|(host, _)| host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok())
+            .filter(|ip| ip.is_loopback() && *ip != std::net::IpAddr::from([127, 0, 0, 1]));
+        Peers {
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            identity,
+            source_ip,
+        }
+    }
+
+    /// A client for `addr` (HOST:PORT; DNS names are resolved on every (re)connect).
+    pub fn client(&self, addr: &str) -> Result<ReplicaClient<Channel>, tonic::Status> {
+        let mut channels = self.channels.lock();
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| tonic::Status::invalid_argument(format!("bad peer address {addr:?}: {e}")))?
+                    .connect_timeout(Duration::from_millis(500))
+                    .http2_keep_alive_interval(Duration::from_millis(500))
+                    .keep_alive_timeout(Duration::from_secs(1))
+                    .keep_alive_while_idle(true)
+                    .tcp_nodelay(true)
+                    .local_address(self.source_ip);
+                let channel = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(ReplicaClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// A request with a deadline and this node's cluster id attached.
+    pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        req.set_timeout(timeout);
+        if let Ok(v) = self.identity.cluster_id().parse() {
+            req.metadata_mut().insert(CLUSTER_ID_HEADER, v);
+        }
+        req
+    }
+}
+
+/// openraft's network factory: one `PeerClient` per target.
+#[derive(Clone)]
+pub struct Network {
+    peers: Peers,
+}
 
 impl Network {
-    pub fn new() -> Self {
-        Network {}
+    pub fn new(peers: Peers) -> Self {
+        Network { peers }
     }
 }
 
 pub struct PeerClient {
     target: NodeId,
-}
-
-fn unreachable(target: NodeId) -> Unreachable {
-    Unreachable::new(&std::io::Error::other(format!(
-        "node {target} is not reachable"
-    )))
+    addr: String,
+    peers: Peers,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
-        PeerClient { target }
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
     }
+}
+
+fn rpc_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BasicNode, E> {
+    match status.code() {
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn decode_error<E: std::error::Error>(e: super::codec::CodecError) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&e))
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(unreachable(self.target)))
+        let mut client = self.peers.client(&self.addr).map_err(rpc_error)?;
+        let req = self
+            .peers
+            .request(rpc_codec::append_request_to_pb(&rpc), option.hard_ttl());
+        let resp = client.append_entries(req).await.map_err(rpc_error)?;
+        rpc_codec::append_response_from_pb(resp.into_inner()).map_err(decode_error)
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(unreachable(self.target)))
+        let mut client = self.peers.client(&self.addr).map_err(rpc_error)?;
+        let req = self
+            .peers
+            .request(rpc_codec::vote_request_to_pb(&rpc), option.hard_ttl());
+        let resp = client.request_vote(req).await.map_err(rpc_error)?;
+        rpc_codec::vote_response_from_pb(resp.into_inner()).map_err(decode_error)
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot<TypeConfig>,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
-        _option: RPCOption,
+        vote: Vote,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        Err(StreamingError::Unreachable(unreachable(self.target)))
+        let stream_err = |s: tonic::Status| -> StreamingError<TypeConfig, Fatal<NodeId>> {
+            match s.code() {
+                tonic::Code::Unavailable => StreamingError::Unreachable(Unreachable::new(&s)),
+                _ => StreamingError::Network(NetworkError::new(&s)),
+            }
+        };
+        let mut client = self.peers.client(&self.addr).map_err(stream_err)?;
+        let meta = rpc_codec::snapshot_meta_to_pb(&snapshot.meta);
+        let data = snapshot.snapshot.into_inner();
+        let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK_BYTES + 1);
+        let mut first = Some((super::codec::vote_to_pb(&vote), meta));
+        let mut pieces = data.chunks(SNAPSHOT_CHUNK_BYTES).peekable();
+        if pieces.peek().is_none() {
+            let (v, m) = first.take().unwrap_or_default();
+            chunks.push(pb::SnapshotChunk {
+                vote: Some(v),
+                meta: Some(m),
+                data: Default::default(),
+            });
+        }
+        for piece in pieces {
+            let (v, m) = match first.take() {
+                Some((v, m)) => (Some(v), Some(m)),
+                None => (None, None),
+            };
+            chunks.push(pb::SnapshotChunk {
+                vote: v,
+                meta: m,
+                data: bytes::Bytes::copy_from_slice(piece),
+            });
+        }
+        tracing::info!(target_node = self.target, bytes = data.len(), "sending snapshot");
+        let req = self.peers.request(
+            futures::stream::iter(chunks),
+            option.hard_ttl().max(Duration::from_secs(30)),
+        );
+        let call = client.install_snapshot(req);
+        tokio::select! {
+            resp = call => {
+                let resp = resp.map_err(stream_err)?;
+                rpc_codec::snapshot_response_from_pb(resp.into_inner())
+                    .map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+            }
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
     }
 }

@@ -1,21 +1,31 @@
 //! One pushgate node: openraft wired to the sled log, the in-memory state
-//! machine, the network and the batcher. A single node is a cluster of one;
-//! a cluster only adds peers.
+//! machine, the gRPC network and the batcher. A single node is a cluster of
+//! one; a cluster only adds peers, the network and forwarding.
+//!
+//! Writes go to the leader's batcher: locally when this node leads, else
+//! forwarded over gRPC (once: the receiver never forwards again). Reads are
+//! linearizable: the leader confirms its leadership (read index), this node
+//! waits until it has applied up to that index, then the caller renders its
+//! local state.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, ServerState};
 use parking_lot::RwLock;
+use tokio::sync::watch;
 
 use super::batcher::{Batcher, Clock, Committed};
-use super::codec::FORMAT_VERSION;
 use super::error::{ReadError, StartError, WriteError};
+use super::identity::Identity;
 use super::log_store::LogStore;
-use super::network::Network;
+use super::membership::{self, MembershipError};
+use super::network::{Network, Peers, MAX_MESSAGE_BYTES};
+use super::rpc_codec;
+use super::service::ReplicaService;
 use super::state_machine::{AppliedState, SharedState, StateMachine};
 use super::stats::ClusterStats;
 use super::types::{NodeId, Raft};
@@ -27,6 +37,8 @@ pub struct NodeConfig {
     pub node_id: NodeId,
     /// The address other nodes reach this node's cluster (gRPC) port at.
     pub advertise_addr: String,
+    /// Where the cluster (gRPC) server listens; used only with peers.
+    pub listen_addr: String,
     pub data_dir: PathBuf,
     /// All voters including this node; empty for a single node.
     pub peers: BTreeMap<NodeId, String>,
@@ -38,6 +50,8 @@ pub struct NodeConfig {
     pub write_timeout: Duration,
     /// How long a consistent read may wait before 503.
     pub read_timeout: Duration,
+    /// How long a write waits for a leader to be elected before 503.
+    pub leader_wait: Duration,
     /// Build a snapshot (and purge the log) after this many entries.
     pub snapshot_every: u64,
     /// sled page cache size.
@@ -48,6 +62,7 @@ pub struct NodeConfig {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NodeStatus {
     pub node_id: NodeId,
+    pub cluster_id: String,
     pub state: String,
     pub term: u64,
     pub leader_id: Option<NodeId>,
@@ -59,6 +74,33 @@ pub struct NodeStatus {
     pub millis_since_quorum_ack: Option<u64>,
     pub members: BTreeMap<NodeId, String>,
     pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// On the leader: log entries each follower is behind.
+    pub replication_lag: Option<BTreeMap<NodeId, u64>>,
+}
+
+/// A leader that has not heard from a quorum for a while answers 503 at
+/// once: openraft 0.9 keeps a partitioned leader in the leader state.
+#[derive(Clone)]
+pub struct QuorumCheck {
+    raft: Raft,
+    max_silence: Duration,
+}
+
+impl QuorumCheck {
+    pub fn check(&self) -> Result<(), WriteError> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1 {
+            return Ok(());
+        }
+        match m.millis_since_quorum_ack {
+            Some(ms) if ms > self.max_silence.as_millis() as u64 => Err(WriteError::NoQuorum(format!(
+                "this node leads but has not heard from a quorum for {ms} ms (it is cut off from the other replicas)"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 pub struct ClusterNode {
@@ -69,6 +111,10 @@ pub struct ClusterNode {
     batcher: Batcher,
     log_store: LogStore,
     config: NodeConfig,
+    peers: Peers,
+    identity: Arc<Identity>,
+    quorum: QuorumCheck,
+    stop: watch::Sender<bool>,
 }
 
 fn system_clock() -> Clock {
@@ -80,30 +126,31 @@ fn system_clock() -> Clock {
     })
 }
 
+/// Where a request for the leader goes now.
+enum Route {
+    Local,
+    Remote(NodeId, String),
+    NoLeader,
+}
+
 impl ClusterNode {
-    /// Opens the data directory and starts Raft (initialising a new single-node
-    /// cluster on first start).
+    /// Opens the data directory and starts Raft (and, with peers, the
+    /// cluster server and the bootstrap checks).
     pub async fn start(config: NodeConfig) -> Result<Arc<Self>, StartError> {
         Self::start_with_clock(config, system_clock()).await
     }
 
-    pub async fn start_with_clock(
-        config: NodeConfig,
-        clock: Clock,
-    ) -> Result<Arc<Self>, StartError> {
+    pub async fn start_with_clock(config: NodeConfig, clock: Clock) -> Result<Arc<Self>, StartError> {
         let stats = Arc::new(ClusterStats::default());
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
-        })?;
-        let log_store = LogStore::open(
-            &config.data_dir.join("raft-log"),
-            config.cache_bytes,
-            stats.clone(),
-        )
-        .map_err(|e| StartError::Storage(e.to_string()))?;
-        check_identity(&log_store, &config)?;
-        let state_machine = StateMachine::open(&config.data_dir.join("snapshots"), stats.clone())
-            .map_err(StartError::Storage)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
+        let log_store = LogStore::open(&config.data_dir.join("raft-log"), config.cache_bytes, stats.clone())
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let identity = Arc::new(
+            Identity::load(log_store.clone(), config.node_id, &config.data_dir).map_err(StartError::Identity)?,
+        );
+        let state_machine =
+            StateMachine::open(&config.data_dir.join("snapshots"), stats.clone()).map_err(StartError::Storage)?;
         let shared = state_machine.shared();
 
         let raft_config = openraft::Config {
@@ -121,38 +168,16 @@ impl ClusterNode {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let network = Network::new();
+        let peers = Peers::new(identity.clone(), &config.advertise_addr);
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            network,
+            Network::new(peers.clone()),
             log_store.clone(),
             state_machine,
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized && config.peers.is_empty() {
-            let mut members = BTreeMap::new();
-            members.insert(
-                config.node_id,
-                BasicNode {
-                    addr: config.advertise_addr.clone(),
-                },
-            );
-            raft.initialize(members)
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
-            tracing::info!(
-                node_id = config.node_id,
-                "initialised a new single-node cluster"
-            );
-        }
-
         let batcher = Batcher::start(
             raft.clone(),
             config.queue_capacity,
@@ -161,7 +186,67 @@ impl ClusterNode {
             clock,
             stats.clone(),
         );
-        Ok(Arc::new(ClusterNode {
+        let quorum = QuorumCheck {
+            raft: raft.clone(),
+            max_silence: Duration::from_millis(1000),
+        };
+        let (stop, _) = watch::channel(false);
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if config.peers.is_empty() {
+            if !initialized {
+                identity
+                    .join(&Identity::new_cluster_id())
+                    .map_err(StartError::Identity)?;
+                let mut members = BTreeMap::new();
+                members.insert(
+                    config.node_id,
+                    BasicNode {
+                        addr: config.advertise_addr.clone(),
+                    },
+                );
+                raft.initialize(members)
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+                tracing::info!(node_id = config.node_id, "initialised a new single-node cluster");
+            }
+        } else {
+            let listener = tokio::net::TcpListener::bind(&config.listen_addr)
+                .await
+                .map_err(|e| StartError::Network(format!("cannot listen on {}: {e}", config.listen_addr)))?;
+            tracing::info!(address = %config.listen_addr, advertise = %config.advertise_addr, "listening for cluster traffic");
+            let service = ReplicaService {
+                raft: raft.clone(),
+                batcher: batcher.clone(),
+                identity: identity.clone(),
+                peers: peers.clone(),
+                quorum: quorum.clone(),
+            };
+            let server = pb::replica_server::ReplicaServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let mut stop_rx = stop.subscribe();
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let result = tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(Duration::from_secs(1)))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(2)))
+                    .tcp_nodelay(true)
+                    .add_service(server)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop_rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "cluster server stopped");
+                }
+            });
+        }
+
+        let node = Arc::new(ClusterNode {
             id: config.node_id,
             raft,
             shared,
@@ -169,35 +254,181 @@ impl ClusterNode {
             batcher,
             log_store,
             config,
-        }))
+            peers,
+            identity,
+            quorum,
+            stop,
+        });
+        let bootstrapped = initialized && node.identity.has_cluster();
+        if !node.config.peers.is_empty() && !bootstrapped {
+            tokio::spawn(bootstrap(node.clone()));
+        }
+        Ok(node)
     }
 
-    /// Proposes a mutation through this node's batcher and waits for its outcome.
+    fn route(&self) -> Route {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.state == ServerState::Leader {
+            return Route::Local;
+        }
+        match m.current_leader {
+            Some(id) if id == self.id => Route::Local,
+            Some(id) => match m.membership_config.membership().get_node(&id) {
+                Some(n) => Route::Remote(id, n.addr.clone()),
+                None => Route::NoLeader,
+            },
+            None => Route::NoLeader,
+        }
+    }
+
+    /// Proposes a mutation through the leader's batcher and waits for its
+    /// outcome. Waits up to the leader wait for an election; never retries
+    /// anything whose outcome is unknown.
     pub async fn write(&self, mutation: pb::Mutation) -> Result<Committed, WriteError> {
-        self.batcher.submit(mutation).await
+        let deadline = Instant::now() + self.config.leader_wait;
+        let mut last;
+        loop {
+            let result = match self.route() {
+                Route::Local => match self.quorum.check() {
+                    Err(e) => return Err(e),
+                    Ok(()) => self.batcher.submit(mutation.clone()).await,
+                },
+                Route::Remote(id, addr) => self.forward(id, &addr, mutation.clone()).await,
+                Route::NoLeader => Err(WriteError::NoLeader),
+            };
+            match result {
+                Err(e @ (WriteError::NotLeader { .. } | WriteError::NoLeader)) => last = e,
+                other => return other,
+            }
+            if Instant::now() >= deadline {
+                return Err(match last {
+                    WriteError::NotLeader { .. } => WriteError::NoLeader,
+                    other => other,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, addr: &str, mutation: pb::Mutation) -> Result<Committed, WriteError> {
+        let mut client = self
+            .peers
+            .client(addr)
+            .map_err(|e| WriteError::Stopped(e.to_string()))?;
+        let req = self.peers.request(
+            pb::ForwardRequest {
+                mutation: Some(mutation),
+            },
+            self.config.write_timeout,
+        );
+        match client.forward(req).await {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                match resp.result {
+                    Some(pb::forward_response::Result::Outcome(o)) => Ok(Committed {
+                        outcome: rpc_codec::outcome_from_pb(o),
+                        index: resp.index,
+                    }),
+                    Some(pb::forward_response::Result::Failure(f)) => Err(failure_from_pb(f)),
+                    None => Err(WriteError::Stopped("the leader sent an empty answer".into())),
+                }
+            }
+            // Not connected at all: nothing was sent, the change was not made.
+            Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
+                tracing::debug!(leader, error = %s, "leader unreachable");
+                Err(WriteError::NoLeader)
+            }
+            Err(s) => Err(WriteError::Uncertain(format!(
+                "forwarding to the leader (node {leader}) failed: {}",
+                s.message()
+            ))),
+        }
     }
 
     /// Waits until this node can serve a linearizable read; returns the log
     /// index the read reflects (everything committed before the call).
     pub async fn linearizable_read(&self) -> Result<u64, ReadError> {
         let timeout = self.config.read_timeout;
-        let read = tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await;
-        match read {
-            Err(_) => Err(ReadError::Timeout(timeout)),
-            Ok(Ok(_)) => Ok(self.applied_index()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                match f.leader_id {
-                    Some(id) => Err(ReadError::NotLeader {
-                        leader_id: Some(id),
-                        leader_addr: f.leader_node.map(|n| n.addr),
-                    }),
-                    None => Err(ReadError::NoLeader),
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ReadError::Timeout(timeout));
+            }
+            let attempt = match self.route() {
+                Route::Local => {
+                    if let Err(e) = self.quorum.check() {
+                        return Err(ReadError::QuorumLost(e.to_string()));
+                    }
+                    match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
+                        Err(_) => return Err(ReadError::Timeout(timeout)),
+                        Ok(Ok(_)) => return Ok(self.applied_index()),
+                        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                            Err(ReadError::NoLeader)
+                        }
+                        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                            return Err(ReadError::NoQuorum)
+                        }
+                        Ok(Err(RaftError::Fatal(f))) => return Err(ReadError::Stopped(f.to_string())),
+                    }
                 }
+                Route::Remote(_, addr) => match self.remote_read_index(&addr, remaining).await {
+                    Ok(index) => {
+                        let wait = self.raft.wait(Some(deadline.saturating_duration_since(Instant::now())));
+                        return match wait.applied_index_at_least(Some(index), "linearizable read").await {
+                            Ok(_) => Ok(self.applied_index().max(index)),
+                            Err(_) => Err(ReadError::Timeout(timeout)),
+                        };
+                    }
+                    Err(e) => Err(e),
+                },
+                Route::NoLeader => Err(ReadError::NoLeader),
+            };
+            match attempt {
+                Err(ReadError::NoLeader) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => return Err(e),
+                Ok(i) => return Ok(i),
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
-                Err(ReadError::NoQuorum)
+        }
+    }
+
+    async fn remote_read_index(&self, addr: &str, timeout: Duration) -> Result<u64, ReadError> {
+        let mut client = self.peers.client(addr).map_err(|e| ReadError::Stopped(e.to_string()))?;
+        let timeout = timeout.min(Duration::from_millis(1500));
+        match client
+            .read_index(self.peers.request(pb::ReadIndexRequest {}, timeout))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().read_index),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(ReadError::NoLeader),
+            Err(s) => Err(ReadError::LeaderUnreachable(s.message().to_string())),
+        }
+    }
+
+    /// Adds or removes a member (on the leader, or forwarded to it).
+    pub async fn change_members(
+        &self,
+        change: pb::change_members_request::Change,
+    ) -> Result<Vec<NodeId>, MembershipError> {
+        match self.route() {
+            Route::Local => membership::apply_locally(&self.raft, &self.peers, &self.identity, change).await,
+            Route::Remote(_, addr) => {
+                let mut client = self
+                    .peers
+                    .client(&addr)
+                    .map_err(|e| MembershipError::Raft(e.to_string()))?;
+                let req = self.peers.request(
+                    pb::ChangeMembersRequest { change: Some(change) },
+                    Duration::from_secs(120),
+                );
+                client
+                    .change_members(req)
+                    .await
+                    .map(|r| r.into_inner().voters)
+                    .map_err(|s| MembershipError::Raft(s.message().to_string()))
             }
-            Ok(Err(RaftError::Fatal(f))) => Err(ReadError::Stopped(f.to_string())),
+            Route::NoLeader => Err(MembershipError::Raft("no leader is known; retry".into())),
         }
     }
 
@@ -207,17 +438,11 @@ impl ClusterNode {
     }
 
     pub fn applied_index(&self) -> u64 {
-        self.shared
-            .applied_index
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.shared.applied_index.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn stats(&self) -> &ClusterStats {
         &self.stats
-    }
-
-    pub fn raft(&self) -> &Raft {
-        &self.raft
     }
 
     pub fn log_size_on_disk(&self) -> u64 {
@@ -227,22 +452,27 @@ impl ClusterNode {
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
+        let last = m.last_log_index.unwrap_or(0);
         NodeStatus {
             node_id: self.id,
+            cluster_id: self.identity.cluster_id(),
             state: format!("{:?}", m.state),
             term: m.current_term,
             leader_id: m.current_leader,
-            last_log_index: m.last_log_index.unwrap_or(0),
+            last_log_index: last,
             committed_index: ClusterStats::get(&self.stats.committed_index),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
-            members: membership
-                .nodes()
-                .map(|(id, n)| (*id, n.addr.clone()))
-                .collect(),
+            members: membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
             voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            replication_lag: m.replication.as_ref().map(|r| {
+                r.iter()
+                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+                    .collect()
+            }),
         }
     }
 
@@ -250,45 +480,184 @@ impl ClusterNode {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
-    /// Stops Raft (in-flight writes get an error; the log stays consistent).
+    /// Stops Raft and the cluster server (in-flight writes get an error).
     pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
     }
 }
 
-/// A data directory belongs to one node of one cluster, forever: a node
-/// started with another id on it would reuse someone else's Raft identity.
-fn check_identity(log: &LogStore, config: &NodeConfig) -> Result<(), StartError> {
-    match log
-        .identity()
-        .map_err(|e| StartError::Storage(e.to_string()))?
-    {
-        Some(identity) => {
-            crate::cluster::codec::check_version(identity.format_version)
-                .map_err(|e| StartError::Identity(e.to_string()))?;
-            if identity.node_id != config.node_id {
-                return Err(StartError::Identity(format!(
-                    "the data directory {} belongs to node {} (cluster {}), but this process was started as node {}; \
-                     start it with --cluster.node-id={} or give it its own --storage.path",
-                    config.data_dir.display(),
-                    identity.node_id,
-                    identity.cluster_id,
-                    config.node_id,
-                    identity.node_id
-                )));
+fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
+    use pb::write_failure::Kind;
+    match Kind::try_from(f.kind).unwrap_or(Kind::Unspecified) {
+        Kind::QueueFull => WriteError::RefusedByLeader(f.message),
+        Kind::NotLeader => WriteError::NotLeader {
+            leader_id: (f.leader_id != 0).then_some(f.leader_id),
+            leader_addr: (!f.leader_addr.is_empty()).then_some(f.leader_addr),
+        },
+        Kind::NoLeader => WriteError::NoLeader,
+        Kind::Timeout | Kind::Stopped | Kind::Unspecified => WriteError::Uncertain(f.message),
+    }
+}
+
+/// Safe bootstrap of a cluster from a fixed peer list, in any start order.
+///
+/// * The node with the lowest id bootstraps, and only when every peer
+///   answers and none has Raft state: it gives every peer the new cluster id
+///   (`Adopt`), then initialises Raft with all peers as voters.
+/// * A node with an empty data directory that finds itself listed as a
+///   member of an existing cluster has lost its disk: it refuses to take
+///   part (it could lose acknowledged data or elect a second leader) and says
+///   how to replace it.
+/// * A node not listed as a member waits to be added (`pushgate cluster add`).
+async fn bootstrap(node: Arc<ClusterNode>) {
+    let me = node.id;
+    let others: Vec<(NodeId, String)> = node
+        .config
+        .peers
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .map(|(id, a)| (*id, a.clone()))
+        .collect();
+    let lowest = node.config.peers.keys().next().copied() == Some(me);
+    let mut said = String::new();
+    let mut say = |msg: String, error: bool| {
+        if msg != said {
+            if error {
+                tracing::error!("{msg}");
+            } else {
+                tracing::info!("{msg}");
             }
-            Ok(())
+            said = msg;
         }
-        None => {
-            let identity = pb::NodeIdentity {
-                format_version: FORMAT_VERSION,
-                node_id: config.node_id,
-                cluster_id: format!("{:032x}", rand::random::<u128>()),
-            };
-            log.save_identity(&identity)
-                .map_err(|e| StartError::Storage(e.to_string()))
+    };
+    loop {
+        if *node.stop.borrow() {
+            return;
         }
+        let initialized = node.raft.is_initialized().await.unwrap_or(false);
+        if initialized && node.identity.has_cluster() {
+            return;
+        }
+        let mut answers = Vec::new();
+        for (id, addr) in &others {
+            if let Ok(mut client) = node.peers.client(addr) {
+                let req = node
+                    .peers
+                    .request(pb::HelloRequest { from_node_id: me }, Duration::from_secs(1));
+                if let Ok(r) = client.hello(req).await {
+                    answers.push((*id, addr.clone(), r.into_inner()));
+                }
+            }
+        }
+        let existing = answers.iter().find(|(_, _, h)| h.initialized);
+        let mine = node.identity.cluster_id();
+        match existing {
+            Some((_, _, h)) if !mine.is_empty() && h.cluster_id == mine => {
+                say(
+                    format!("node {me} belongs to cluster {mine}; waiting for its leader"),
+                    false,
+                );
+            }
+            Some((_, _, h)) if h.members.contains(&me) => {
+                say(
+                    format!(
+                        "node {me} is listed as a member of cluster {} but its data directory {} has no Raft state: \
+                         its disk was lost or replaced. It will not rejoin under its old identity (that could lose \
+                         acknowledged pushes or elect two leaders). Replace it: run `pushgate cluster remove --node-id {me}` \
+                         against a healthy node, then start this node with a new --cluster.node-id (and a peer list \
+                         naming it) and run `pushgate cluster add --node-id <new id> --address {}`",
+                        h.cluster_id,
+                        node.config.data_dir.display(),
+                        node.config.advertise_addr
+                    ),
+                    true,
+                );
+            }
+            Some((_, _, h)) => {
+                say(
+                    format!(
+                        "node {me} is not a member of cluster {}; waiting to be added: \
+                         `pushgate cluster add --node-id {me} --address {}`",
+                        h.cluster_id, node.config.advertise_addr
+                    ),
+                    false,
+                );
+            }
+            None if answers.len() == others.len() && lowest => {
+                let cluster_id = if mine.is_empty() {
+                    Identity::new_cluster_id()
+                } else {
+                    mine.clone()
+                };
+                let foreign = answers
+                    .iter()
+                    .any(|(_, _, h)| !h.cluster_id.is_empty() && h.cluster_id != cluster_id);
+                if foreign {
+                    say(
+                        "peers already carry another cluster id; not bootstrapping (check --cluster.peers)".into(),
+                        true,
+                    );
+                } else if let Err(e) = node.identity.join(&cluster_id) {
+                    say(format!("cannot record the cluster id: {e}"), true);
+                } else {
+                    let mut adopted = true;
+                    for (id, addr, _) in &answers {
+                        let req = node.peers.request(
+                            pb::AdoptRequest {
+                                cluster_id: cluster_id.clone(),
+                            },
+                            Duration::from_secs(2),
+                        );
+                        let ok = match node.peers.client(addr) {
+                            Ok(mut c) => c.adopt(req).await.is_ok(),
+                            Err(_) => false,
+                        };
+                        if !ok {
+                            say(format!("peer {id} did not take the cluster id yet; retrying"), false);
+                            adopted = false;
+                            break;
+                        }
+                    }
+                    if adopted {
+                        let members: BTreeMap<NodeId, BasicNode> = node
+                            .config
+                            .peers
+                            .iter()
+                            .map(|(id, a)| (*id, BasicNode { addr: a.clone() }))
+                            .collect();
+                        match node.raft.initialize(members).await {
+                            Ok(()) => {
+                                tracing::info!(cluster_id = %cluster_id, peers = ?node.config.peers, "bootstrapped a new cluster");
+                                return;
+                            }
+                            Err(e) => say(format!("bootstrap failed: {e}"), true),
+                        }
+                    }
+                }
+            }
+            None if answers.len() == others.len() => {
+                say(
+                    format!(
+                        "all peers are up and empty; waiting for node {:?} to bootstrap the cluster",
+                        node.config.peers.keys().next()
+                    ),
+                    false,
+                );
+            }
+            None => {
+                say(
+                    format!(
+                        "waiting for every peer before bootstrapping a new cluster ({} of {} answered)",
+                        answers.len(),
+                        others.len()
+                    ),
+                    false,
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -12,18 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, StorageIOError,
-};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use parking_lot::RwLock;
 use prost::Message;
 
 use super::codec::{self, FORMAT_VERSION};
 use super::stats::ClusterStats;
-use super::types::{
-    BatchOutcome, Entry, LogId, LogPayload, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
-};
+use super::types::{BatchOutcome, Entry, LogId, LogPayload, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::model::Store;
 use crate::pb::pushgate::v1 as pb;
 
@@ -50,21 +45,11 @@ pub struct StateMachine {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::StateMachine,
-        verb,
-        AnyError::error(e.to_string()),
-    )
-    .into()
+    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
 }
 
 fn snapshot_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::Snapshot(None),
-        verb,
-        AnyError::error(e.to_string()),
-    )
-    .into()
+    StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::error(e.to_string())).into()
 }
 
 const SNAPSHOT_FILE: &str = "current.snapshot";
@@ -72,8 +57,7 @@ const SNAPSHOT_FILE: &str = "current.snapshot";
 impl StateMachine {
     /// Opens the state machine, restoring the latest snapshot in `snapshot_dir`.
     pub fn open(snapshot_dir: &Path, stats: Arc<ClusterStats>) -> Result<Self, String> {
-        std::fs::create_dir_all(snapshot_dir)
-            .map_err(|e| format!("cannot create {}: {e}", snapshot_dir.display()))?;
+        std::fs::create_dir_all(snapshot_dir).map_err(|e| format!("cannot create {}: {e}", snapshot_dir.display()))?;
         let sm = StateMachine {
             shared: Arc::new(SharedState {
                 state: Arc::new(RwLock::new(AppliedState {
@@ -89,10 +73,8 @@ impl StateMachine {
         };
         let path = snapshot_dir.join(SNAPSHOT_FILE);
         if path.exists() {
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let snapshot =
-                decode_snapshot(&bytes).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let snapshot = decode_snapshot(&bytes).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
             sm.load(&snapshot)?;
             let state = sm.shared.state.read();
             tracing::info!(
@@ -127,10 +109,7 @@ impl StateMachine {
         SnapshotMeta {
             last_log_id: snapshot.last_log_id.as_ref().map(codec::log_id_from_pb),
             last_membership: StoredMembership::new(
-                snapshot
-                    .last_membership_log_id
-                    .as_ref()
-                    .map(codec::log_id_from_pb),
+                snapshot.last_membership_log_id.as_ref().map(codec::log_id_from_pb),
                 snapshot
                     .last_membership
                     .as_ref()
@@ -249,19 +228,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(LogPayload(bytes)) => {
                     match pb::Batch::decode(bytes.as_ref()) {
                         Ok(batch) if batch.format_version == FORMAT_VERSION => {
-                            let outcomes = state
-                                .store
-                                .apply_batch(batch.time_unix_nanos, &batch.mutations);
+                            let outcomes = state.store.apply_batch(batch.time_unix_nanos, &batch.mutations);
                             ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
                             BatchOutcome { outcomes }
                         }
                         Ok(batch) => {
                             // Every replica skips the same entry, so state stays identical.
                             tracing::error!(
-                            index = entry.log_id.index,
-                            version = batch.format_version,
-                            "log entry has an unknown format version; skipped (upgrade this node)"
-                        );
+                                index = entry.log_id.index,
+                                version = batch.format_version,
+                                "log entry has an unknown format version; skipped (upgrade this node)"
+                            );
                             BatchOutcome::default()
                         }
                         Err(e) => {
@@ -302,10 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshot_dir.clone();
         let store = tokio::task::spawn_blocking(move || -> Result<(Store, Vec<u8>), String> {
             write_atomically(&dir, SNAPSHOT_FILE, &bytes).map_err(|e| e.to_string())?;
-            Ok((
-                Store::restore(record.clock_unix_nanos, &record.groups)?,
-                bytes,
-            ))
+            Ok((Store::restore(record.clock_unix_nanos, &record.groups)?, bytes))
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::pb::io::prometheus::client as pm;
 
-const BATCH_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 pub struct ClusterStats {
     /// Mutations per proposed batch.
@@ -83,8 +81,7 @@ impl Histogram {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((v * self.scale) as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add((v * self.scale) as u64, Ordering::Relaxed);
     }
 
     pub fn to_pb(&self) -> pm::Histogram {

@@ -39,11 +39,11 @@ pub enum GatewayError {
 impl From<WriteError> for GatewayError {
     fn from(e: WriteError) -> Self {
         match &e {
-            WriteError::QueueFull { .. } => GatewayError::Overloaded(e.to_string()),
-            WriteError::NotLeader { .. } | WriteError::NoLeader => {
+            WriteError::QueueFull { .. } | WriteError::RefusedByLeader(_) => GatewayError::Overloaded(e.to_string()),
+            WriteError::NotLeader { .. } | WriteError::NoLeader | WriteError::NoQuorum(_) => {
                 GatewayError::Unavailable(e.to_string())
             }
-            WriteError::Timeout(_) | WriteError::Stopped(_) => {
+            WriteError::Timeout(_) | WriteError::Uncertain(_) | WriteError::Stopped(_) => {
                 GatewayError::OutcomeUnknown(e.to_string())
             }
         }
@@ -166,6 +166,27 @@ impl Gateway {
 
     pub fn stats(&self) -> &crate::cluster::stats::ClusterStats {
         self.node.stats()
+    }
+
+    /// Adds a node (learner, catch up, voter); returns the voters after.
+    pub async fn add_member(&self, node_id: u64, address: String) -> Result<Vec<u64>, GatewayError> {
+        let change = pb::change_members_request::Change::Add(pb::Node {
+            id: node_id,
+            addr: address,
+        });
+        self.node
+            .change_members(change)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    }
+
+    /// Removes a node from the cluster; returns the voters after.
+    pub async fn remove_member(&self, node_id: u64) -> Result<Vec<u64>, GatewayError> {
+        let change = pb::change_members_request::Change::Remove(node_id);
+        self.node
+            .change_members(change)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 
     pub async fn shutdown(&self) {

@@ -37,10 +37,7 @@ pub fn plain(status: StatusCode, body: impl Into<String>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
 }
 
@@ -52,8 +49,7 @@ impl IntoResponse for HttpError {
             HttpError::NotFound => plain(StatusCode::NOT_FOUND, "404 page not found"),
             HttpError::MethodNotAllowed(allow) => {
                 let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-                r.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
                 r
             }
             HttpError::Forbidden(m) => {

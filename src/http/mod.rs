@@ -127,8 +127,7 @@ fn clean_path(p: &[u8]) -> Vec<u8> {
 }
 
 fn redirect(status: StatusCode, path: &[u8], query: Option<&str>) -> Response {
-    let mut location: String =
-        utf8_percent_encode(&String::from_utf8_lossy(path), PATH_ENCODE).to_string();
+    let mut location: String = utf8_percent_encode(&String::from_utf8_lossy(path), PATH_ENCODE).to_string();
     if let Some(q) = query {
         location.push('?');
         location.push_str(q);
@@ -142,8 +141,7 @@ fn redirect(status: StatusCode, path: &[u8], query: Option<&str>) -> Response {
 
 fn options(allow: &'static str) -> Response {
     let mut r = StatusCode::OK.into_response();
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -166,10 +164,7 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
     let decoded: Vec<u8> = percent_decode(parts.uri.path().as_bytes()).collect();
     let cleaned = clean_path(&decoded);
     if cleaned != decoded {
-        return (
-            None,
-            Ok(redirect(StatusCode::MOVED_PERMANENTLY, &cleaned, query)),
-        );
+        return (None, Ok(redirect(StatusCode::MOVED_PERMANENTLY, &cleaned, query)));
     }
     let prefix = state.config.route_prefix.as_bytes();
     if !prefix.is_empty() && decoded == prefix {
@@ -192,20 +187,11 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
     };
     let rest = rest.to_vec();
 
-    if let Some(push_path) = rest.strip_prefix(b"/metrics/") {
-        if let Some(r) = push_route(
-            state,
-            &method,
-            push_path,
-            &rest,
-            query,
-            &parts.headers,
-            body,
-        )
-        .await
-        {
-            return r;
-        }
+    if let Some(push_path) = rest
+        .strip_prefix(b"/metrics/")
+        .filter(|p| p.starts_with(b"job/") || p.starts_with(b"job@base64/"))
+    {
+        return push_route(state, &method, push_path, &rest, query, &parts.headers, body).await;
     }
     let telemetry = state.config.telemetry_path.as_bytes();
     if rest == telemetry {
@@ -216,23 +202,16 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
         };
     }
     if let Some(api) = rest.strip_prefix(b"/api/v1/") {
-        return api_route(state, &method, api, query).await;
+        return api_route(state, &method, api, query, body).await;
     }
     match rest.as_slice() {
         b"/-/healthy" | b"/-/ready" => {
-            let handler = if rest == b"/-/healthy" {
-                "healthy"
-            } else {
-                "ready"
-            };
+            let handler = if rest == b"/-/healthy" { "healthy" } else { "ready" };
             let r = match method {
                 Method::GET if handler == "healthy" => Ok(ok_text()),
                 Method::GET => match state.gateway.ready().await {
                     Ok(()) => Ok(ok_text()),
-                    Err(e) => Ok(plain(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("not ready: {e}"),
-                    )),
+                    Err(e) => Ok(plain(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}"))),
                 },
                 Method::OPTIONS => Ok(options("GET, OPTIONS")),
                 _ => Err(HttpError::MethodNotAllowed("GET, OPTIONS")),
@@ -241,20 +220,12 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
         }
         b"/-/healthy/" | b"/-/ready/" | b"/-/quit/" | b"/status/" => (
             None,
-            Ok(trailing_slash_redirect(
-                &method,
-                &rest[..rest.len() - 1],
-                query,
-            )),
+            Ok(trailing_slash_redirect(&method, &rest[..rest.len() - 1], query)),
         ),
         b"/-/quit" => (None, quit(state, &method)),
         b"/api/v1" => (
             None,
-            Ok(trailing_slash_redirect(
-                &method,
-                &[prefix, b"/api/v1/"].concat(),
-                query,
-            )),
+            Ok(trailing_slash_redirect(&method, &[prefix, b"/api/v1/"].concat(), query)),
         ),
         b"/" | b"/status" => match method {
             Method::GET => (Some("status"), ui_page(state).await),
@@ -275,7 +246,6 @@ fn ok_text() -> Response {
 }
 
 /// `/metrics/job/<job>[/labels]` and `/metrics/job@base64/<job>[/labels]`.
-/// Returns None when the path is not a push route (it may be the scrape path).
 async fn push_route(
     state: &AppState,
     method: &Method,
@@ -284,13 +254,10 @@ async fn push_route(
     query: Option<&str>,
     headers: &axum::http::HeaderMap,
     body: Body,
-) -> Option<Dispatched> {
-    let (after, is_base64) = if let Some(a) = push_path.strip_prefix(b"job/") {
-        (a, false)
-    } else if let Some(a) = push_path.strip_prefix(b"job@base64/") {
-        (a, true)
-    } else {
-        return None;
+) -> Dispatched {
+    let (after, is_base64) = match push_path.strip_prefix(b"job/") {
+        Some(a) => (a, false),
+        None => (push_path.strip_prefix(b"job@base64/").unwrap_or_default(), true),
     };
     let (job, labels) = match after.iter().position(|&b| b == b'/') {
         Some(i) => (&after[..i], &after[i..]),
@@ -298,41 +265,26 @@ async fn push_route(
     };
     if job.is_empty() {
         // `/metrics/job/` only matches after dropping the slash.
-        return Some((
+        return (
             None,
-            Ok(trailing_slash_redirect(
-                method,
-                &full[..full.len() - 1],
-                query,
-            )),
-        ));
+            Ok(trailing_slash_redirect(method, &full[..full.len() - 1], query)),
+        );
     }
-    let handler = if *method == Method::DELETE {
-        "delete"
-    } else {
-        "push"
-    };
+    let handler = if *method == Method::DELETE { "delete" } else { "push" };
     const ALLOW: &str = "DELETE, OPTIONS, POST, PUT";
     let result = match *method {
-        Method::PUT | Method::POST | Method::DELETE => {
-            match GroupingKey::from_path(job, is_base64, labels) {
-                Err(e) => Err(HttpError::BadRequest(e.to_string())),
-                Ok(key) if *method == Method::DELETE => push::delete(state, key).await,
-                Ok(key) => push::push(state, method, key, headers, body).await,
-            }
-        }
+        Method::PUT | Method::POST | Method::DELETE => match GroupingKey::from_path(job, is_base64, labels) {
+            Err(e) => Err(HttpError::BadRequest(e.to_string())),
+            Ok(key) if *method == Method::DELETE => push::delete(state, key).await,
+            Ok(key) => push::push(state, method, key, headers, body).await,
+        },
         Method::OPTIONS => Ok(options(ALLOW)),
         _ => Err(HttpError::MethodNotAllowed(ALLOW)),
     };
-    Some((Some(handler), result))
+    (Some(handler), result)
 }
 
-async fn api_route(
-    state: &AppState,
-    method: &Method,
-    api: &[u8],
-    query: Option<&str>,
-) -> Dispatched {
+async fn api_route(state: &AppState, method: &Method, api: &[u8], query: Option<&str>, body: Body) -> Dispatched {
     if *method == Method::OPTIONS {
         let mut r = StatusCode::OK.into_response();
         read::cors(&mut r);
@@ -344,18 +296,31 @@ async fn api_route(
             _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
         },
         b"metrics" => match *method {
-            Method::GET => (
-                Some("api/v1/metrics"),
-                read::api_metrics(state, query).await,
-            ),
+            Method::GET => (Some("api/v1/metrics"), read::api_metrics(state, query).await),
             _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
         },
         b"cluster/status" => match *method {
-            Method::GET => (
-                Some("api/v1/cluster/status"),
-                Ok(read::cluster_status(state)),
-            ),
+            Method::GET => (Some("api/v1/cluster/status"), Ok(read::cluster_status(state))),
             _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
+        },
+        b"cluster/members" if state.config.enable_admin_api => match *method {
+            Method::POST => (Some("api/v1/cluster/members"), read::add_member(state, body).await),
+            _ => (None, Err(HttpError::MethodNotAllowed("OPTIONS, POST"))),
+        },
+        _ if api.starts_with(b"cluster/members/") && state.config.enable_admin_api => match *method {
+            Method::DELETE => {
+                let id = std::str::from_utf8(&api[b"cluster/members/".len()..])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok());
+                match id {
+                    Some(id) => (Some("api/v1/cluster/members"), read::remove_member(state, id).await),
+                    None => (
+                        None,
+                        Err(HttpError::BadRequest("node id must be a positive integer".into())),
+                    ),
+                }
+            }
+            _ => (None, Err(HttpError::MethodNotAllowed("DELETE, OPTIONS"))),
         },
         b"admin/wipe" if state.config.enable_admin_api => match *method {
             Method::PUT => (Some("wipe"), push::wipe(state).await),
@@ -387,11 +352,7 @@ fn quit(state: &AppState, method: &Method) -> Result<Response, HttpError> {
 
 async fn ui_page(state: &AppState) -> Result<Response, HttpError> {
     let view = state.gateway.read(ReadConsistency::Stale).await?;
-    let html = ui::page(
-        &view,
-        &state.gateway.status(),
-        state.config.enable_admin_api,
-    );
+    let html = ui::page(&view, &state.gateway.status(), state.config.enable_admin_api);
     drop(view);
     let mut r = (StatusCode::OK, html).into_response();
     r.headers_mut().insert(

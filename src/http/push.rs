@@ -40,13 +40,9 @@ fn decode_body(headers: &HeaderMap, raw: bytes::Bytes, limit: usize) -> Result<V
     let decoded = match encoding.as_str() {
         "gzip" | "x-gzip" => read_limited(flate2::read::GzDecoder::new(raw.as_ref()), limit)
             .map_err(|e| HttpError::BadRequest(format!("gzip body does not decompress: {e}")))?,
-        "snappy" => {
-            read_limited(snap::read::FrameDecoder::new(raw.as_ref()), limit).map_err(|e| {
-                HttpError::BadRequest(format!(
-                    "snappy body does not decompress (framed format expected): {e}"
-                ))
-            })?
-        }
+        "snappy" => read_limited(snap::read::FrameDecoder::new(raw.as_ref()), limit).map_err(|e| {
+            HttpError::BadRequest(format!("snappy body does not decompress (framed format expected): {e}"))
+        })?,
         _ => raw.to_vec(),
     };
     if decoded.len() > limit {
@@ -93,9 +89,7 @@ pub async fn push(
 ) -> Result<Response, HttpError> {
     let started = Instant::now();
     let limit = state.config.max_body_bytes;
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(limit))?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
     let raw_len = raw.len();
     let decoded = decode_body(headers, raw, limit)?;
     let families = parse_body(headers, &decoded)?;
@@ -124,9 +118,9 @@ pub async fn push(
         }
         Outcome::KeyConflict { message } => plain(StatusCode::BAD_REQUEST, message),
         other => {
-            return Err(HttpError::Gateway(crate::gateway::GatewayError::Internal(
-                format!("unexpected outcome {other:?}"),
-            )))
+            return Err(HttpError::Gateway(crate::gateway::GatewayError::Internal(format!(
+                "unexpected outcome {other:?}"
+            ))))
         }
     };
     state
@@ -175,10 +169,7 @@ mod tests {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
         assert_eq!(decode_body(&headers, body, 100).unwrap(), b"m 2\n");
 
-        headers.insert(
-            header::CONTENT_ENCODING,
-            HeaderValue::from_static("deflate"),
-        );
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("deflate"));
         assert_eq!(
             decode_body(&headers, bytes::Bytes::from_static(b"m 3\n"), 100).unwrap(),
             b"m 3\n"

@@ -61,11 +61,9 @@ fn index_header(r: &mut Response, index: u64) {
 /// Renders the scrape body: own families merged with every pushed family.
 pub fn render_exposition(state: &AppState, view: &ReadView, protobuf: bool) -> Vec<u8> {
     let store = view.store();
-    let own = state.metrics.families(
-        &state.gateway,
-        store.group_count() as u64,
-        store.series_count(),
-    );
+    let own = state
+        .metrics
+        .families(&state.gateway, store.group_count() as u64, store.series_count());
     let mut out = Vec::with_capacity(store.series_count() as usize * 80 + 16 * 1024);
     if protobuf {
         let mut pushed = store.merged_families();
@@ -94,11 +92,7 @@ pub fn render_exposition(state: &AppState, view: &ReadView, protobuf: bool) -> V
 }
 
 /// `GET <telemetry path>`.
-pub async fn scrape(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<Response, HttpError> {
+pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Response, HttpError> {
     let view = state.gateway.read(consistency(state, query)).await?;
     let protobuf = wants_protobuf(headers);
     let gzip = accepts_gzip(headers);
@@ -108,10 +102,8 @@ pub async fn scrape(
         let text = render_exposition(&app, &view, protobuf);
         drop(view);
         if gzip {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(text.len() / 6),
-                flate2::Compression::fast(),
-            );
+            let mut enc =
+                flate2::write::GzEncoder::new(Vec::with_capacity(text.len() / 6), flate2::Compression::fast());
             enc.write_all(&text)?;
             enc.finish()
         } else {
@@ -149,10 +141,7 @@ pub fn cors(r: &mut Response) {
         HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
     );
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    h.insert(
-        "access-control-expose-headers",
-        HeaderValue::from_static("Date"),
-    );
+    h.insert("access-control-expose-headers", HeaderValue::from_static("Date"));
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),
@@ -161,10 +150,8 @@ pub fn cors(r: &mut Response) {
 
 fn json_response(value: &Value, index: Option<u64>) -> Response {
     let mut r = (StatusCode::OK, value.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     cors(&mut r);
     if let Some(i) = index {
         index_header(&mut r, i);
@@ -209,6 +196,39 @@ pub fn api_status(state: &AppState) -> Response {
         }
     });
     json_response(&body, None)
+}
+
+/// `POST /api/v1/cluster/members` with `{"node_id": N, "address": "HOST:PORT"}`.
+pub async fn add_member(state: &AppState, body: axum::body::Body) -> Result<Response, HttpError> {
+    #[derive(serde::Deserialize)]
+    struct Add {
+        node_id: u64,
+        address: String,
+    }
+    let raw = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|e| HttpError::BadRequest(format!("cannot read the request body: {e}")))?;
+    let add: Add = serde_json::from_slice(&raw)
+        .map_err(|e| HttpError::BadRequest(format!("expected {{\"node_id\": N, \"address\": \"HOST:PORT\"}}: {e}")))?;
+    if add.node_id == 0 || add.address.rsplit_once(':').is_none() {
+        return Err(HttpError::BadRequest(
+            "node_id must be at least 1 and address HOST:PORT".into(),
+        ));
+    }
+    let voters = state.gateway.add_member(add.node_id, add.address).await?;
+    Ok(json_response(
+        &json!({"status": "success", "data": {"voters": voters}}),
+        None,
+    ))
+}
+
+/// `DELETE /api/v1/cluster/members/<id>`.
+pub async fn remove_member(state: &AppState, node_id: u64) -> Result<Response, HttpError> {
+    let voters = state.gateway.remove_member(node_id).await?;
+    Ok(json_response(
+        &json!({"status": "success", "data": {"voters": voters}}),
+        None,
+    ))
 }
 
 /// `GET /api/v1/cluster/status`: this node's view of the Raft cluster.

@@ -44,10 +44,7 @@ impl SelfMetrics {
                 Histogram::new(DURATION_BUCKETS, 1e6),
                 Histogram::new(DURATION_BUCKETS, 1e6),
             ],
-            push_size: [
-                Histogram::new(SIZE_BUCKETS, 1.0),
-                Histogram::new(SIZE_BUCKETS, 1.0),
-            ],
+            push_size: [Histogram::new(SIZE_BUCKETS, 1.0), Histogram::new(SIZE_BUCKETS, 1.0)],
             start_time: process_start_time().unwrap_or(0.0),
         }
     }
@@ -120,10 +117,7 @@ impl SelfMetrics {
             "Build information of pushgate.",
             vec![
                 ("version", env!("CARGO_PKG_VERSION")),
-                (
-                    "revision",
-                    option_env!("PUSHGATE_REVISION").unwrap_or("unknown"),
-                ),
+                ("revision", option_env!("PUSHGATE_REVISION").unwrap_or("unknown")),
             ],
             1.0,
         ));
@@ -133,11 +127,7 @@ impl SelfMetrics {
             vec![("version", env!("CARGO_PKG_VERSION")), ("revision", option_env!("PUSHGATE_REVISION").unwrap_or("unknown"))],
             1.0,
         ));
-        out.push(gauge(
-            "pushgate_groups",
-            "Groups currently stored.",
-            groups as f64,
-        ));
+        out.push(gauge("pushgate_groups", "Groups currently stored.", groups as f64));
         let mut durations = Vec::new();
         let mut sizes = Vec::new();
         for (i, method) in ["put", "post"].iter().enumerate() {
@@ -165,15 +155,12 @@ impl SelfMetrics {
             .lock()
             .iter()
             .map(|((code, handler, method), n)| {
-                metric_with(
-                    vec![("code", code), ("handler", handler), ("method", method)],
-                    |m| {
-                        m.counter = Some(pm::Counter {
-                            value: Some(*n as f64),
-                            ..Default::default()
-                        })
-                    },
-                )
+                metric_with(vec![("code", code), ("handler", handler), ("method", method)], |m| {
+                    m.counter = Some(pm::Counter {
+                        value: Some(*n as f64),
+                        ..Default::default()
+                    })
+                })
             })
             .collect();
         // The reference's names too, so existing dashboards and the documented
@@ -279,12 +266,7 @@ fn metric_with(labels: Vec<(&str, &str)>, set: impl FnOnce(&mut pm::Metric)) -> 
     m
 }
 
-fn family(
-    name: &str,
-    help: &str,
-    kind: pm::MetricType,
-    metric: Vec<pm::Metric>,
-) -> pm::MetricFamily {
+fn family(name: &str, help: &str, kind: pm::MetricType, metric: Vec<pm::Metric>) -> pm::MetricFamily {
     pm::MetricFamily {
         name: Some(name.to_string()),
         help: Some(help.to_string()),
@@ -303,9 +285,7 @@ fn labeled_gauge(name: &str, help: &str, labels: Vec<(&str, &str)>, v: f64) -> p
         name,
         help,
         pm::MetricType::Gauge,
-        vec![metric_with(labels, |m| {
-            m.gauge = Some(pm::Gauge { value: Some(v) })
-        })],
+        vec![metric_with(labels, |m| m.gauge = Some(pm::Gauge { value: Some(v) }))],
     )
 }
 
@@ -323,12 +303,7 @@ fn counter(name: &str, help: &str, v: f64) -> pm::MetricFamily {
     )
 }
 
-fn histogram(
-    name: &str,
-    help: &str,
-    labels: Vec<(&str, &str)>,
-    h: pm::Histogram,
-) -> pm::MetricFamily {
+fn histogram(name: &str, help: &str, labels: Vec<(&str, &str)>, h: pm::Histogram) -> pm::MetricFamily {
     family(
         name,
         help,

@@ -48,10 +48,7 @@ fn metric_object(kind: pm::MetricType, m: &pm::Metric) -> Value {
             let s = m.summary.clone().unwrap_or_default();
             let mut quantiles = Map::new();
             for q in &s.quantile {
-                quantiles.insert(
-                    format_float(q.quantile()),
-                    Value::String(format_float(q.value())),
-                );
+                quantiles.insert(format_float(q.quantile()), Value::String(format_float(q.value())));
             }
             json!({
                 "count": s.sample_count().to_string(),
@@ -67,12 +64,11 @@ fn metric_object(kind: pm::MetricType, m: &pm::Metric) -> Value {
                 .bucket
                 .iter()
                 .map(|b| {
-                    let count =
-                        if b.cumulative_count.is_none() && b.cumulative_count_float.is_some() {
-                            format_float(b.cumulative_count_float())
-                        } else {
-                            b.cumulative_count().to_string()
-                        };
+                    let count = if b.cumulative_count.is_none() && b.cumulative_count_float.is_some() {
+                        format_float(b.cumulative_count_float())
+                    } else {
+                        b.cumulative_count().to_string()
+                    };
                     (b.upper_bound(), count)
                 })
                 .collect();
@@ -124,17 +120,10 @@ pub fn group_object(group: &Group) -> Value {
         key_labels.insert(l.name.clone(), Value::String(l.value.clone()));
     }
     entries.push(("labels".into(), Value::Object(key_labels)));
-    entries.push((
-        "last_push_successful".into(),
-        Value::Bool(group.last_push_successful()),
-    ));
+    entries.push(("last_push_successful".into(), Value::Bool(group.last_push_successful())));
     for (name, family) in &group.families {
         let decoded = family.decode();
-        let metrics = decoded
-            .metric
-            .iter()
-            .map(|m| metric_object(family.kind, m))
-            .collect();
+        let metrics = decoded.metric.iter().map(|m| metric_object(family.kind, m)).collect();
         entries.push((
             name.to_string(),
             family_object(
@@ -148,11 +137,7 @@ pub fn group_object(group: &Group) -> Value {
     let changed = group.push_time.max(group.failure_time);
     for (name, help, value) in [
         (PUSH_TIME, PUSH_TIME_HELP, group.push_time),
-        (
-            PUSH_FAILURE_TIME,
-            PUSH_FAILURE_TIME_HELP,
-            group.failure_time,
-        ),
+        (PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, group.failure_time),
     ] {
         let stamp = if value > 0 { value } else { changed };
         let metric = metric_object(pm::MetricType::Gauge, &timestamp_metric(&group.key, value));
@@ -175,14 +160,8 @@ mod tests {
 
     #[test]
     fn rfc3339_like_go() {
-        assert_eq!(
-            rfc3339_nanos(1_583_781_848_025_745_000),
-            "2020-03-09T19:24:08.025745Z"
-        );
+        assert_eq!(rfc3339_nanos(1_583_781_848_025_745_000), "2020-03-09T19:24:08.025745Z");
         assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339_nanos(1_000_000_001),
-            "1970-01-01T00:00:01.000000001Z"
-        );
+        assert_eq!(rfc3339_nanos(1_000_000_001), "1970-01-01T00:00:01.000000001Z");
     }
 }

@@ -55,9 +55,7 @@ pub enum GroupingKeyError {
 impl GroupingKey {
     /// Builds a key from labels in any order; later duplicates win (reference quirk).
     /// `job` must be among them.
-    pub fn from_labels(
-        labels: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, GroupingKeyError> {
+    pub fn from_labels(labels: impl IntoIterator<Item = (String, String)>) -> Result<Self, GroupingKeyError> {
         let mut map = std::collections::BTreeMap::new();
         for (name, value) in labels {
             map.insert(name, value);
@@ -67,23 +65,16 @@ impl GroupingKey {
             _ => return Err(GroupingKeyError::MissingJob),
         }
         Ok(GroupingKey(
-            map.into_iter()
-                .map(|(name, value)| Label { name, value })
-                .collect(),
+            map.into_iter().map(|(name, value)| Label { name, value }).collect(),
         ))
     }
 
     /// Parses the part of a push URL after `/metrics/`: `job/<job>...` or
     /// `job@base64/<b64>...`. `job` and `labels` are already percent-decoded
     /// bytes; `labels` includes its leading `/` (possibly empty).
-    pub fn from_path(
-        job: &[u8],
-        job_is_base64: bool,
-        labels: &[u8],
-    ) -> Result<Self, GroupingKeyError> {
+    pub fn from_path(job: &[u8], job_is_base64: bool, labels: &[u8]) -> Result<Self, GroupingKeyError> {
         let job = if job_is_base64 {
-            decode_base64(job)
-                .map_err(|reason| GroupingKeyError::JobBase64(String::new(), reason))?
+            decode_base64(job).map_err(|reason| GroupingKeyError::JobBase64(String::new(), reason))?
         } else {
             job.to_vec()
         };
@@ -126,13 +117,7 @@ impl GroupingKey {
     /// (`{job="a"}` and `{job="a",instance=""}`), if there is one.
     pub fn export_twin(&self) -> GroupingKey {
         match self.get("instance") {
-            Some("") => GroupingKey(
-                self.0
-                    .iter()
-                    .filter(|l| l.name != "instance")
-                    .cloned()
-                    .collect(),
-            ),
+            Some("") => GroupingKey(self.0.iter().filter(|l| l.name != "instance").cloned().collect()),
             Some(_) => self.clone(),
             None => GroupingKey(self.exported_labels().into()),
         }
@@ -159,8 +144,7 @@ impl fmt::Debug for GroupingKey {
 }
 
 fn utf8(bytes: Vec<u8>) -> Result<String, GroupingKeyError> {
-    String::from_utf8(bytes)
-        .map_err(|e| GroupingKeyError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    String::from_utf8(bytes).map_err(|e| GroupingKeyError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// The reference's base64 rule: strip every trailing `=`, then decode the
@@ -235,19 +219,13 @@ mod tests {
     }
 
     fn pairs(k: &GroupingKey) -> Vec<(&str, &str)> {
-        k.labels()
-            .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
-            .collect()
+        k.labels().iter().map(|l| (l.name.as_str(), l.value.as_str())).collect()
     }
 
     #[test]
     fn plain_job_and_labels() {
         let k = key("some_job", false, "/instance/some_instance").unwrap();
-        assert_eq!(
-            pairs(&k),
-            [("instance", "some_instance"), ("job", "some_job")]
-        );
+        assert_eq!(pairs(&k), [("instance", "some_instance"), ("job", "some_job")]);
     }
 
     #[test]
@@ -257,10 +235,7 @@ mod tests {
 
     #[test]
     fn base64_job_and_values_with_optional_padding() {
-        assert_eq!(
-            pairs(&key("L3Zhci90bXA", true, "").unwrap()),
-            [("job", "/var/tmp")]
-        );
+        assert_eq!(pairs(&key("L3Zhci90bXA", true, "").unwrap()), [("job", "/var/tmp")]);
         let k = key("x", false, "/path@base64/L3Zhci90bXA=").unwrap();
         assert_eq!(k.get("path"), Some("/var/tmp"));
         let k = key("x", false, "/a@base64/=/b@base64/").unwrap();
@@ -292,18 +267,12 @@ mod tests {
             key("j", false, "/__x/c").unwrap_err().to_string(),
             "improper label name \"__x\""
         );
-        assert_eq!(
-            key("=", true, "").unwrap_err(),
-            GroupingKeyError::MissingJob
-        );
+        assert_eq!(key("=", true, "").unwrap_err(), GroupingKeyError::MissingJob);
     }
 
     #[test]
     fn job_segment_wins_and_later_duplicates_win() {
-        assert_eq!(
-            pairs(&key("j1", false, "/job/j2").unwrap()),
-            [("job", "j1")]
-        );
+        assert_eq!(pairs(&key("j1", false, "/job/j2").unwrap()), [("job", "j1")]);
         assert_eq!(key("j3", false, "/a/1/a/2").unwrap().get("a"), Some("2"));
     }
 

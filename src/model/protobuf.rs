@@ -12,9 +12,7 @@ pub const PROTOBUF_CONTENT_TYPE: &str =
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ProtobufError {
-    #[error(
-        "unexpected EOF: the body ends inside a length-delimited MetricFamily (message {index})"
-    )]
+    #[error("unexpected EOF: the body ends inside a length-delimited MetricFamily (message {index})")]
     Truncated { index: usize },
     #[error("invalid protobuf MetricFamily (message {index}): {reason}")]
     Invalid { index: usize, reason: String },
@@ -106,10 +104,7 @@ mod tests {
         let mut body = Vec::new();
         encode_delimited(&[family("a", 1.0)], &mut body);
         body.pop();
-        assert!(matches!(
-            decode_delimited(&body),
-            Err(ProtobufError::Truncated { .. })
-        ));
+        assert!(matches!(decode_delimited(&body), Err(ProtobufError::Truncated { .. })));
     }
 
     #[test]

@@ -189,18 +189,11 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm:
             let default = pm::Summary::default();
             let s = m.summary.as_ref().unwrap_or(&default);
             for q in &s.quantile {
-                write_sample(
-                    out,
-                    name,
-                    "",
-                    labels,
-                    Some(("quantile", q.quantile())),
-                    |o| write_float(o, q.value()),
-                );
+                write_sample(out, name, "", labels, Some(("quantile", q.quantile())), |o| {
+                    write_float(o, q.value())
+                });
             }
-            write_sample(out, name, "_sum", labels, None, |o| {
-                write_float(o, s.sample_sum())
-            });
+            write_sample(out, name, "_sum", labels, None, |o| write_float(o, s.sample_sum()));
             write_sample(out, name, "_count", labels, None, |o| {
                 o.extend_from_slice(s.sample_count().to_string().as_bytes())
             });
@@ -214,20 +207,13 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm:
                 if b.upper_bound() == f64::INFINITY {
                     saw_inf = true;
                 }
-                write_sample(
-                    out,
-                    name,
-                    "_bucket",
-                    labels,
-                    Some(("le", b.upper_bound())),
-                    |o| {
-                        if b.cumulative_count_float.is_some() && b.cumulative_count.is_none() {
-                            write_float(o, b.cumulative_count_float())
-                        } else {
-                            o.extend_from_slice(b.cumulative_count().to_string().as_bytes())
-                        }
-                    },
-                );
+                write_sample(out, name, "_bucket", labels, Some(("le", b.upper_bound())), |o| {
+                    if b.cumulative_count_float.is_some() && b.cumulative_count.is_none() {
+                        write_float(o, b.cumulative_count_float())
+                    } else {
+                        o.extend_from_slice(b.cumulative_count().to_string().as_bytes())
+                    }
+                });
             }
             let write_count = |o: &mut Vec<u8>| {
                 if is_float {
@@ -237,18 +223,9 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm:
                 }
             };
             if !saw_inf {
-                write_sample(
-                    out,
-                    name,
-                    "_bucket",
-                    labels,
-                    Some(("le", f64::INFINITY)),
-                    write_count,
-                );
+                write_sample(out, name, "_bucket", labels, Some(("le", f64::INFINITY)), write_count);
             }
-            write_sample(out, name, "_sum", labels, None, |o| {
-                write_float(o, h.sample_sum())
-            });
+            write_sample(out, name, "_sum", labels, None, |o| write_float(o, h.sample_sum()));
             write_sample(out, name, "_count", labels, None, write_count);
         }
     }

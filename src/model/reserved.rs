@@ -11,10 +11,8 @@ use crate::pb::io::prometheus::client::MetricType;
 pub const PUSH_TIME: &str = "push_time_seconds";
 /// `push_failure_time_seconds`: the synthetic per-group gauge of the last failed change.
 pub const PUSH_FAILURE_TIME: &str = "push_failure_time_seconds";
-pub const PUSH_TIME_HELP: &str =
-    "Last Unix time when changing this group in the Pushgateway succeeded.";
-pub const PUSH_FAILURE_TIME_HELP: &str =
-    "Last Unix time when changing this group in the Pushgateway failed.";
+pub const PUSH_TIME_HELP: &str = "Last Unix time when changing this group in the Pushgateway succeeded.";
+pub const PUSH_FAILURE_TIME_HELP: &str = "Last Unix time when changing this group in the Pushgateway failed.";
 
 /// Every family the process exports itself, sorted by name.
 pub const SELF_FAMILIES: &[(&str, MetricType)] = &[
@@ -35,10 +33,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType)] = &[
     ("pushgate_log_entries_appended_total", MetricType::Counter),
     ("pushgate_log_fsyncs_total", MetricType::Counter),
     ("pushgate_mutation_queue_length", MetricType::Gauge),
-    (
-        "pushgate_mutation_queue_rejected_total",
-        MetricType::Counter,
-    ),
+    ("pushgate_mutation_queue_rejected_total", MetricType::Counter),
     ("pushgate_mutations_applied_total", MetricType::Counter),
     ("pushgate_raft_applied_index", MetricType::Gauge),
     ("pushgate_raft_commit_index", MetricType::Gauge),
@@ -68,10 +63,7 @@ mod tests {
     #[test]
     fn table_is_sorted_for_binary_search() {
         assert!(SELF_FAMILIES.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(
-            self_family_type("process_open_fds"),
-            Some(MetricType::Gauge)
-        );
+        assert_eq!(self_family_type("process_open_fds"), Some(MetricType::Gauge));
         assert_eq!(self_family_type("nope"), None);
     }
 }

@@ -17,15 +17,12 @@ use serde::{Deserialize, Serialize};
 use super::grouping_key::{GroupingKey, Label};
 use super::names::{is_valid_label_name, is_valid_metric_name};
 use super::render::{write_float, write_header, write_metric};
-use super::reserved::{
-    self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP,
-};
+use super::reserved::{self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP};
 use crate::pb::io::prometheus::client as pm;
 use crate::pb::pushgate::v1 as pb;
 
 /// Prefix of every consistency error, as the reference words it.
-pub const INCONSISTENT_PREFIX: &str =
-    "pushed metrics are invalid or inconsistent with existing metrics: ";
+pub const INCONSISTENT_PREFIX: &str = "pushed metrics are invalid or inconsistent with existing metrics: ";
 
 /// What applying one mutation did. This is the answer the client gets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,11 +151,7 @@ impl Store {
     }
 
     /// Applies one batch entry's mutations, in order, at the leader's `time`.
-    pub fn apply_batch(
-        &mut self,
-        time_unix_nanos: i64,
-        mutations: &[pb::Mutation],
-    ) -> Vec<Outcome> {
+    pub fn apply_batch(&mut self, time_unix_nanos: i64, mutations: &[pb::Mutation]) -> Vec<Outcome> {
         let now = self.tick(time_unix_nanos);
         mutations.iter().map(|m| self.apply(now, m)).collect()
     }
@@ -297,9 +290,7 @@ impl Store {
 
         for (&name, family) in &pushed {
             if !is_valid_metric_name(name) {
-                errors.push(format!(
-                    "metric name {name:?} is not a valid Prometheus metric name"
-                ));
+                errors.push(format!("metric name {name:?} is not a valid Prometheus metric name"));
                 continue;
             }
             let kind = match pm::MetricType::try_from(family.r#type.unwrap_or(0)) {
@@ -358,8 +349,7 @@ impl Store {
                             return pm::MetricType::try_from(f.r#type.unwrap_or(0)).ok();
                         }
                     }
-                    self.stored_type(n, &removed_types)
-                        .or_else(|| self_family_type(n))
+                    self.stored_type(n, &removed_types).or_else(|| self_family_type(n))
                 };
                 if let Some(e) = suffix_collision(name, kind, exists) {
                     errors.push(e);
@@ -413,11 +403,7 @@ impl Store {
     }
 
     /// The type `name` is stored with after the removals, if any group holds it.
-    fn stored_type(
-        &self,
-        name: &str,
-        removed: &HashMap<&str, pm::MetricType>,
-    ) -> Option<pm::MetricType> {
+    fn stored_type(&self, name: &str, removed: &HashMap<&str, pm::MetricType>) -> Option<pm::MetricType> {
         let mut counts = self.type_index.get(name).copied()?;
         if let Some(r) = removed.get(name) {
             counts.0[*r as usize] = counts.0[*r as usize].saturating_sub(1);
@@ -503,12 +489,7 @@ impl Store {
     /// the process exports itself are written through `own`, which gets the
     /// name and must write that family's header and own samples; the pushed
     /// samples follow under the same header.
-    pub fn render_text(
-        &self,
-        out: &mut Vec<u8>,
-        own_names: &[&str],
-        mut own: impl FnMut(&str, &mut Vec<u8>),
-    ) {
+    pub fn render_text(&self, out: &mut Vec<u8>, own_names: &[&str], mut own: impl FnMut(&str, &mut Vec<u8>)) {
         let synthetic: &[&str] = if self.groups.is_empty() {
             &[]
         } else {
@@ -535,9 +516,7 @@ impl Store {
                 }
                 continue;
             } else if let Some(keys) = keys {
-                let families = keys
-                    .iter()
-                    .filter_map(|k| self.groups.get(k)?.families.get(name));
+                let families = keys.iter().filter_map(|k| self.groups.get(k)?.families.get(name));
                 let mut kind = None;
                 let mut help = None;
                 for f in families {
@@ -582,16 +561,7 @@ impl Store {
                 let metric = self
                     .groups
                     .values()
-                    .map(|g| {
-                        timestamp_metric(
-                            &g.key,
-                            if name == PUSH_TIME {
-                                g.push_time
-                            } else {
-                                g.failure_time
-                            },
-                        )
-                    })
+                    .map(|g| timestamp_metric(&g.key, if name == PUSH_TIME { g.push_time } else { g.failure_time }))
                     .collect();
                 out.push(pm::MetricFamily {
                     name: Some(name.into()),
@@ -640,8 +610,7 @@ impl Store {
             ..Store::default()
         };
         for g in groups {
-            let key = key_from_pb(&g.grouping_key)
-                .ok_or("snapshot group without a valid grouping key")?;
+            let key = key_from_pb(&g.grouping_key).ok_or("snapshot group without a valid grouping key")?;
             let mut families = BTreeMap::new();
             for f in &g.families {
                 let decoded = pm::MetricFamily::decode(f.family.as_ref())
@@ -658,11 +627,7 @@ impl Store {
                     Arc::<str>::from(name.as_str()),
                     Arc::new(StoredFamily {
                         kind,
-                        help: decoded
-                            .help
-                            .as_deref()
-                            .filter(|h| !h.is_empty())
-                            .map(Arc::from),
+                        help: decoded.help.as_deref().filter(|h| !h.is_empty()).map(Arc::from),
                         pushed_at: f.pushed_at_unix_nanos,
                         encoded: f.family.clone(),
                         text: Bytes::from(text),
@@ -793,11 +758,8 @@ fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), 
 
 /// Grouping labels override body labels; `instance=""` when absent; sorted.
 fn sanitize_labels(m: &mut pm::Metric, grouping: &[Label]) {
-    m.label.retain(|l| {
-        grouping
-            .binary_search_by(|g| g.name.as_str().cmp(l.name()))
-            .is_err()
-    });
+    m.label
+        .retain(|l| grouping.binary_search_by(|g| g.name.as_str().cmp(l.name())).is_err());
     for g in grouping {
         m.label.push(pm::LabelPair {
             name: Some(g.name.clone()),
@@ -817,12 +779,10 @@ fn sanitize_labels(m: &mut pm::Metric, grouping: &[Label]) {
 /// values position by position.
 fn sort_metrics(metrics: &mut [pm::Metric]) {
     metrics.sort_by(|a, b| {
-        a.label.len().cmp(&b.label.len()).then_with(|| {
-            a.label
-                .iter()
-                .map(|l| l.value())
-                .cmp(b.label.iter().map(|l| l.value()))
-        })
+        a.label
+            .len()
+            .cmp(&b.label.len())
+            .then_with(|| a.label.iter().map(|l| l.value()).cmp(b.label.iter().map(|l| l.value())))
     });
 }
 

@@ -58,10 +58,7 @@ fn readme_example_renders_like_the_reference() {
     let mut s = Store::new();
     let k = key(&[("job", "some_job"), ("instance", "some_instance")]);
     let body = "# TYPE some_metric counter\nsome_metric{label=\"val1\"} 42\n# TYPE another_metric gauge\n# HELP another_metric Just an example.\nanother_metric 2398.283\n";
-    assert_eq!(
-        push(&mut s, 1_795_305_656_909_103_600, &k, true, body),
-        Outcome::Pushed
-    );
+    assert_eq!(push(&mut s, 1_795_305_656_909_103_600, &k, true, body), Outcome::Pushed);
     assert_eq!(
         render(&s),
         "# HELP another_metric Just an example.\n# TYPE another_metric gauge\n\
@@ -83,22 +80,10 @@ fn put_replaces_post_merges_by_name() {
     let k = key(&[("job", "j")]);
     push(&mut s, T1, &k, true, "a 1\nb 2\n");
     push(&mut s, T1 + 1, &k, false, "b 3\nc 4\n");
-    let names: Vec<String> = s
-        .group(&k)
-        .unwrap()
-        .families
-        .keys()
-        .map(|n| n.to_string())
-        .collect();
+    let names: Vec<String> = s.group(&k).unwrap().families.keys().map(|n| n.to_string()).collect();
     assert_eq!(names, ["a", "b", "c"]);
     push(&mut s, T1 + 2, &k, true, "only 1\n");
-    let names: Vec<String> = s
-        .group(&k)
-        .unwrap()
-        .families
-        .keys()
-        .map(|n| n.to_string())
-        .collect();
+    let names: Vec<String> = s.group(&k).unwrap().families.keys().map(|n| n.to_string()).collect();
     assert_eq!(names, ["only"]);
     assert_eq!(s.series_count(), 1);
 }
@@ -159,27 +144,12 @@ fn type_conflicts_across_groups_but_not_within_a_replaced_group() {
     let mut s = Store::new();
     let a = key(&[("job", "a")]);
     let b = key(&[("job", "b")]);
-    assert_eq!(
-        push(&mut s, T1, &a, true, "# TYPE t counter\nt 1\n"),
-        Outcome::Pushed
-    );
-    assert!(rejected(&push(
-        &mut s,
-        T1,
-        &b,
-        true,
-        "# TYPE t gauge\nt 1\n"
-    )));
+    assert_eq!(push(&mut s, T1, &a, true, "# TYPE t counter\nt 1\n"), Outcome::Pushed);
+    assert!(rejected(&push(&mut s, T1, &b, true, "# TYPE t gauge\nt 1\n")));
     assert!(rejected(&push(&mut s, T1, &b, true, "t 1\n")));
     // The only holder may change the type with PUT or POST.
-    assert_eq!(
-        push(&mut s, T1, &a, true, "# TYPE t gauge\nt 1\n"),
-        Outcome::Pushed
-    );
-    assert_eq!(
-        push(&mut s, T1, &a, false, "# TYPE t untyped\nt 1\n"),
-        Outcome::Pushed
-    );
+    assert_eq!(push(&mut s, T1, &a, true, "# TYPE t gauge\nt 1\n"), Outcome::Pushed);
+    assert_eq!(push(&mut s, T1, &a, false, "# TYPE t untyped\nt 1\n"), Outcome::Pushed);
     assert_eq!(push(&mut s, T1, &b, true, "t 2\n"), Outcome::Pushed);
 }
 
@@ -197,13 +167,7 @@ fn duplicate_series_within_and_across_groups() {
     let b = key(&[("job", "x"), ("instance", "i")]);
     assert_eq!(push(&mut s, T1, &b, true, "m 1\n"), Outcome::Pushed);
     // Group {job=x} pushing instance="i" collides with {job=x,instance=i}'s series.
-    assert!(rejected(&push(
-        &mut s,
-        T1,
-        &a,
-        true,
-        "m{instance=\"i\"} 1\n"
-    )));
+    assert!(rejected(&push(&mut s, T1, &a, true, "m{instance=\"i\"} 1\n")));
     // Body labels are overwritten by the key, which can make duplicates.
     let d = key(&[("job", "dj"), ("instance", "i")]);
     assert!(rejected(&push(
@@ -293,7 +257,13 @@ fn self_metric_type_conflict() {
 fn pushed_timestamp_gauges_are_overridden() {
     let mut s = Store::new();
     let k = key(&[("job", "pft")]);
-    push(&mut s, T1, &k, true, "# TYPE push_failure_time_seconds gauge\npush_failure_time_seconds 123\npush_time_seconds 5\n");
+    push(
+        &mut s,
+        T1,
+        &k,
+        true,
+        "# TYPE push_failure_time_seconds gauge\npush_failure_time_seconds 123\npush_time_seconds 5\n",
+    );
     push(
         &mut s,
         T1 + 1,
@@ -319,13 +289,7 @@ fn invalid_protobuf_content_is_rejected() {
         }],
         ..Default::default()
     };
-    assert!(rejected(&push_families(
-        &mut s,
-        T1,
-        &k,
-        true,
-        vec![bad_name]
-    )));
+    assert!(rejected(&push_families(&mut s, T1, &k, true, vec![bad_name])));
     let mismatch = pm::MetricFamily {
         name: Some("mm".into()),
         r#type: Some(pm::MetricType::Gauge as i32),
@@ -338,13 +302,7 @@ fn invalid_protobuf_content_is_rejected() {
         }],
         ..Default::default()
     };
-    assert!(rejected(&push_families(
-        &mut s,
-        T1,
-        &k,
-        true,
-        vec![mismatch]
-    )));
+    assert!(rejected(&push_families(&mut s, T1, &k, true, vec![mismatch])));
     let bad_label = pm::MetricFamily {
         name: Some("bl".into()),
         r#type: Some(pm::MetricType::Gauge as i32),
@@ -358,13 +316,7 @@ fn invalid_protobuf_content_is_rejected() {
         }],
         ..Default::default()
     };
-    assert!(rejected(&push_families(
-        &mut s,
-        T1,
-        &k,
-        true,
-        vec![bad_label]
-    )));
+    assert!(rejected(&push_families(&mut s, T1, &k, true, vec![bad_label])));
 }
 
 #[test]
@@ -379,20 +331,8 @@ fn clock_is_monotonic_even_if_a_leader_is_behind() {
 #[test]
 fn help_is_chosen_deterministically_and_header_written_once() {
     let mut s = Store::new();
-    push(
-        &mut s,
-        T1,
-        &key(&[("job", "hb")]),
-        true,
-        "# HELP h Help B.\nh 1\n",
-    );
-    push(
-        &mut s,
-        T1,
-        &key(&[("job", "ha")]),
-        true,
-        "# HELP h Help A.\nh 2\n",
-    );
+    push(&mut s, T1, &key(&[("job", "hb")]), true, "# HELP h Help B.\nh 1\n");
+    push(&mut s, T1, &key(&[("job", "ha")]), true, "# HELP h Help A.\nh 2\n");
     let text = render(&s);
     assert_eq!(text.matches("# HELP h ").count(), 1);
     assert!(text.contains("# HELP h Help A.\n"));
@@ -401,7 +341,13 @@ fn help_is_chosen_deterministically_and_header_written_once() {
 #[test]
 fn snapshot_restore_renders_identically() {
     let mut s = Store::new();
-    push(&mut s, T1, &key(&[("job", "a"), ("instance", "1")]), true, "# TYPE c counter\nc{x=\"1\"} 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n");
+    push(
+        &mut s,
+        T1,
+        &key(&[("job", "a"), ("instance", "1")]),
+        true,
+        "# TYPE c counter\nc{x=\"1\"} 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n",
+    );
     push(
         &mut s,
         T1 + 1,

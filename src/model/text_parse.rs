@@ -13,8 +13,7 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 use super::names::{
-    is_label_name_continuation, is_label_name_start, is_metric_name_continuation,
-    is_metric_name_start,
+    is_label_name_continuation, is_label_name_start, is_metric_name_continuation, is_metric_name_start,
 };
 use crate::pb::io::prometheus::client as pm;
 
@@ -145,10 +144,7 @@ impl Parser<'_> {
                     match e {
                         b'\\' => out.push(b'\\'),
                         b'n' => out.push(b'\n'),
-                        other => {
-                            return self
-                                .err(format!("invalid escape sequence '\\{}'", other as char))
-                        }
+                        other => return self.err(format!("invalid escape sequence '\\{}'", other as char)),
                     }
                 }
                 _ => out.push(b),
@@ -195,11 +191,7 @@ impl Parser<'_> {
             let help = self.read_until_newline(true)?;
             match String::from_utf8(help) {
                 Ok(help) => self.families[family].help = Some(help),
-                Err(_) => {
-                    return self.err(format!(
-                        "HELP text of metric name {name:?} is not valid UTF-8"
-                    ))
-                }
+                Err(_) => return self.err(format!("HELP text of metric name {name:?} is not valid UTF-8")),
             }
         } else {
             if self.families[family].r#type.is_some() {
@@ -238,11 +230,7 @@ impl Parser<'_> {
         if let Some(&i) = self.by_name.get(name) {
             return (i, Part::Plain);
         }
-        let stripped = [
-            ("_count", Part::Count),
-            ("_sum", Part::Sum),
-            ("_bucket", Part::Plain),
-        ];
+        let stripped = [("_count", Part::Count), ("_sum", Part::Sum), ("_bucket", Part::Plain)];
         for (suffix, part) in stripped {
             if let Some(base) = name.strip_suffix(suffix) {
                 if let Some(&i) = self.by_name.get(base) {
@@ -300,42 +288,27 @@ impl Parser<'_> {
                 if label == "__name__" {
                     return self.err("label name \"__name__\" is reserved");
                 }
-                let is_special =
-                    (is_summary && label == "quantile") || (is_histogram && label == "le");
-                if !is_special
-                    && labels
-                        .iter()
-                        .any(|l| l.name.as_deref() == Some(label.as_str()))
-                {
+                let is_special = (is_summary && label == "quantile") || (is_histogram && label == "le");
+                if !is_special && labels.iter().any(|l| l.name.as_deref() == Some(label.as_str())) {
                     return self.err(format!("duplicate label names for metric {family_name:?}"));
                 }
                 self.skip_blank();
                 let b = self.cur()?;
                 if b != b'=' {
-                    return self.err(format!(
-                        "expected '=' after label name, found {:?}",
-                        b as char
-                    ));
+                    return self.err(format!("expected '=' after label name, found {:?}", b as char));
                 }
                 self.pos += 1;
                 self.skip_blank();
                 let b = self.cur()?;
                 if b != b'"' {
-                    return self.err(format!(
-                        "expected '\"' at start of label value, found {:?}",
-                        b as char
-                    ));
+                    return self.err(format!("expected '\"' at start of label value, found {:?}", b as char));
                 }
                 self.pos += 1;
                 let value = self.label_value()?;
                 if is_special {
                     match parse_float(&value) {
                         Some(v) => special = Some(v),
-                        None => {
-                            return self.err(format!(
-                                "expected float as value for '{label}' label, got {value:?}"
-                            ))
-                        }
+                        None => return self.err(format!("expected float as value for '{label}' label, got {value:?}")),
                     }
                 } else {
                     if is_summary || is_histogram {
@@ -354,10 +327,7 @@ impl Parser<'_> {
                         break;
                     }
                     _ => {
-                        let last = labels
-                            .last()
-                            .and_then(|l| l.value.clone())
-                            .unwrap_or_default();
+                        let last = labels.last().and_then(|l| l.value.clone()).unwrap_or_default();
                         return self.err(format!("unexpected end of label value {last:?}"));
                     }
                 }
@@ -467,10 +437,7 @@ impl Parser<'_> {
                     match e {
                         b'"' | b'\\' => out.push(e),
                         b'n' => out.push(b'\n'),
-                        other => {
-                            return self
-                                .err(format!("invalid escape sequence '\\{}'", other as char))
-                        }
+                        other => return self.err(format!("invalid escape sequence '\\{}'", other as char)),
                     }
                 }
                 _ => out.push(b),
@@ -515,10 +482,7 @@ mod tests {
         let families = parse_text(body.as_bytes()).unwrap();
         assert_eq!(families.len(), 2);
         assert_eq!(families[0].r#type(), pm::MetricType::Counter);
-        assert_eq!(
-            families[0].metric[0].counter.as_ref().unwrap().value,
-            Some(42.0)
-        );
+        assert_eq!(families[0].metric[0].counter.as_ref().unwrap().value, Some(42.0));
         assert_eq!(families[1].help.as_deref(), Some("Just an example."));
     }
 
@@ -609,11 +573,9 @@ mod tests {
 
     #[test]
     fn families_without_samples_are_dropped() {
-        assert!(
-            parse_text(b"# TYPE nosamples counter\n# HELP nosamples x\n")
-                .unwrap()
-                .is_empty()
-        );
+        assert!(parse_text(b"# TYPE nosamples counter\n# HELP nosamples x\n")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -627,22 +589,14 @@ mod tests {
         let s = one("# TYPE s summary\ns{quantile=\"0.5\",a=\"x\"} 1\ns_sum{a=\"x\"} 3\ns_count{a=\"x\"} 2\n");
         assert_eq!(s.metric.len(), 1);
         let summary = s.metric[0].summary.as_ref().unwrap();
-        assert_eq!(
-            (summary.sample_count, summary.sample_sum),
-            (Some(2), Some(3.0))
-        );
+        assert_eq!((summary.sample_count, summary.sample_sum), (Some(2), Some(3.0)));
         assert_eq!(summary.quantile[0].quantile, Some(0.5));
         let h = one("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n");
         let histogram = h.metric[0].histogram.as_ref().unwrap();
         assert_eq!(histogram.bucket.len(), 2);
         assert_eq!(histogram.bucket[1].upper_bound, Some(f64::INFINITY));
         // Without a TYPE line the suffixed names are separate untyped families.
-        assert_eq!(
-            parse_text(b"x_bucket{le=\"1\"} 1\nx_count 1\n")
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(parse_text(b"x_bucket{le=\"1\"} 1\nx_count 1\n").unwrap().len(), 2);
     }
 
     #[test]

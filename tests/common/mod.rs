@@ -59,10 +59,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
             .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
             .arg(format!("--storage.path={}", self.dir.display()))
-            .arg(format!(
-                "--cluster.listen-address=127.0.0.1:{}",
-                free_port()
-            ))
+            .arg(format!("--cluster.listen-address=127.0.0.1:{}", free_port()))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -90,11 +87,7 @@ impl Server {
                     panic!("pushgate exited early ({status}):\n{}", self.log_text());
                 }
             }
-            if let Ok(r) = c
-                .get(self.url("/-/ready"))
-                .timeout(Duration::from_secs(2))
-                .send()
-            {
+            if let Ok(r) = c.get(self.url("/-/ready")).timeout(Duration::from_secs(2)).send() {
                 if r.status() == 200 {
                     return;
                 }
@@ -136,11 +129,7 @@ impl Server {
     }
 
     pub fn put(&self, path: &str, body: &str) -> reqwest::blocking::Response {
-        client()
-            .put(self.url(path))
-            .body(body.to_string())
-            .send()
-            .expect("PUT")
+        client().put(self.url(path)).body(body.to_string()).send().expect("PUT")
     }
 
     pub fn post(&self, path: &str, body: &str) -> reqwest::blocking::Response {
@@ -168,8 +157,7 @@ impl Server {
     pub fn api_metrics(&self) -> serde_json::Value {
         let r = self.get("/api/v1/metrics");
         assert_eq!(r.status(), 200);
-        serde_json::from_str::<serde_json::Value>(&r.text().expect("body")).expect("json")["data"]
-            .clone()
+        serde_json::from_str::<serde_json::Value>(&r.text().expect("body")).expect("json")["data"].clone()
     }
 
     /// Value of a self metric sample (first line starting with `name`).
@@ -185,17 +173,10 @@ impl Server {
 
 pub fn own_lines_removed(text: &str) -> String {
     let own = |l: &str| {
-        let name = l
-            .trim_start_matches("# HELP ")
-            .trim_start_matches("# TYPE ");
-        name.starts_with("process_")
-            || name.starts_with("pushgate_")
-            || name.starts_with("pushgateway_")
+        let name = l.trim_start_matches("# HELP ").trim_start_matches("# TYPE ");
+        name.starts_with("process_") || name.starts_with("pushgate_") || name.starts_with("pushgateway_")
     };
-    text.lines()
-        .filter(|l| !own(l))
-        .map(|l| format!("{l}\n"))
-        .collect()
+    text.lines().filter(|l| !own(l)).map(|l| format!("{l}\n")).collect()
 }
 
 impl Drop for Server {

@@ -1,0 +1,230 @@
+//! The server side of the replica protocol: Raft RPCs into openraft, client
+//! mutations forwarded by followers into the leader's batcher, read index,
+//! membership changes, and the handshake used for safe bootstrap.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::Snapshot;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::batcher::Batcher;
+use super::error::WriteError;
+use super::identity::Identity;
+use super::membership;
+use super::network::CLUSTER_ID_HEADER;
+use super::rpc_codec;
+use super::types::Raft;
+use crate::pb::pushgate::v1 as pb;
+use crate::pb::pushgate::v1::replica_server::Replica;
+
+pub struct ReplicaService {
+    pub raft: Raft,
+    pub batcher: Batcher,
+    pub identity: Arc<Identity>,
+    pub peers: super::network::Peers,
+    pub quorum: super::node::QuorumCheck,
+}
+
+impl ReplicaService {
+    /// Raft traffic is only taken from this node's own cluster.
+    fn check_cluster<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let theirs = req
+            .metadata()
+            .get(CLUSTER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mine = self.identity.cluster_id();
+        if mine.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "node {} belongs to no cluster yet (empty data directory); see its logs",
+                self.identity.node_id
+            )));
+        }
+        if theirs != mine {
+            return Err(Status::failed_precondition(format!(
+                "node {} belongs to cluster {mine}, not {theirs}",
+                self.identity.node_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft stopped: {e}"))
+}
+
+fn bad(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn failure(e: &WriteError) -> pb::WriteFailure {
+    use pb::write_failure::Kind;
+    let (kind, leader_id, leader_addr) = match e {
+        WriteError::QueueFull { .. } | WriteError::RefusedByLeader(_) => (Kind::QueueFull, 0, String::new()),
+        WriteError::NotLeader { leader_id, leader_addr } => (
+            Kind::NotLeader,
+            leader_id.unwrap_or(0),
+            leader_addr.clone().unwrap_or_default(),
+        ),
+        WriteError::NoLeader | WriteError::NoQuorum(_) => (Kind::NoLeader, 0, String::new()),
+        WriteError::Timeout(_) | WriteError::Uncertain(_) => (Kind::Timeout, 0, String::new()),
+        WriteError::Stopped(_) => (Kind::Stopped, 0, String::new()),
+    };
+    pb::WriteFailure {
+        kind: kind as i32,
+        message: e.to_string(),
+        leader_id,
+        leader_addr,
+    }
+}
+
+#[tonic::async_trait]
+impl Replica for ReplicaService {
+    async fn append_entries(
+        &self,
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        self.check_cluster(&request)?;
+        let rpc = rpc_codec::append_request_from_pb(request.into_inner()).map_err(bad)?;
+        let resp = self.raft.append_entries(rpc).await.map_err(fatal)?;
+        Ok(Response::new(rpc_codec::append_response_to_pb(&resp)))
+    }
+
+    async fn request_vote(&self, request: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
+        self.check_cluster(&request)?;
+        let rpc = rpc_codec::vote_request_from_pb(request.into_inner()).map_err(bad)?;
+        let resp = self.raft.vote(rpc).await.map_err(fatal)?;
+        Ok(Response::new(rpc_codec::vote_response_to_pb(&resp)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        self.check_cluster(&request)?;
+        let mut stream = request.into_inner();
+        let mut vote = None;
+        let mut meta = None;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if let Some(v) = chunk.vote {
+                vote = Some(super::codec::vote_from_pb(&v).map_err(bad)?);
+            }
+            if let Some(m) = chunk.meta {
+                meta = Some(rpc_codec::snapshot_meta_from_pb(&m));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        let vote = vote.ok_or_else(|| bad("snapshot stream without a vote"))?;
+        let meta = meta.ok_or_else(|| bad("snapshot stream without metadata"))?;
+        tracing::info!(
+            bytes = data.len(),
+            index = meta.last_log_id.map(|l| l.index),
+            "receiving snapshot"
+        );
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        };
+        let resp = self.raft.install_full_snapshot(vote, snapshot).await.map_err(fatal)?;
+        Ok(Response::new(pb::InstallSnapshotResponse {
+            vote: Some(super::codec::vote_to_pb(&resp.vote)),
+        }))
+    }
+
+    async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
+        self.check_cluster(&request)?;
+        let mutation = request
+            .into_inner()
+            .mutation
+            .ok_or_else(|| bad("forward without a mutation"))?;
+        // Served only as the leader, and never forwarded again.
+        let result = match self.quorum.check() {
+            Err(e) => Err(e),
+            Ok(()) => self.batcher.submit(mutation).await,
+        };
+        let resp = match result {
+            Ok(c) => pb::ForwardResponse {
+                result: Some(pb::forward_response::Result::Outcome(rpc_codec::outcome_to_pb(
+                    &c.outcome,
+                ))),
+                index: c.index,
+            },
+            Err(e) => pb::ForwardResponse {
+                result: Some(pb::forward_response::Result::Failure(failure(&e))),
+                index: 0,
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        self.check_cluster(&request)?;
+        if let Err(e) = self.quorum.check() {
+            return Err(Status::unavailable(e.to_string()));
+        }
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(Response::new(pb::ReadIndexResponse {
+                read_index: read_log_id.map_or(0, |l| l.index),
+            })),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(Status::failed_precondition(
+                format!("not the leader (leader: {:?})", f.leader_id),
+            )),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(fatal(f)),
+        }
+    }
+
+    async fn hello(&self, _request: Request<pb::HelloRequest>) -> Result<Response<pb::HelloResponse>, Status> {
+        let initialized = self.raft.is_initialized().await.map_err(fatal)?;
+        let members = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
+        };
+        Ok(Response::new(pb::HelloResponse {
+            node_id: self.identity.node_id,
+            cluster_id: self.identity.cluster_id(),
+            initialized,
+            members,
+        }))
+    }
+
+    async fn change_members(
+        &self,
+        request: Request<pb::ChangeMembersRequest>,
+    ) -> Result<Response<pb::ChangeMembersResponse>, Status> {
+        self.check_cluster(&request)?;
+        let change = request
+            .into_inner()
+            .change
+            .ok_or_else(|| bad("no membership change given"))?;
+        let voters = membership::apply_locally(&self.raft, &self.peers, &self.identity, change)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(pb::ChangeMembersResponse { voters }))
+    }
+
+    async fn adopt(&self, request: Request<pb::AdoptRequest>) -> Result<Response<pb::HelloResponse>, Status> {
+        let cluster_id = request.into_inner().cluster_id;
+        if cluster_id.is_empty() {
+            return Err(bad("empty cluster id"));
+        }
+        if self.identity.cluster_id() != cluster_id && self.raft.is_initialized().await.map_err(fatal)? {
+            return Err(Status::failed_precondition(format!(
+                "node {} already has Raft state of another cluster",
+                self.identity.node_id
+            )));
+        }
+        self.identity.join(&cluster_id).map_err(Status::failed_precondition)?;
+        self.hello(Request::new(pb::HelloRequest { from_node_id: 0 })).await
+    }
+}
