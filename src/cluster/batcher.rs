@@ -69,6 +69,7 @@ impl Batcher {
     /// Starts the batching task for `raft`.
     pub fn start(
         raft: Raft,
+        quorum: super::node::QuorumCheck,
         capacity: usize,
         max_bytes: usize,
         write_timeout: Duration,
@@ -77,7 +78,7 @@ impl Batcher {
     ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let budget_units = units(max_bytes) as usize;
-        tokio::spawn(run(raft, rx, write_timeout, clock, stats.clone()));
+        tokio::spawn(run(raft, quorum, rx, write_timeout, clock, stats.clone()));
         Batcher {
             tx,
             capacity,
@@ -121,6 +122,7 @@ impl Batcher {
 
 async fn run(
     raft: Raft,
+    quorum: super::node::QuorumCheck,
     mut rx: mpsc::Receiver<Pending>,
     write_timeout: Duration,
     clock: Clock,
@@ -149,6 +151,7 @@ async fn run(
         ClusterStats::add(&stats.batches_proposed, 1);
         stats.batch_mutations.observe(batch.len() as f64);
         let raft = raft.clone();
+        let quorum = quorum.clone();
         let time = clock();
         let span = tracing::debug_span!("propose", mutations = batch.len(), bytes);
         tokio::spawn(
@@ -157,8 +160,22 @@ async fn run(
                 let (mutations, replies): (Vec<_>, Vec<_>) =
                     batch.into_iter().map(|p| (p.mutation, (p.reply, p._budget))).unzip();
                 let payload = pb::Batch { format_version: FORMAT_VERSION, time_unix_nanos: time, mutations };
-                let result =
-                    tokio::time::timeout(write_timeout, raft.client_write(LogPayload(payload.encode_to_vec().into()))).await;
+                let write = raft.client_write(LogPayload(payload.encode_to_vec().into()));
+                // Give up early (outcome unknown) if this leader loses its quorum
+                // while the entry is pending, instead of holding clients for the
+                // whole commit timeout.
+                let quorum_lost = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if let Err(e) = quorum.check() {
+                            return e;
+                        }
+                    }
+                };
+                let result = tokio::select! {
+                    r = tokio::time::timeout(write_timeout, write) => r.map_err(|_| WriteError::Timeout(write_timeout)),
+                    e = quorum_lost => Err(WriteError::Uncertain(format!("{e} while the change was pending"))),
+                };
                 match result {
                     Ok(Ok(resp)) => {
                         let index = resp.log_id.index;
@@ -177,10 +194,10 @@ async fn run(
                             let _ = reply.send(Err(err.clone()));
                         }
                     }
-                    Err(_) => {
-                        tracing::warn!(timeout = ?write_timeout, "a batch was not committed in time; its clients get 503 (outcome unknown)");
+                    Err(err) => {
+                        tracing::warn!(error = %err, "a batch was not confirmed; its clients get 503 (outcome unknown)");
                         for (reply, _budget) in replies {
-                            let _ = reply.send(Err(WriteError::Timeout(write_timeout)));
+                            let _ = reply.send(Err(err.clone()));
                         }
                     }
                 }

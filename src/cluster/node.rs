@@ -178,8 +178,13 @@ impl ClusterNode {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        let quorum = QuorumCheck {
+            raft: raft.clone(),
+            max_silence: Duration::from_millis(1000),
+        };
         let batcher = Batcher::start(
             raft.clone(),
+            quorum.clone(),
             config.queue_capacity,
             config.queue_bytes,
             config.write_timeout,
@@ -259,6 +264,9 @@ impl ClusterNode {
             quorum,
             stop,
         });
+        if !node.config.peers.is_empty() {
+            tokio::spawn(quorum_watchdog(node.raft.clone(), node.stop.subscribe()));
+        }
         let bootstrapped = initialized && node.identity.has_cluster();
         if !node.config.peers.is_empty() && !bootstrapped {
             tokio::spawn(bootstrap(node.clone()));
@@ -499,6 +507,22 @@ fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
         },
         Kind::NoLeader => WriteError::NoLeader,
         Kind::Timeout | Kind::Stopped | Kind::Unspecified => WriteError::Uncertain(f.message),
+    }
+}
+
+/// Keeps the leader's `millis_since_quorum_ack` fresh. openraft 0.9 only
+/// recomputes it when its core loop wakes up, and a leader cut off from every
+/// follower may sleep with a stale value; an explicit heartbeat wakes it.
+async fn quorum_watchdog(raft: Raft, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let leader = raft.metrics().borrow().state == ServerState::Leader;
+        if leader && raft.trigger().heartbeat().await.is_err() {
+            return;
+        }
     }
 }
 

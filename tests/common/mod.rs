@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +24,8 @@ pub fn free_port() -> u16 {
 /// A running pushgate process, killed (by PID) when dropped.
 pub struct Server {
     pub child: Option<Child>,
+    /// The loopback address the node's HTTP (and cluster) ports listen on.
+    pub host: String,
     pub port: u16,
     pub dir: PathBuf,
     pub log: PathBuf,
@@ -38,9 +43,17 @@ pub fn client() -> reqwest::blocking::Client {
 impl Server {
     /// Starts pushgate with a data directory `dir` and extra flags.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
-        let port = free_port();
+        let mut extra: Vec<&str> = extra.to_vec();
+        let cluster = format!("--cluster.listen-address=127.0.0.1:{}", free_port());
+        extra.push(&cluster);
+        Self::start_at("127.0.0.1", free_port(), dir, &extra)
+    }
+
+    /// Starts pushgate with HTTP on `host:port` and its data in `dir`.
+    pub fn start_at(host: &str, port: u16, dir: &Path, extra: &[&str]) -> Server {
         let mut s = Server {
             child: None,
+            host: host.to_string(),
             port,
             dir: dir.to_path_buf(),
             log: dir.with_extension(format!("{port}.log")),
@@ -51,15 +64,20 @@ impl Server {
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_unready();
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    pub fn spawn_unready(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg(format!("--web.listen-address={}:{}", self.host, self.port))
             .arg(format!("--storage.path={}", self.dir.display()))
-            .arg(format!("--cluster.listen-address=127.0.0.1:{}", free_port()))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -67,11 +85,14 @@ impl Server {
             .spawn()
             .expect("start pushgate");
         self.child = Some(child);
-        self.wait_ready(Duration::from_secs(30));
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        format!("http://{}:{}{}", self.host, self.port, path)
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,367 @@
+//! Black-box tests of a three-node cluster: real processes on loopback, a
+//! test-owned TCP proxy in front of every node's cluster port for partitions.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::TestCluster;
+use common::{client, own_lines_removed};
+
+fn index_of(r: &reqwest::blocking::Response) -> u64 {
+    r.headers()["x-pushgate-log-index"].to_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn pushes_on_any_node_are_seen_by_every_scrape_on_every_node() {
+    let cluster = TestCluster::start("anywhere", 3, &[]);
+    let c = client();
+    let ids = [1u64, 2, 3];
+    for i in 0..30u64 {
+        let via = ids[(i % 3) as usize];
+        let r = c
+            .put(cluster.node(via).url(&format!("/metrics/job/anywhere/i/{}", i % 5)))
+            .body(format!("# TYPE v gauge\nv {i}\n"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "push {i} via node {via}");
+        let acked = index_of(&r);
+        // Every replica's next scrape reflects the push (linearizable reads).
+        for id in ids {
+            let s = c.get(cluster.node(id).url("/metrics")).send().unwrap();
+            assert_eq!(s.status(), 200);
+            assert!(
+                index_of(&s) >= acked,
+                "node {id} answered from index {} < {acked}",
+                index_of(&s)
+            );
+            let text = s.text().unwrap();
+            assert!(
+                text.contains(&format!("v{{i=\"{}\",instance=\"\",job=\"anywhere\"}} {i}\n", i % 5)),
+                "node {id}"
+            );
+        }
+    }
+    let r = c
+        .delete(cluster.node(2).url("/metrics/job/anywhere/i/0"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let bad = c
+        .put(cluster.node(3).url("/metrics/job/anywhere/i/1"))
+        .body("# TYPE v counter\nv 1\n")
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400, "a follower relays the leader's rejection");
+    assert!(bad
+        .text()
+        .unwrap()
+        .contains("pushed metrics are invalid or inconsistent"));
+    // Byte-identical pushed exposition on every replica at the same index.
+    let scrapes: Vec<(u64, String)> = ids
+        .iter()
+        .map(|id| {
+            let r = c.get(cluster.node(*id).url("/metrics")).send().unwrap();
+            (index_of(&r), own_lines_removed(&r.text().unwrap()))
+        })
+        .collect();
+    assert!(scrapes.windows(2).all(|w| w[0] == w[1]), "replicas differ: {scrapes:?}");
+}
+
+#[test]
+fn killing_the_leader_loses_no_acknowledged_push() {
+    let mut cluster = TestCluster::start("failover", 3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let live: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new(cluster.nodes.values().map(|n| n.server.url("")).collect()));
+    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let late_failures = Arc::new(AtomicUsize::new(0));
+    let acked: Arc<Mutex<BTreeMap<usize, u64>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut threads = Vec::new();
+    for p in 0..6usize {
+        let (live, killed_at, stop, late, acked) = (
+            live.clone(),
+            killed_at.clone(),
+            stop.clone(),
+            late_failures.clone(),
+            acked.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let c = client();
+            let mut v = 0u64;
+            let mut n = p;
+            while !stop.load(Ordering::Relaxed) {
+                v += 1;
+                let base = {
+                    let l = live.lock().unwrap();
+                    n += 1;
+                    l[n % l.len()].clone()
+                };
+                let sent = Instant::now();
+                let r = c
+                    .put(format!("{base}/metrics/job/failover/p/{p}"))
+                    .body(format!("# TYPE fv gauge\nfv {v}\n"))
+                    .timeout(Duration::from_secs(15))
+                    .send();
+                match r {
+                    Ok(r) if r.status() == 200 => {
+                        acked.lock().unwrap().insert(p, v);
+                    }
+                    Ok(r) => {
+                        let after = killed_at
+                            .lock()
+                            .unwrap()
+                            .map(|k| sent.duration_since(k) > Duration::from_secs(5));
+                        if after == Some(true) {
+                            late.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("late failure: {} {}", r.status(), r.text().unwrap_or_default());
+                        }
+                    }
+                    // Connection errors come from the killed node.
+                    Err(_) => {}
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let killed_url = cluster.node(leader).url("");
+    cluster.node_mut(leader).kill9();
+    let t0 = Instant::now();
+    *killed_at.lock().unwrap() = Some(t0);
+    live.lock().unwrap().retain(|u| *u != killed_url);
+    let new_leader = cluster.wait_leader(Duration::from_secs(5));
+    let elected_in = t0.elapsed();
+    assert_ne!(new_leader, leader);
+    std::thread::sleep(Duration::from_secs(7));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(elected_in < Duration::from_secs(5), "new leader after {elected_in:?}");
+    assert_eq!(
+        late_failures.load(Ordering::Relaxed),
+        0,
+        "non-2xx answers later than 5 s after the kill"
+    );
+    let groups = cluster.node(new_leader).api_metrics();
+    for (p, v) in acked.lock().unwrap().iter() {
+        let g = groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["labels"]["p"].as_str() == Some(p.to_string().as_str()))
+            .expect("group of an acknowledged push");
+        let stored: u64 = g["fv"]["metrics"][0]["value"].as_str().unwrap().parse().unwrap();
+        assert!(stored >= *v, "pusher {p}: acknowledged {v}, stored {stored}");
+    }
+    // The old leader comes back and catches up.
+    cluster.node_mut(leader).spawn();
+    let want = cluster.node(new_leader).pushed_exposition();
+    cluster.wait_converged(leader, &want, Duration::from_secs(20));
+}
+
+fn assert_unavailable_quickly(cluster: &TestCluster, id: u64) {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    // Within 2 s of the cut: reads, pushes and readiness fail fast with 503.
+    loop {
+        let read = c
+            .get(cluster.node(id).url("/metrics"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .unwrap();
+        if read.status() == 503 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} still serves consistent reads after 2 s cut off"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    let push = c
+        .put(cluster.node(id).url("/metrics/job/cut"))
+        .body("cut 1\n")
+        .timeout(Duration::from_secs(15))
+        .send()
+        .unwrap();
+    let status = push.status();
+    let text = push.text().unwrap();
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "push took {:?}",
+        started.elapsed()
+    );
+    assert!(text.contains("not made") || text.contains("may or may not"), "{text}");
+    assert_eq!(c.get(cluster.node(id).url("/-/ready")).send().unwrap().status(), 503);
+    assert_eq!(c.get(cluster.node(id).url("/-/healthy")).send().unwrap().status(), 200);
+    // An explicit stale read still answers.
+    assert_eq!(
+        c.get(cluster.node(id).url("/metrics?consistency=stale"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn a_cut_off_follower_answers_503_and_catches_up_after() {
+    let mut cluster = TestCluster::start("cut-follower", 3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.isolate(follower, true);
+    assert_unavailable_quickly(&cluster, follower);
+    // The majority keeps working.
+    let c = client();
+    let other = (1..=3).find(|id| *id != leader && *id != follower).unwrap();
+    for id in [leader, other] {
+        let r = c
+            .put(cluster.node(id).url(&format!("/metrics/job/majority/via/{id}")))
+            .body("ok 1\n")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    cluster.isolate(follower, false);
+    let want = cluster.node(leader).pushed_exposition();
+    cluster.wait_converged(follower, &want, Duration::from_secs(20));
+    cluster.node_mut(follower).wait_ready(Duration::from_secs(20));
+}
+
+#[test]
+fn a_cut_off_leader_answers_503_and_the_majority_elects_another() {
+    let mut cluster = TestCluster::start("cut-leader", 3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    cluster.isolate(leader, true);
+    assert_unavailable_quickly(&cluster, leader);
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c
+            .put(cluster.node(others[0]).url("/metrics/job/majority"))
+            .body("ok 1\n")
+            .send()
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the majority did not accept pushes: {}",
+            r.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.isolate(leader, false);
+    let want = cluster.node(others[0]).pushed_exposition();
+    cluster.wait_converged(leader, &want, Duration::from_secs(20));
+    cluster.node_mut(leader).wait_ready(Duration::from_secs(20));
+}
+
+#[test]
+fn a_node_that_missed_many_entries_catches_up_by_snapshot() {
+    let mut cluster = TestCluster::start("snapshot", 3, &["--storage.snapshot-every=50"]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    assert_eq!(cluster.node_mut(lagging).terminate(), Some(0));
+    let c = client();
+    for i in 0..400 {
+        let r = c
+            .put(cluster.node(leader).url(&format!("/metrics/job/snap/i/{}", i % 40)))
+            .body(format!("sv {i}\n"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    cluster.node_mut(lagging).spawn();
+    let want = cluster.node(leader).pushed_exposition();
+    cluster.wait_converged(lagging, &want, Duration::from_secs(30));
+    assert!(cluster.node(lagging).self_metric("pushgate_snapshots_installed_total") >= 1.0);
+    let status = cluster.status(leader).unwrap();
+    assert!(
+        status["purged_index"].as_u64().unwrap_or(0) > 0,
+        "leader did not purge its log: {status}"
+    );
+}
+
+#[test]
+fn a_node_whose_disk_was_lost_does_not_rejoin_and_is_replaced() {
+    let mut cluster = TestCluster::start("disk-loss", 3, &["--web.enable-admin-api"]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let c = client();
+    assert_eq!(
+        c.put(cluster.node(leader).url("/metrics/job/before"))
+            .body("b 1\n")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    let lost = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.node_mut(lost).kill9();
+    let dir = cluster.node(lost).dir.clone();
+    std::fs::remove_dir_all(&dir).unwrap();
+    cluster.node_mut(lost).spawn_unready();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.get(cluster.node(lost).url("/-/ready")).send().unwrap().status(), 503);
+    assert!(
+        cluster.node(lost).log_text().contains("its disk was lost"),
+        "{}",
+        cluster.node(lost).log_text()
+    );
+    // The two healthy nodes keep the cluster going.
+    assert_eq!(
+        c.put(cluster.node(leader).url("/metrics/job/during"))
+            .body("d 1\n")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    // Replace it: remove the old id, add a new node with a fresh id.
+    cluster.node_mut(lost).kill9();
+    let r = c
+        .delete(cluster.node(leader).url(&format!("/api/v1/cluster/members/{lost}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let new_id = 4;
+    let (grpc, proxy) = (common::free_port(), common::free_port());
+    let peers = format!(
+        "{},{new_id}={}:{proxy}",
+        cluster.peers,
+        common::cluster::node_ip(new_id)
+    );
+    let mut node = cluster.launch(new_id, grpc, proxy, &peers);
+    std::thread::sleep(Duration::from_millis(500));
+    let r = c
+        .post(cluster.node(leader).url("/api/v1/cluster/members"))
+        .body(format!(
+            "{{\"node_id\":{new_id},\"address\":\"{}:{proxy}\"}}",
+            common::cluster::node_ip(new_id)
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    node.server.wait_ready(Duration::from_secs(20));
+    let status = cluster.status(leader).unwrap();
+    let voters: Vec<u64> = status["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(voters.contains(&new_id) && !voters.contains(&lost), "{voters:?}");
+    let want = cluster.node(leader).pushed_exposition();
+    assert_eq!(node.server.pushed_exposition(), want);
+    cluster.nodes.insert(new_id, node);
+}

@@ -1,0 +1,158 @@
+//! A local cluster of real pushgate processes, each on its own loopback
+//! address, with a test-owned proxy in front of every node's cluster port.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::proxy::Proxy;
+use super::{free_port, temp_dir, Server};
+
+pub struct Node {
+    pub id: u64,
+    pub ip: IpAddr,
+    pub server: Server,
+    pub proxy: Proxy,
+}
+
+pub struct TestCluster {
+    pub nodes: BTreeMap<u64, Node>,
+    pub dir: tempfile::TempDir,
+    pub peers: String,
+    pub extra: Vec<String>,
+}
+
+pub fn node_ip(id: u64) -> IpAddr {
+    IpAddr::from([127, 0, 0, 10 + id as u8])
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with ids 1..=n and waits until every one is ready.
+    pub fn start(name: &str, n: u64, extra: &[&str]) -> TestCluster {
+        let dir = temp_dir(name);
+        let specs: Vec<(u64, u16, u16)> = (1..=n).map(|id| (id, free_port(), free_port())).collect();
+        let peers: Vec<String> = specs
+            .iter()
+            .map(|(id, _, proxy)| format!("{id}={}:{proxy}", node_ip(*id)))
+            .collect();
+        let peers = peers.join(",");
+        let mut cluster = TestCluster {
+            nodes: BTreeMap::new(),
+            dir,
+            peers,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for (id, grpc, proxy_port) in specs {
+            let node = cluster.launch(id, grpc, proxy_port, &cluster.peers.clone());
+            cluster.nodes.insert(id, node);
+        }
+        for node in cluster.nodes.values_mut() {
+            node.server.wait_ready(Duration::from_secs(60));
+        }
+        cluster
+    }
+
+    /// Starts node `id` (not waiting for readiness) with its proxy.
+    pub fn launch(&self, id: u64, grpc: u16, proxy_port: u16, peers: &str) -> Node {
+        let ip = node_ip(id);
+        let proxy = Proxy::start(SocketAddr::new(ip, proxy_port), SocketAddr::new(ip, grpc));
+        let mut args = vec![
+            format!("--cluster.node-id={id}"),
+            format!("--cluster.peers={peers}"),
+            format!("--cluster.listen-address={ip}:{grpc}"),
+            format!("--cluster.advertise-address={ip}:{proxy_port}"),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let data = self.dir.path().join(format!("node{id}"));
+        let mut server = Server {
+            child: None,
+            host: ip.to_string(),
+            port: free_port(),
+            dir: data.clone(),
+            log: self.dir.path().join(format!("node{id}.log")),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn_unready();
+        Node { id, ip, server, proxy }
+    }
+
+    pub fn node(&self, id: u64) -> &Server {
+        &self.nodes[&id].server
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Server {
+        &mut self.nodes.get_mut(&id).expect("node").server
+    }
+
+    /// The node that reports itself leader (among running nodes), if any.
+    pub fn leader(&mut self) -> Option<u64> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if !self.node_mut(id).is_running() {
+                continue;
+            }
+            if let Some(status) = self.status(id) {
+                if status["state"] == "Leader" {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let r = super::client()
+            .get(self.node(id).url("/api/v1/cluster/status"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&r.text().ok()?).ok()?;
+        Some(v["data"].clone())
+    }
+
+    pub fn wait_leader(&mut self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Cuts node `id` off from every other node, both ways.
+    pub fn isolate(&self, id: u64, cut: bool) {
+        let ip = node_ip(id);
+        for node in self.nodes.values() {
+            if node.id == id {
+                node.proxy.set_down(cut);
+            } else {
+                node.proxy.set_blocked(ip, cut);
+            }
+        }
+    }
+
+    /// Waits until `id`'s pushed exposition equals `want`.
+    pub fn wait_converged(&self, id: u64, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = super::client()
+                .get(self.node(id).url("/metrics?consistency=stale"))
+                .send();
+            if let Ok(r) = r {
+                if let Ok(text) = r.text() {
+                    if super::own_lines_removed(&text) == want {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not converge within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
