@@ -38,6 +38,10 @@ if [[ -d $SHARED/conformance ]]; then
   cd "$SHARED"
   PGW_CMD="$BIN --web.listen-address=127.0.0.1:{port} --cluster.listen-address=127.0.0.1:0 --web.enable-admin-api --web.enable-lifecycle --storage.path={datadir}" \
     python3 -m pytest -q -p no:cacheprovider conformance -m 'not version_specific' --runxfail
+
+  log "Pushgateway conformance suite through a round-robin nginx in front of a three-node cluster"
+  PGW_CMD="$ROOT/deploy/local-cluster.sh --bin $BIN --nginx --port {port} --data {datadir} -- --web.enable-admin-api --web.enable-lifecycle" \
+    python3 -m pytest -q -p no:cacheprovider conformance -m 'not version_specific' --runxfail
 else
   echo "no conformance suite at $SHARED/conformance; skipped" >&2
 fi

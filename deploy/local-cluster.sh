@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Start a local three-node pushgate cluster on this machine, in the foreground.
+#
+#   deploy/local-cluster.sh [--data DIR] [--port PORT] [--nginx] [--bin PATH] [-- PUSHGATE FLAGS...]
+#
+# Node i (1..3) listens on 127.0.0.1i: HTTP on port 9091, cluster (gRPC) on
+# 9092 unless --port is given, in which case the ports are picked once and
+# remembered in DIR/ports.env (a restarted cluster must find its members at
+# the addresses stored in its membership). With --nginx, a round-robin nginx
+# on 127.0.0.1:PORT (default 9091) stands in front of the three nodes, like a
+# Kubernetes Service. Ctrl-C / SIGTERM stops everything; if one node exits
+# (e.g. PUT /-/quit), the others are stopped too and the script exits with
+# that node's status.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+DATA=./data-cluster
+PORT=""
+NGINX=0
+BIN=""
+while (($#)); do
+  case $1 in
+    --data) DATA=$2; shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    --nginx) NGINX=1; shift ;;
+    --bin) BIN=$2; shift 2 ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+EXTRA=("$@")
+if [[ -z $BIN ]]; then
+  BIN=$HERE/../target/release/pushgate
+  [[ -x $BIN ]] || (cd "$HERE/.." && cargo build --release --bin pushgate >&2)
+fi
+mkdir -p "$DATA"
+DATA=$(cd "$DATA" && pwd)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+if [[ -f $DATA/ports.env ]]; then
+  # shellcheck disable=SC1091
+  . "$DATA/ports.env"
+else
+  if [[ -n $PORT ]]; then
+    HTTP=($(free_port) $(free_port) $(free_port)); GRPC=($(free_port) $(free_port) $(free_port))
+  else
+    HTTP=(9091 9091 9091); GRPC=(9092 9092 9092)
+  fi
+  printf 'HTTP=(%s)\nGRPC=(%s)\n' "${HTTP[*]}" "${GRPC[*]}" > "$DATA/ports.env"
+fi
+PEERS="1=127.0.0.11:${GRPC[0]},2=127.0.0.12:${GRPC[1]},3=127.0.0.13:${GRPC[2]}"
+if ((NGINX)) && [[ -z $PORT ]]; then
+  echo "--nginx needs --port (the nodes then use ports of their own)" >&2; exit 2
+fi
+
+PIDS=()
+stop_all() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap 'stop_all; exit 0' TERM INT
+
+for i in 1 2 3; do
+  "$BIN" --cluster.node-id=$i --cluster.peers="$PEERS" \
+    --web.listen-address=127.0.0.1$i:${HTTP[$((i-1))]} \
+    --cluster.listen-address=127.0.0.1$i:${GRPC[$((i-1))]} \
+    --storage.path="$DATA/node$i" "${EXTRA[@]}" >>"$DATA/node$i.log" 2>&1 &
+  PIDS+=($!)
+  echo "node $i: http://127.0.0.1$i:${HTTP[$((i-1))]}  (log: $DATA/node$i.log)" >&2
+done
+
+if ((NGINX)); then
+  mkdir -p "$DATA/nginx"
+  cat > "$DATA/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+user root;
+pid $DATA/nginx/nginx.pid;
+error_log $DATA/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $DATA/nginx/body;
+  proxy_temp_path $DATA/nginx/proxy;
+  fastcgi_temp_path $DATA/nginx/fastcgi;
+  uwsgi_temp_path $DATA/nginx/uwsgi;
+  scgi_temp_path $DATA/nginx/scgi;
+  client_max_body_size 64m;
+  upstream pushgate {
+    server 127.0.0.11:${HTTP[0]};
+    server 127.0.0.12:${HTTP[1]};
+    server 127.0.0.13:${HTTP[2]};
+  }
+  server {
+    listen 127.0.0.1:$PORT;
+    location / {
+      proxy_pass http://pushgate;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_next_upstream off;
+      proxy_read_timeout 60s;
+      proxy_request_buffering on;
+    }
+  }
+}
+CONF
+  nginx -p "$DATA/nginx" -c "$DATA/nginx/nginx.conf" &
+  PIDS+=($!)
+  echo "nginx (round robin over the three nodes): http://127.0.0.1:$PORT" >&2
+fi
+
+# Exit when any child exits (a node quit or failed): stop the rest.
+set +e
+wait -n "${PIDS[@]}"
+status=$?
+stop_all
+exit $status
