@@ -23,7 +23,7 @@ use tracing::Instrument;
 use super::codec::FORMAT_VERSION;
 use super::error::WriteError;
 use super::stats::ClusterStats;
-use super::types::{LogPayload, Raft};
+use super::types::{DecodedBatch, LogPayload, Raft};
 use crate::model::Outcome;
 use crate::pb::pushgate::v1 as pb;
 
@@ -32,7 +32,7 @@ const MAX_BATCH_MUTATIONS: usize = 1024;
 /// Most bytes of mutations in one entry (a larger single mutation goes alone).
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Proposals in flight at once.
-const MAX_IN_FLIGHT: usize = 4;
+const MAX_IN_FLIGHT: usize = 1;
 
 /// A committed mutation: what apply said, and the log index it was applied at.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ pub struct Committed {
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 struct Pending {
-    mutation: pb::Mutation,
+    mutation: Arc<pb::Mutation>,
     size: usize,
     reply: oneshot::Sender<Result<Committed, WriteError>>,
     _budget: OwnedSemaphorePermit,
@@ -89,7 +89,7 @@ impl Batcher {
     }
 
     /// Queues a mutation and waits for its outcome.
-    pub async fn submit(&self, mutation: pb::Mutation) -> Result<Committed, WriteError> {
+    pub async fn submit(&self, mutation: Arc<pb::Mutation>) -> Result<Committed, WriteError> {
         let size = mutation.encoded_len();
         let full = || WriteError::QueueFull {
             capacity: self.capacity,
@@ -159,8 +159,9 @@ async fn run(
                 let _slot = slot;
                 let (mutations, replies): (Vec<_>, Vec<_>) =
                     batch.into_iter().map(|p| (p.mutation, (p.reply, p._budget))).unzip();
-                let payload = pb::Batch { format_version: FORMAT_VERSION, time_unix_nanos: time, mutations };
-                let write = raft.client_write(LogPayload(payload.encode_to_vec().into()));
+                let bytes = encode_batch(time, &mutations);
+                let decoded = Arc::new(DecodedBatch { time_unix_nanos: time, mutations });
+                let write = raft.client_write(LogPayload { bytes, decoded: Some(decoded) });
                 // Give up early (outcome unknown) if this leader loses its quorum
                 // while the entry is pending, instead of holding clients for the
                 // whole commit timeout.
@@ -207,6 +208,23 @@ async fn run(
     }
 }
 
+/// Encodes a `pushgate.v1.Batch` from shared mutations (field by field, so
+/// the mutations need not be copied into an owned `Batch`).
+fn encode_batch(time: i64, mutations: &[Arc<pb::Mutation>]) -> bytes::Bytes {
+    use prost::encoding::{int64, message, uint32};
+    let mut len = uint32::encoded_len(1, &FORMAT_VERSION) + int64::encoded_len(2, &time);
+    for m in mutations {
+        len += message::encoded_len(3, &**m);
+    }
+    let mut buf = Vec::with_capacity(len);
+    uint32::encode(1, &FORMAT_VERSION, &mut buf);
+    int64::encode(2, &time, &mut buf);
+    for m in mutations {
+        message::encode(3, &**m, &mut buf);
+    }
+    buf.into()
+}
+
 fn map_write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> WriteError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
@@ -218,5 +236,33 @@ fn map_write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>
         },
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => WriteError::Stopped(e.to_string()),
         RaftError::Fatal(f) => WriteError::Stopped(f.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_encoding_matches_prost() {
+        let m = pb::Mutation {
+            op: Some(pb::mutation::Op::Wipe(pb::Wipe {})),
+        };
+        let d = pb::Mutation {
+            op: Some(pb::mutation::Op::Delete(pb::Delete {
+                grouping_key: vec![pb::Label {
+                    name: "job".into(),
+                    value: "x".into(),
+                }],
+            })),
+        };
+        let ours = encode_batch(-5, &[Arc::new(m.clone()), Arc::new(d.clone())]);
+        let theirs = pb::Batch {
+            format_version: FORMAT_VERSION,
+            time_unix_nanos: -5,
+            mutations: vec![m, d],
+        }
+        .encode_to_vec();
+        assert_eq!(ours.as_ref(), theirs.as_slice());
     }
 }

@@ -92,7 +92,7 @@ pub fn membership_from_pb(m: &pb::Membership) -> Membership {
 pub fn entry_to_pb(e: &Entry) -> pb::LogEntry {
     let payload = match &e.payload {
         EntryPayload::Blank => pb::log_entry::Payload::Blank(pb::BlankPayload {}),
-        EntryPayload::Normal(LogPayload(bytes)) => pb::log_entry::Payload::Batch(bytes.clone()),
+        EntryPayload::Normal(payload) => pb::log_entry::Payload::Batch(payload.bytes.clone()),
         EntryPayload::Membership(m) => pb::log_entry::Payload::Membership(membership_to_pb(m)),
     };
     pb::LogEntry {
@@ -107,7 +107,7 @@ pub fn entry_from_pb(e: pb::LogEntry) -> Result<Entry, CodecError> {
     let log_id = log_id_from_pb(&e.log_id.ok_or(CodecError::Missing("log id"))?);
     let payload = match e.payload.ok_or(CodecError::Missing("payload"))? {
         pb::log_entry::Payload::Blank(_) => EntryPayload::Blank,
-        pb::log_entry::Payload::Batch(bytes) => EntryPayload::Normal(LogPayload(bytes)),
+        pb::log_entry::Payload::Batch(bytes) => EntryPayload::Normal(LogPayload::from_bytes(bytes)),
         pb::log_entry::Payload::Membership(m) => EntryPayload::Membership(membership_from_pb(&m)),
     };
     Ok(Entry { log_id, payload })
@@ -126,7 +126,7 @@ mod tests {
         let m = Membership::new(vec![[1u64, 2].into_iter().collect()], nodes);
         for payload in [
             EntryPayload::Blank,
-            EntryPayload::Normal(LogPayload(bytes::Bytes::from_static(b"xyz"))),
+            EntryPayload::Normal(LogPayload::from_bytes(bytes::Bytes::from_static(b"xyz"))),
             EntryPayload::Membership(m),
         ] {
             let e = Entry { log_id: id, payload };

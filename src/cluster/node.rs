@@ -294,6 +294,7 @@ impl ClusterNode {
     /// outcome. Waits up to the leader wait for an election; never retries
     /// anything whose outcome is unknown.
     pub async fn write(&self, mutation: pb::Mutation) -> Result<Committed, WriteError> {
+        let mutation = Arc::new(mutation);
         let deadline = Instant::now() + self.config.leader_wait;
         let mut last;
         loop {
@@ -302,7 +303,7 @@ impl ClusterNode {
                     Err(e) => return Err(e),
                     Ok(()) => self.batcher.submit(mutation.clone()).await,
                 },
-                Route::Remote(id, addr) => self.forward(id, &addr, mutation.clone()).await,
+                Route::Remote(id, addr) => self.forward(id, &addr, (*mutation).clone()).await,
                 Route::NoLeader => Err(WriteError::NoLeader),
             };
             match result {

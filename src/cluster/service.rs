@@ -146,7 +146,7 @@ impl Replica for ReplicaService {
         // Served only as the leader, and never forwarded again.
         let result = match self.quorum.check() {
             Err(e) => Err(e),
-            Ok(()) => self.batcher.submit(mutation).await,
+            Ok(()) => self.batcher.submit(Arc::new(mutation)).await,
         };
         let resp = match result {
             Ok(c) => pb::ForwardResponse {

@@ -225,10 +225,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
                     BatchOutcome::default()
                 }
-                EntryPayload::Normal(LogPayload(bytes)) => {
+                EntryPayload::Normal(LogPayload {
+                    decoded: Some(batch), ..
+                }) => {
+                    let outcomes = state
+                        .store
+                        .apply_batch(batch.time_unix_nanos, batch.mutations.iter().map(|m| &**m));
+                    ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
+                    BatchOutcome { outcomes }
+                }
+                EntryPayload::Normal(LogPayload { bytes, decoded: None }) => {
                     match pb::Batch::decode(bytes.as_ref()) {
                         Ok(batch) if batch.format_version == FORMAT_VERSION => {
-                            let outcomes = state.store.apply_batch(batch.time_unix_nanos, &batch.mutations);
+                            let outcomes = state.store.apply_batch(batch.time_unix_nanos, batch.mutations.iter());
                             ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
                             BatchOutcome { outcomes }
                         }

@@ -1,6 +1,7 @@
 //! The openraft type configuration, defined once for the whole crate.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -10,9 +11,28 @@ use crate::model::Outcome;
 /// The application data of a normal log entry: an encoded `pushgate.v1.Batch`.
 ///
 /// Kept encoded so that the log stores, and the network ships, exactly the
-/// bytes the leader proposed; only `apply` decodes it.
+/// bytes the leader proposed. On the leader the entry also carries the
+/// mutations it was encoded from, so `apply` there does not decode them
+/// again; followers and restarts decode the bytes (the same content).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LogPayload(pub Bytes);
+pub struct LogPayload {
+    pub bytes: Bytes,
+    #[serde(skip)]
+    pub decoded: Option<Arc<DecodedBatch>>,
+}
+
+/// The mutations of a batch as proposed, with the leader's time.
+#[derive(Debug)]
+pub struct DecodedBatch {
+    pub time_unix_nanos: i64,
+    pub mutations: Vec<Arc<crate::pb::pushgate::v1::Mutation>>,
+}
+
+impl LogPayload {
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        LogPayload { bytes, decoded: None }
+    }
+}
 
 /// What applying one entry produced: one outcome per mutation of its batch
 /// (empty for blank and membership entries).

@@ -116,7 +116,7 @@ pub struct Store {
     /// Family name -> keys of the groups that hold it with at least one series.
     family_index: BTreeMap<Arc<str>, BTreeSet<GroupingKey>>,
     /// Family name -> per-type group counts (the cross-group type check).
-    type_index: HashMap<Arc<str>, TypeCounts>,
+    type_index: rustc_hash::FxHashMap<Arc<str>, TypeCounts>,
     /// Series identity hash -> how many stored series have it (duplicate check).
     series_index: IdentityMap<u32>,
     series_count: u64,
@@ -151,9 +151,13 @@ impl Store {
     }
 
     /// Applies one batch entry's mutations, in order, at the leader's `time`.
-    pub fn apply_batch(&mut self, time_unix_nanos: i64, mutations: &[pb::Mutation]) -> Vec<Outcome> {
+    pub fn apply_batch<'a>(
+        &mut self,
+        time_unix_nanos: i64,
+        mutations: impl IntoIterator<Item = &'a pb::Mutation>,
+    ) -> Vec<Outcome> {
         let now = self.tick(time_unix_nanos);
-        mutations.iter().map(|m| self.apply(now, m)).collect()
+        mutations.into_iter().map(|m| self.apply(now, m)).collect()
     }
 
     fn tick(&mut self, time: i64) -> i64 {
@@ -268,8 +272,8 @@ impl Store {
 
         // What the push removes from the store: the whole group (PUT) or the
         // same-named families (POST).
-        let mut removed_series: HashMap<u64, u32> = HashMap::new();
-        let mut removed_types: HashMap<&str, pm::MetricType> = HashMap::new();
+        let mut removed_series: IdentityMap<u32> = IdentityMap::default();
+        let mut removed_types: rustc_hash::FxHashMap<&str, pm::MetricType> = Default::default();
         if let Some(group) = existing {
             for (name, family) in &group.families {
                 if push.replace || pushed.contains_key(name.as_ref()) {
@@ -285,7 +289,7 @@ impl Store {
         let check = push.consistency_check;
         let grouping = key.labels();
         let mut errors = Vec::new();
-        let mut seen_in_push: HashSet<u64> = HashSet::new();
+        let mut seen_in_push: IdentityMap<()> = IdentityMap::default();
         let mut prepared = Vec::with_capacity(pushed.len());
 
         for (&name, family) in &pushed {
@@ -313,7 +317,7 @@ impl Store {
                 let duplicate_in_store = check
                     && self.series_index.get(&hash).copied().unwrap_or(0)
                         > removed_series.get(&hash).copied().unwrap_or(0);
-                if !seen_in_push.insert(hash) || duplicate_in_store {
+                if seen_in_push.insert(hash, ()).is_some() || duplicate_in_store {
                     errors.push(format!(
                         "collected metric {:?} {} was collected before with the same name and label values",
                         name,
@@ -391,7 +395,7 @@ impl Store {
         &self,
         name: &str,
         kind: pm::MetricType,
-        removed: &HashMap<&str, pm::MetricType>,
+        removed: &rustc_hash::FxHashMap<&str, pm::MetricType>,
     ) -> Option<pm::MetricType> {
         let mut counts = self.type_index.get(name).copied().unwrap_or_default();
         if let Some(r) = removed.get(name) {
@@ -403,7 +407,7 @@ impl Store {
     }
 
     /// The type `name` is stored with after the removals, if any group holds it.
-    fn stored_type(&self, name: &str, removed: &HashMap<&str, pm::MetricType>) -> Option<pm::MetricType> {
+    fn stored_type(&self, name: &str, removed: &rustc_hash::FxHashMap<&str, pm::MetricType>) -> Option<pm::MetricType> {
         let mut counts = self.type_index.get(name).copied()?;
         if let Some(r) = removed.get(name) {
             counts.0[*r as usize] = counts.0[*r as usize].saturating_sub(1);
