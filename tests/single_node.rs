@@ -325,3 +325,23 @@ fn lifecycle_quit_exits_cleanly() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn self_metrics_match_the_reserved_table() {
+    let tmp = temp_dir("selfmetrics");
+    let s = Server::start_in(&tmp.path().join("data"), &[]);
+    s.put("/metrics/job/x", "a 1\n");
+    let text = s.get("/metrics").text().unwrap();
+    let exported: std::collections::BTreeSet<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(n, _)| n.starts_with("process_") || n.starts_with("pushgate"))
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    let table: std::collections::BTreeSet<(String, String)> = pushgate::model::reserved::SELF_FAMILIES
+        .iter()
+        .map(|(n, t)| (n.to_string(), pushgate::model::render::type_word(*t).to_string()))
+        .collect();
+    assert_eq!(exported, table);
+}

@@ -12,6 +12,8 @@ use crate::gateway::{GatewayError, ReadConsistency, ReadView};
 use crate::model::api_json::group_object;
 use crate::model::protobuf::{encode_delimited, PROTOBUF_CONTENT_TYPE};
 use crate::model::render::{write_header, write_metric};
+use crate::model::reserved::SELF_FAMILIES;
+use crate::model::store::Piece;
 use crate::pb::io::prometheus::client as pm;
 
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -79,15 +81,47 @@ pub fn render_exposition(state: &AppState, view: &ReadView, protobuf: bool) -> V
         encode_delimited(&all, &mut out);
         return out;
     }
-    let own_names: Vec<&str> = own.iter().map(|f| f.name()).collect();
-    store.render_text(&mut out, &own_names, |name, out| {
-        if let Some(f) = own.iter().find(|f| f.name() == name) {
-            write_header(out, name, f.help(), f.r#type());
-            for m in &f.metric {
-                write_metric(out, name, f.r#type(), m);
-            }
+    let mut own_names: Vec<&str> = own.iter().map(|f| f.name()).collect();
+    own_names.sort_unstable();
+    store.render_text(&mut out, &own_names, |name, out| write_own(&own, name, out));
+    out
+}
+
+fn write_own(own: &[pm::MetricFamily], name: &str, out: &mut Vec<u8>) {
+    if let Some(f) = own.iter().find(|f| f.name() == name) {
+        write_header(out, name, f.help(), f.r#type());
+        for m in &f.metric {
+            write_metric(out, name, f.r#type(), m);
         }
-    });
+    }
+}
+
+/// The text exposition, holding the store only while planning: the sample
+/// text of every group is shared, and is copied (and compressed) after the
+/// read lock is released, so scrapes do not hold up applying pushes.
+fn render_text_unlocked(state: &AppState, view: ReadView) -> Vec<u8> {
+    let own_names: Vec<&str> = SELF_FAMILIES.iter().map(|(n, _)| *n).collect();
+    let (plan, groups, series) = {
+        let store = view.store();
+        (
+            store.render_plan(&own_names),
+            store.group_count() as u64,
+            store.series_count(),
+        )
+    };
+    drop(view);
+    let own = state.metrics.families(&state.gateway, groups, series);
+    let size: usize = plan
+        .iter()
+        .map(|p| if let Piece::Text(b) = p { b.len() } else { 1024 })
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for piece in plan {
+        match piece {
+            Piece::Text(b) => out.extend_from_slice(&b),
+            Piece::Own(name) => write_own(&own, name, &mut out),
+        }
+    }
     out
 }
 
@@ -99,8 +133,11 @@ pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) 
     let index = view.index();
     let app = state.clone();
     let body = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        let text = render_exposition(&app, &view, protobuf);
-        drop(view);
+        let text = if protobuf {
+            render_exposition(&app, &view, true)
+        } else {
+            render_text_unlocked(&app, view)
+        };
         if gzip {
             let mut enc =
                 flate2::write::GzEncoder::new(Vec::with_capacity(text.len() / 6), flate2::Compression::fast());

@@ -494,6 +494,19 @@ impl Store {
     /// name and must write that family's header and own samples; the pushed
     /// samples follow under the same header.
     pub fn render_text(&self, out: &mut Vec<u8>, own_names: &[&str], mut own: impl FnMut(&str, &mut Vec<u8>)) {
+        for piece in self.render_plan(own_names) {
+            match piece {
+                Piece::Text(b) => out.extend_from_slice(&b),
+                Piece::Own(name) => own(name, out),
+            }
+        }
+    }
+
+    /// The exposition as a list of pieces: shared, pre-rendered text of every
+    /// group's families plus the few lines made here (headers, timestamps).
+    /// Cheap to build (no sample text is copied), so a scrape holds the store
+    /// only briefly and concatenates (and compresses) after letting go.
+    pub fn render_plan<'n>(&self, own_names: &[&'n str]) -> Vec<Piece<'n>> {
         let synthetic: &[&str] = if self.groups.is_empty() {
             &[]
         } else {
@@ -501,22 +514,40 @@ impl Store {
         };
         let mut names: Vec<&str> = self.family_index.keys().map(|n| n.as_ref()).collect();
         names.extend_from_slice(synthetic);
-        names.extend_from_slice(own_names);
         names.sort_unstable();
         names.dedup();
+        let mut pieces = Vec::with_capacity(self.groups.len() + names.len() * 2 + own_names.len());
+        let mut scratch = Vec::new();
+        let flush = |scratch: &mut Vec<u8>, pieces: &mut Vec<Piece<'n>>| {
+            if !scratch.is_empty() {
+                pieces.push(Piece::Text(Bytes::from(std::mem::take(scratch))));
+            }
+        };
+        // Merge the sorted own names into the sorted pushed names.
+        let mut own_iter = own_names.iter().peekable();
         for name in names {
+            while let Some(own) = own_iter.peek() {
+                if **own < name {
+                    flush(&mut scratch, &mut pieces);
+                    pieces.push(Piece::Own(own));
+                    own_iter.next();
+                } else {
+                    break;
+                }
+            }
             let keys = self.family_index.get(name);
-            if own_names.binary_search(&name).is_ok() {
-                own(name, out);
+            if own_iter.peek().is_some_and(|o| **o == name) {
+                flush(&mut scratch, &mut pieces);
+                pieces.push(Piece::Own(own_iter.next().copied().unwrap_or_default()));
             } else if name == PUSH_TIME || name == PUSH_FAILURE_TIME {
                 let (help, pick): (&str, fn(&Group) -> i64) = if name == PUSH_TIME {
                     (PUSH_TIME_HELP, |g| g.push_time)
                 } else {
                     (PUSH_FAILURE_TIME_HELP, |g| g.failure_time)
                 };
-                write_header(out, name, help, pm::MetricType::Gauge);
+                write_header(&mut scratch, name, help, pm::MetricType::Gauge);
                 for group in self.groups.values() {
-                    write_timestamp_sample(out, name, &group.key, pick(group));
+                    write_timestamp_sample(&mut scratch, name, &group.key, pick(group));
                 }
                 continue;
             } else if let Some(keys) = keys {
@@ -531,20 +562,26 @@ impl Store {
                     }
                 }
                 write_header(
-                    out,
+                    &mut scratch,
                     name,
                     help.as_deref().unwrap_or(""),
                     kind.unwrap_or(pm::MetricType::Untyped),
                 );
             }
             if let Some(keys) = keys {
+                flush(&mut scratch, &mut pieces);
                 for key in keys {
                     if let Some(f) = self.groups.get(key).and_then(|g| g.families.get(name)) {
-                        out.extend_from_slice(&f.text);
+                        pieces.push(Piece::Text(f.text.clone()));
                     }
                 }
             }
         }
+        flush(&mut scratch, &mut pieces);
+        for own in own_iter {
+            pieces.push(Piece::Own(own));
+        }
+        pieces
     }
 
     /// Merged families for protobuf exposition (pushed part only, same order as text).
@@ -650,6 +687,14 @@ impl Store {
         }
         Ok(store)
     }
+}
+
+/// One piece of a rendered exposition.
+pub enum Piece<'n> {
+    /// Text to copy as it is.
+    Text(Bytes),
+    /// Here goes the header and samples of the process's own family of this name.
+    Own(&'n str),
 }
 
 /// A consistent, shared copy of the groups for encoding a snapshot.
