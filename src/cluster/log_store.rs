@@ -68,11 +68,83 @@ impl Syncer {
     }
 }
 
+/// Log entries per sled tree. sled 0.34 never merges emptied tree nodes,
+/// so a single tree that is appended at one end and purged at the other
+/// keeps growing in memory and on disk; instead the log is cut into trees of
+/// this many entries, and a tree is dropped whole once purge has passed it.
+const SEGMENT_ENTRIES: u64 = 4096;
+
+fn segment_of(index: u64) -> u64 {
+    index / SEGMENT_ENTRIES
+}
+
+fn segment_name(segment: u64) -> String {
+    format!("log-{segment:016x}")
+}
+
+/// The log, as a sequence of sled trees (segments) by index range.
+struct Segments {
+    db: sled::Db,
+    open: Mutex<std::collections::BTreeMap<u64, sled::Tree>>,
+}
+
+impl Segments {
+    fn open(db: &sled::Db) -> sled::Result<Segments> {
+        let mut open = std::collections::BTreeMap::new();
+        for name in db.tree_names() {
+            if let Some(seg) = std::str::from_utf8(&name).ok().and_then(|n| n.strip_prefix("log-")) {
+                if let Ok(seg) = u64::from_str_radix(seg, 16) {
+                    open.insert(seg, db.open_tree(&name)?);
+                }
+            }
+        }
+        Ok(Segments {
+            db: db.clone(),
+            open: Mutex::new(open),
+        })
+    }
+
+    fn tree(&self, segment: u64) -> sled::Result<sled::Tree> {
+        let mut open = self.open.lock();
+        if let Some(t) = open.get(&segment) {
+            return Ok(t.clone());
+        }
+        let t = self.db.open_tree(segment_name(segment))?;
+        open.insert(segment, t.clone());
+        Ok(t)
+    }
+
+    /// Existing segments in `[from, to]`.
+    fn existing(&self, from: u64, to: u64) -> Vec<(u64, sled::Tree)> {
+        self.open
+            .lock()
+            .range(from..=to)
+            .map(|(s, t)| (*s, t.clone()))
+            .collect()
+    }
+
+    fn last_entry(&self) -> sled::Result<Option<sled::IVec>> {
+        let trees: Vec<sled::Tree> = self.open.lock().values().rev().cloned().collect();
+        for t in trees {
+            if let Some((_, v)) = t.last()? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    fn drop_segment(&self, segment: u64) -> sled::Result<()> {
+        self.open.lock().remove(&segment);
+        self.db.drop_tree(segment_name(segment))?;
+        Ok(())
+    }
+}
+
 /// The sled-backed log store. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
-    log: sled::Tree,
+    log: Arc<Segments>,
     meta: sled::Tree,
     syncer: Arc<Syncer>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
@@ -106,7 +178,7 @@ impl LogStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| io::Error::other(format!("cannot open the Raft log in {}: {e}", dir.display())))?;
-        let log = db.open_tree("log").map_err(io::Error::other)?;
+        let log = Arc::new(Segments::open(&db).map_err(io::Error::other)?);
         let meta = db.open_tree("meta").map_err(io::Error::other)?;
         let db_file = File::open(dir.join("db"))?;
         // Make the directory entries of a new log durable once.
@@ -228,14 +300,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
-        let iter = match end {
-            Some(end) => self.log.range(index_key(start)..index_key(end)),
-            None => self.log.range(index_key(start)..),
-        };
         let mut out = Vec::new();
-        for item in iter {
-            let (_, value) = item.map_err(read_err)?;
-            out.push(Self::decode_entry(&value)?);
+        let last_segment = end.map_or(u64::MAX, |e| segment_of(e.saturating_sub(1)));
+        if end.is_some_and(|e| e <= start) {
+            return Ok(out);
+        }
+        for (_, tree) in self.log.existing(segment_of(start), last_segment) {
+            let iter = match end {
+                Some(end) => tree.range(index_key(start)..index_key(end)),
+                None => tree.range(index_key(start)..),
+            };
+            for item in iter {
+                let (_, value) = item.map_err(read_err)?;
+                out.push(Self::decode_entry(&value)?);
+            }
         }
         Ok(out)
     }
@@ -246,8 +324,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.get_optional_log_id(KEY_LAST_PURGED)?;
-        let last = match self.log.last().map_err(read_err)? {
-            Some((_, value)) => Some(Self::decode_entry(&value)?.log_id),
+        let last = match self.log.last_entry().map_err(read_err)? {
+            Some(value) => Some(Self::decode_entry(&value)?.log_id),
             None => None,
         };
         Ok(LogState {
@@ -295,16 +373,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
+        // One sled batch per segment, applied in index order.
+        let mut batches: Vec<(u64, sled::Batch)> = Vec::new();
         let mut count = 0;
         for entry in entries {
-            batch.insert(
-                &index_key(entry.log_id.index),
-                codec::entry_to_pb(&entry).encode_to_vec(),
-            );
+            let segment = segment_of(entry.log_id.index);
+            if batches.last().is_none_or(|(s, _)| *s != segment) {
+                batches.push((segment, sled::Batch::default()));
+            }
+            if let Some((_, batch)) = batches.last_mut() {
+                batch.insert(
+                    &index_key(entry.log_id.index),
+                    codec::entry_to_pb(&entry).encode_to_vec(),
+                );
+            }
             count += 1;
         }
-        self.log.apply_batch(batch).map_err(write_err)?;
+        for (segment, batch) in batches {
+            self.log
+                .tree(segment)
+                .map_err(write_err)?
+                .apply_batch(batch)
+                .map_err(write_err)?;
+        }
         ClusterStats::add(&self.stats.entries_appended, count);
         self.flusher
             .send(callback)
@@ -313,12 +404,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(index_key(log_id.index)..) {
-            let (key, _) = item.map_err(read_err)?;
-            batch.remove(key);
+        for (_, tree) in self.log.existing(segment_of(log_id.index), u64::MAX) {
+            let mut batch = sled::Batch::default();
+            for item in tree.range(index_key(log_id.index)..) {
+                let (key, _) = item.map_err(read_err)?;
+                batch.remove(key);
+            }
+            tree.apply_batch(batch).map_err(write_err)?;
         }
-        self.log.apply_batch(batch).map_err(write_err)?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.sync_now())
             .await
@@ -333,12 +426,51 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         tokio::task::spawn_blocking(move || this.sync_now())
             .await
             .map_err(write_err)??;
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=index_key(log_id.index)) {
-            let (key, _) = item.map_err(read_err)?;
-            batch.remove(key);
+        let upto = log_id.index;
+        for (segment, tree) in self.log.existing(0, segment_of(upto)) {
+            let segment_end = (segment + 1) * SEGMENT_ENTRIES - 1;
+            if segment_end <= upto {
+                self.log.drop_segment(segment).map_err(write_err)?;
+            } else {
+                let mut batch = sled::Batch::default();
+                for item in tree.range(..=index_key(upto)) {
+                    let (key, _) = item.map_err(read_err)?;
+                    batch.remove(key);
+                }
+                tree.apply_batch(batch).map_err(write_err)?;
+            }
         }
-        self.log.apply_batch(batch).map_err(write_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::super::state_machine::StateMachine;
+    use super::super::stats::ClusterStats;
+    use super::super::types::{StorageError, TypeConfig};
+    use super::LogStore;
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let stats = Arc::new(ClusterStats::default());
+            let log = LogStore::open(&dir.path().join("log"), 8 << 20, stats.clone()).expect("log store");
+            let sm = StateMachine::open(&dir.path().join("snapshots"), stats).expect("state machine");
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's own storage conformance suite (log, vote, purge, truncate,
+    /// snapshots, apply) against the sled log store and the state machine.
+    #[test]
+    fn openraft_storage_suite() -> Result<(), StorageError> {
+        Suite::test_all(Builder)
     }
 }
