@@ -211,14 +211,20 @@ impl LogStore {
                     }
                 }
             })?;
-        Ok(LogStore {
+        let store = LogStore {
             db,
             log,
             meta,
             syncer,
             flusher,
             stats,
-        })
+        };
+        let committed = store.committed_index();
+        store
+            .stats
+            .committed_index
+            .fetch_max(committed, std::sync::atomic::Ordering::Relaxed);
+        Ok(store)
     }
 
     fn sync_now(&self) -> Result<(), StorageError> {
