@@ -399,3 +399,88 @@ fn a_node_whose_disk_was_lost_does_not_rejoin_and_is_replaced() {
     assert_eq!(node.server.pushed_exposition(), want);
     cluster.nodes.insert(new_id, node);
 }
+
+#[test]
+fn scaling_three_to_five_to_three() {
+    let mut cluster = TestCluster::start("scale", 3, &["--web.enable-admin-api"]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let c = client();
+    assert_eq!(
+        c.put(cluster.node(leader).url("/metrics/job/scale"))
+            .body("s 1\n")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    let via = cluster.node(leader).url("");
+    let cli = |args: &[String]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(args)
+            .arg(format!("--url={via}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pushgate {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // 3 -> 5: start nodes 4 and 5 with a peer list naming them, then add them.
+    let mut peers = cluster.peers.clone();
+    let mut added = Vec::new();
+    for id in [4u64, 5] {
+        let (grpc, proxy) = (common::free_port(), common::free_port());
+        let addr = format!("{}:{proxy}", common::cluster::node_ip(id));
+        peers = format!("{peers},{id}={addr}");
+        let node = cluster.launch(id, grpc, proxy, &peers);
+        std::thread::sleep(Duration::from_millis(300));
+        cli(&[
+            "cluster".into(),
+            "add".into(),
+            format!("--node-id={id}"),
+            format!("--address={addr}"),
+        ]);
+        added.push(node);
+    }
+    for node in &mut added {
+        node.server.wait_ready(Duration::from_secs(20));
+    }
+    let voters = |cluster: &TestCluster| -> Vec<u64> {
+        let s = cluster.status(leader).unwrap();
+        s["voters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(voters(&cluster), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        c.put(added[1].server.url("/metrics/job/scale"))
+            .body("s 2\n")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    let want = cluster.node(leader).pushed_exposition();
+    assert_eq!(added[0].server.pushed_exposition(), want);
+    // 5 -> 3: remove them again, one at a time.
+    for id in [5u64, 4] {
+        cli(&["cluster".into(), "remove".into(), format!("--node-id={id}")]);
+    }
+    assert_eq!(voters(&cluster), vec![1, 2, 3]);
+    assert_eq!(
+        c.put(cluster.node(leader).url("/metrics/job/scale"))
+            .body("s 3\n")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    for id in 1..=3 {
+        let text = cluster.node(id).pushed_exposition();
+        assert!(text.contains("s{instance=\"\",job=\"scale\"} 3\n"), "node {id}");
+    }
+}
