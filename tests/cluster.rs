@@ -315,14 +315,7 @@ fn a_node_whose_disk_was_lost_does_not_rejoin_and_is_replaced() {
     let mut cluster = TestCluster::start("disk-loss", 3, &["--web.enable-admin-api"]);
     let leader = cluster.wait_leader(Duration::from_secs(10));
     let c = client();
-    assert_eq!(
-        c.put(cluster.node(leader).url("/metrics/job/before"))
-            .body("b 1\n")
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    cluster.node(leader).put_ok("/metrics/job/before", "b 1\n");
     let lost = (1..=3).find(|id| *id != leader).unwrap();
     cluster.node_mut(lost).kill9();
     let dir = cluster.node(lost).dir.clone();
@@ -348,19 +341,8 @@ fn a_node_whose_disk_was_lost_does_not_rejoin_and_is_replaced() {
     cluster.node_mut(lost).kill9();
     // Through the CLI, against any node (here a follower: the change is forwarded to the leader).
     let follower = (1..=3).find(|id| *id != leader && *id != lost).unwrap();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .args(args)
-            .arg(format!("--url={}", cluster.node(follower).url("")))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pushgate {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let via = cluster.node(follower).url("");
+    let cli = |args: &[&str]| common::cli(&via, args);
     let removed = cli(&["cluster", "remove", &format!("--node-id={lost}")]);
     assert!(removed.contains("voters"), "{removed}");
     let status = cli(&["cluster", "status"]);
@@ -405,26 +387,10 @@ fn scaling_three_to_five_to_three() {
     let mut cluster = TestCluster::start("scale", 3, &["--web.enable-admin-api"]);
     let leader = cluster.wait_leader(Duration::from_secs(10));
     let c = client();
-    assert_eq!(
-        c.put(cluster.node(leader).url("/metrics/job/scale"))
-            .body("s 1\n")
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    cluster.node(leader).put_ok("/metrics/job/scale", "s 1\n");
     let via = cluster.node(leader).url("");
-    let cli = |args: &[String]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .args(args)
-            .arg(format!("--url={via}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pushgate {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let cli = |args: &[&str]| {
+        common::cli(&via, args);
     };
     // 3 -> 5: start nodes 4 and 5 with a peer list naming them, then add them.
     let mut peers = cluster.peers.clone();
@@ -436,10 +402,10 @@ fn scaling_three_to_five_to_three() {
         let node = cluster.launch(id, grpc, proxy, &peers);
         std::thread::sleep(Duration::from_millis(300));
         cli(&[
-            "cluster".into(),
-            "add".into(),
-            format!("--node-id={id}"),
-            format!("--address={addr}"),
+            "cluster",
+            "add",
+            &format!("--node-id={id}"),
+            &format!("--address={addr}"),
         ]);
         added.push(node);
     }
@@ -468,7 +434,7 @@ fn scaling_three_to_five_to_three() {
     assert_eq!(added[0].server.pushed_exposition(), want);
     // 5 -> 3: remove them again, one at a time.
     for id in [5u64, 4] {
-        cli(&["cluster".into(), "remove".into(), format!("--node-id={id}")]);
+        cli(&["cluster", "remove", &format!("--node-id={id}")]);
     }
     assert_eq!(voters(&cluster), vec![1, 2, 3]);
     assert_eq!(

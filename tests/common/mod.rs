@@ -212,3 +212,26 @@ pub fn temp_dir(name: &str) -> tempfile::TempDir {
         .tempdir()
         .expect("temp dir")
 }
+
+impl Server {
+    /// PUT that must be acknowledged with 200.
+    pub fn put_ok(&self, path: &str, body: &str) {
+        let r = self.put(path, body);
+        assert_eq!(r.status(), 200, "PUT {path}: {}", r.text().unwrap_or_default());
+    }
+}
+
+/// Runs `pushgate <args> --url=<url>` (the admin client) and returns its stdout.
+pub fn cli(url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(args)
+        .arg(format!("--url={url}"))
+        .output()
+        .expect("run pushgate");
+    assert!(
+        out.status.success(),
+        "pushgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
