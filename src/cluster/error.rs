@@ -38,20 +38,6 @@ pub enum WriteError {
     Stopped(String),
 }
 
-impl WriteError {
-    /// Whether the client can be sure the change was not made.
-    pub fn definitely_not_applied(&self) -> bool {
-        matches!(
-            self,
-            WriteError::QueueFull { .. }
-                | WriteError::NotLeader { .. }
-                | WriteError::NoLeader
-                | WriteError::NoQuorum(_)
-                | WriteError::RefusedByLeader(_)
-        )
-    }
-}
-
 /// Why a consistent read could not be served.
 #[derive(Debug, Error, Clone)]
 pub enum ReadError {

@@ -143,7 +143,6 @@ impl Segments {
 /// The sled-backed log store. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
     log: Arc<Segments>,
     meta: sled::Tree,
     syncer: Arc<Syncer>,
@@ -212,7 +211,6 @@ impl LogStore {
                 }
             })?;
         let store = LogStore {
-            db,
             log,
             meta,
             syncer,
@@ -229,6 +227,14 @@ impl LogStore {
 
     fn sync_now(&self) -> Result<(), StorageError> {
         self.syncer.sync().map_err(write_err)
+    }
+
+    /// `sync_now` on a blocking thread, off the Raft core task.
+    async fn sync_off_thread(&self, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.sync_now())
+            .await
+            .map_err(|e| io_error(ErrorVerb::Write, subject, e))?
     }
 
     fn get_meta<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>, StorageError> {
@@ -283,11 +289,6 @@ impl LogStore {
     fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
         let record = pb::LogEntry::decode(bytes).map_err(read_err)?;
         codec::entry_from_pb(record).map_err(read_err)
-    }
-
-    /// Disk space used by the log (sled's own estimate).
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
     }
 }
 
@@ -346,10 +347,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.put_meta(KEY_VOTE, &codec::vote_to_pb(vote))?;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.sync_now())
-            .await
-            .map_err(|e| io_error(ErrorVerb::Write, ErrorSubject::Vote, e))?
+        self.sync_off_thread(ErrorSubject::Vote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -418,20 +416,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             tree.apply_batch(batch).map_err(write_err)?;
         }
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.sync_now())
-            .await
-            .map_err(write_err)?
+        self.sync_off_thread(ErrorSubject::Logs).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // The purge marker is durable before any entry is removed, so a crash
         // in between never leaves a log that starts after a hole.
         self.put_optional_log_id(KEY_LAST_PURGED, Some(&log_id))?;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.sync_now())
-            .await
-            .map_err(write_err)??;
+        self.sync_off_thread(ErrorSubject::Logs).await?;
         let upto = log_id.index;
         for (segment, tree) in self.log.existing(0, segment_of(upto)) {
             let segment_end = (segment + 1) * SEGMENT_ENTRIES - 1;

@@ -109,7 +109,6 @@ pub struct ClusterNode {
     shared: Arc<SharedState>,
     stats: Arc<ClusterStats>,
     batcher: Batcher,
-    log_store: LogStore,
     config: NodeConfig,
     peers: Peers,
     identity: Arc<Identity>,
@@ -173,7 +172,7 @@ impl ClusterNode {
             config.node_id,
             Arc::new(raft_config),
             Network::new(peers.clone()),
-            log_store.clone(),
+            log_store,
             state_machine,
         )
         .await
@@ -257,7 +256,6 @@ impl ClusterNode {
             shared,
             stats,
             batcher,
-            log_store,
             config,
             peers,
             identity,
@@ -454,10 +452,6 @@ impl ClusterNode {
         &self.stats
     }
 
-    pub fn log_size_on_disk(&self) -> u64 {
-        self.log_store.size_on_disk()
-    }
-
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -483,10 +477,6 @@ impl ClusterNode {
                     .collect()
             }),
         }
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
     }
 
     /// Stops Raft and the cluster server (in-flight writes get an error).

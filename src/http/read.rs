@@ -60,30 +60,24 @@ fn index_header(r: &mut Response, index: u64) {
     }
 }
 
-/// Renders the scrape body: own families merged with every pushed family.
-pub fn render_exposition(state: &AppState, view: &ReadView, protobuf: bool) -> Vec<u8> {
+/// The protobuf scrape body: own families merged with every pushed family.
+fn render_protobuf(state: &AppState, view: &ReadView) -> Vec<u8> {
     let store = view.store();
     let own = state
         .metrics
         .families(&state.gateway, store.group_count() as u64, store.series_count());
-    let mut out = Vec::with_capacity(store.series_count() as usize * 80 + 16 * 1024);
-    if protobuf {
-        let mut pushed = store.merged_families();
-        let mut all: Vec<pm::MetricFamily> = Vec::with_capacity(own.len() + pushed.len());
-        for mut f in own {
-            if let Some(i) = pushed.iter().position(|p| p.name == f.name) {
-                f.metric.extend(pushed.remove(i).metric);
-            }
-            all.push(f);
+    let mut pushed = store.merged_families();
+    let mut all: Vec<pm::MetricFamily> = Vec::with_capacity(own.len() + pushed.len());
+    for mut f in own {
+        if let Some(i) = pushed.iter().position(|p| p.name == f.name) {
+            f.metric.extend(pushed.remove(i).metric);
         }
-        all.extend(pushed);
-        all.sort_by(|a, b| a.name().cmp(b.name()));
-        encode_delimited(&all, &mut out);
-        return out;
+        all.push(f);
     }
-    let mut own_names: Vec<&str> = own.iter().map(|f| f.name()).collect();
-    own_names.sort_unstable();
-    store.render_text(&mut out, &own_names, |name, out| write_own(&own, name, out));
+    all.extend(pushed);
+    all.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut out = Vec::new();
+    encode_delimited(&all, &mut out);
     out
 }
 
@@ -134,7 +128,7 @@ pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) 
     let app = state.clone();
     let body = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let text = if protobuf {
-            render_exposition(&app, &view, true)
+            render_protobuf(&app, &view)
         } else {
             render_text_unlocked(&app, view)
         };

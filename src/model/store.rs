@@ -146,10 +146,6 @@ impl Store {
         self.series_count
     }
 
-    pub fn clock(&self) -> i64 {
-        self.clock
-    }
-
     /// Applies one batch entry's mutations, in order, at the leader's `time`.
     pub fn apply_batch<'a>(
         &mut self,
@@ -481,11 +477,6 @@ impl Store {
             }
             self.series_count -= family.series.len() as u64;
         }
-    }
-
-    /// Names of every pushed family with at least one series, sorted.
-    pub fn family_names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.family_index.keys()
     }
 
     /// Writes the pushed part of the exposition: every family (merged across
