@@ -22,6 +22,15 @@ def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 
+def rss_detail(pid):
+    d = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(("RssAnon", "RssFile", "VmRSS")):
+                d[line.split(":")[0]] = int(line.split()[1])
+    return d
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -195,6 +204,7 @@ def main():
             memory("pushgate", lambda p, d: pushgate_cmd(binary, p, d), 1000, 33, 10, out)
             if args.reference:
                 memory("reference", lambda p, d: reference_cmd(args.reference, p, d), 1000, 33, 10, out)
+        memory("pushgate", lambda p, d: pushgate_cmd(binary, p, d), 10000, 33, 10, out)
         memory("pushgate", lambda p, d: pushgate_cmd(binary, p, d), 1000, 500, 10, out)
     if "restart" in only:
         restart(binary, 200, 500, out)

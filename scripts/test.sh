@@ -31,6 +31,13 @@ fi
 log "cargo test (unit and black-box tests)"
 cargo test --release --workspace
 
+# ---- fault simulation (real nodes on turmoil hosts) -------------------------
+log "fault simulation: the checker catches each deliberate bug (feature bug-injection)"
+cargo test --release -p simulation --features bug-injection
+
+log "fault simulation: every scenario, seeds 0..20"
+cargo run --release -q -p simulation -- --seeds 0..20 --scenario all
+
 # ---- conformance against the real binary -----------------------------------
 if [[ -d $SHARED/conformance ]]; then
   log "Pushgateway conformance suite against target/release/pushgate"

@@ -142,7 +142,8 @@ pub struct ServerFlags {
     #[arg(long = "storage.path", default_value = "./data")]
     pub storage_path: PathBuf,
 
-    /// Build a snapshot and purge the log after this many log entries.
+    /// Build a snapshot and purge the log after this many log entries. A
+    /// snapshot is also taken once the log since the last one outweighs it.
     #[arg(long = "storage.snapshot-every", default_value_t = 1000)]
     pub snapshot_every: u64,
 

@@ -14,9 +14,11 @@ pub mod pb {
 }
 
 pub mod admin;
+pub mod blocking;
 pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod model;
 pub mod server;
+pub mod transport;

@@ -1,16 +1,19 @@
 //! Wires the layers together and runs a node until it is asked to stop.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cluster::{ClusterNode, NodeConfig};
+use crate::cluster::{ClusterNode, Environment, NodeConfig};
 use crate::config::{listen_address, parse_peers, route_prefix, ServerFlags};
 use crate::gateway::{Gateway, GatewayConfig, ReadConsistency};
 use crate::http::self_metrics::SelfMetrics;
 use crate::http::{app, AppState, HttpConfig};
 use crate::model::api_json::rfc3339_nanos;
+use crate::transport::HttpListener;
 
 /// Why the server stopped with an error (the process exits non-zero).
 #[derive(Debug, thiserror::Error)]
@@ -25,24 +28,41 @@ pub enum ServerError {
     Serve(std::io::Error),
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-/// Runs a node with these flags until SIGINT, SIGTERM or `/-/quit`.
-pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
-    flags.validate().map_err(ServerError::Flags)?;
-    let peers = parse_peers(&flags.cluster_peers).map_err(ServerError::Flags)?;
-    let advertise = if !flags.cluster_advertise_address.is_empty() {
+/// The address other nodes reach this node's cluster port at.
+fn advertise_address(flags: &ServerFlags, peers: &BTreeMap<u64, String>) -> String {
+    if !flags.cluster_advertise_address.is_empty() {
         flags.cluster_advertise_address.clone()
     } else if let Some(addr) = peers.get(&flags.node_id) {
         addr.clone()
     } else {
         listen_address(&flags.cluster_listen_address)
-    };
+    }
+}
+
+/// Runs a node with these flags on the OS's network until SIGINT, SIGTERM or
+/// `/-/quit`.
+pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
+    flags.validate().map_err(ServerError::Flags)?;
+    let peers = parse_peers(&flags.cluster_peers).map_err(ServerError::Flags)?;
+    // With one loopback address per node (a local cluster), dial peers from
+    // this node's own address so that every connection's source names its node.
+    let source_ip = advertise_address(&flags, &peers)
+        .rsplit_once(':')
+        .and_then(|(host, _)| host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+        .filter(|ip| ip.is_loopback() && *ip != IpAddr::from([127, 0, 0, 1]));
+    serve(flags, Environment::os(source_ip), wait_for_signal()).await
+}
+
+/// Runs a node with these flags in `env` until `stop` completes or `/-/quit`.
+/// The deterministic simulation runs nodes through here too.
+pub async fn serve(
+    flags: ServerFlags,
+    env: Environment,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    flags.validate().map_err(ServerError::Flags)?;
+    let peers = parse_peers(&flags.cluster_peers).map_err(ServerError::Flags)?;
+    let advertise = advertise_address(&flags, &peers);
     let node_config = NodeConfig {
         node_id: flags.node_id,
         advertise_addr: advertise,
@@ -62,7 +82,7 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
     let mut listeners = Vec::new();
     for addr in &flags.listen_addresses {
         let bind = listen_address(addr);
-        let listener = TcpListener::bind(&bind).await.map_err(|source| ServerError::Listen {
+        let listener = env.transport.bind(&bind).await.map_err(|source| ServerError::Listen {
             addr: bind.clone(),
             source,
         })?;
@@ -71,7 +91,8 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
     }
 
     tracing::info!(path = %flags.storage_path.display(), node_id = flags.node_id, "opening storage");
-    let node = ClusterNode::start(node_config).await?;
+    let started_at = (env.clock)();
+    let node = ClusterNode::start(node_config, env).await?;
     let gateway = Arc::new(Gateway::new(
         node.clone(),
         GatewayConfig {
@@ -96,13 +117,13 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
             flags: flags.flag_map(),
         }),
         metrics: Arc::new(SelfMetrics::new()),
-        start_time: rfc3339_nanos(now_nanos()).into(),
+        start_time: rfc3339_nanos(started_at).into(),
         quit: quit_tx.clone(),
     };
 
     let signals = quit_tx.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        stop.await;
         let _ = signals.send(true);
     });
 
@@ -112,7 +133,7 @@ pub async fn run(flags: ServerFlags) -> Result<(), ServerError> {
         let router = router.clone();
         let mut stop = quit_tx.subscribe();
         servers.spawn(async move {
-            axum::serve(listener, router)
+            axum::serve(HttpListener(listener), router)
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|q| *q).await;
                 })

@@ -257,6 +257,27 @@ fn snapshots_purge_the_log_and_restore_on_restart() {
     assert_eq!(s.pushed_exposition(), before);
 }
 
+/// A log that outgrows the state is snapshotted even when the entry count
+/// (`--storage.snapshot-every`) is far away: memory and replay stay bounded.
+#[test]
+fn a_log_larger_than_the_state_triggers_a_snapshot() {
+    let tmp = temp_dir("snapshot-bytes");
+    let s = Server::start_in(&tmp.path().join("data"), &["--storage.snapshot-every=1000000"]);
+    // One group rewritten over and over: the state stays ~20 kB, the log grows.
+    let body: String = (0..400).map(|k| format!("big{{k=\"{k}\"}} 1\n")).collect();
+    for _ in 0..300 {
+        s.put_ok("/metrics/job/bytes", &body);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.self_metric("pushgate_snapshots_built_total") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log outgrew the state and no snapshot was built"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn persistence_file_is_refused_and_points_to_storage_path() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))

@@ -20,6 +20,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use super::bugs::{self, Bug};
 use super::codec::FORMAT_VERSION;
 use super::error::WriteError;
 use super::stats::ClusterStats;
@@ -90,6 +91,18 @@ impl Batcher {
 
     /// Queues a mutation and waits for its outcome.
     pub async fn submit(&self, mutation: Arc<pb::Mutation>) -> Result<Committed, WriteError> {
+        if bugs::active(Bug::AckBeforeCommit) {
+            let this = self.clone();
+            tokio::spawn(async move { this.queue_and_wait(mutation).await });
+            return Ok(Committed {
+                outcome: Outcome::Pushed,
+                index: 0,
+            });
+        }
+        self.queue_and_wait(mutation).await
+    }
+
+    async fn queue_and_wait(&self, mutation: Arc<pb::Mutation>) -> Result<Committed, WriteError> {
         let size = mutation.encoded_len();
         let full = || WriteError::QueueFull {
             capacity: self.capacity,

@@ -86,6 +86,6 @@ impl Identity {
 
     /// A fresh random cluster id.
     pub fn new_cluster_id() -> String {
-        format!("{:032x}", rand::random::<u128>())
+        format!("{:032x}", super::runtime::random_u128())
     }
 }

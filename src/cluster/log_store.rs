@@ -64,8 +64,21 @@ impl Syncer {
             *synced = present;
         }
         ClusterStats::add(&self.stats.fsyncs, 1);
+        release_deferred_buffers();
         Ok(())
     }
+}
+
+/// Hands this thread's deferred sled garbage to the global collector and runs it.
+///
+/// sled seals its in-memory write buffer on every flush and frees the old one
+/// through crossbeam-epoch's deferred destruction. Deferred drops wait in a
+/// per-thread bag of 64 until it fills, and each may pin a 512 KiB segment
+/// buffer: measured with heaptrack, this thread alone kept about 6 MB of
+/// buffers alive that were already unreachable. Flushing the bag after each
+/// sync bounds that to the buffers still in flight.
+fn release_deferred_buffers() {
+    crossbeam_epoch::pin().flush();
 }
 
 /// Log entries per sled tree. sled 0.34 never merges emptied tree nodes,
@@ -146,8 +159,38 @@ pub struct LogStore {
     log: Arc<Segments>,
     meta: sled::Tree,
     syncer: Arc<Syncer>,
-    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// The sync thread's queue; `None` when blocking work runs inline
+    /// (`crate::blocking`), and `append` syncs before it returns.
+    flusher: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
     stats: Arc<ClusterStats>,
+}
+
+/// Starts the thread that makes appended entries durable.
+///
+/// Appends only queue their callback; the thread syncs once for every
+/// callback waiting (group commit across appends) and then completes them.
+fn spawn_sync_thread(syncer: Arc<Syncer>) -> io::Result<mpsc::Sender<LogFlushed<TypeConfig>>> {
+    let (flusher, requests) = mpsc::channel::<LogFlushed<TypeConfig>>();
+    std::thread::Builder::new()
+        .name("pushgate-log-sync".into())
+        .spawn(move || {
+            while let Ok(first) = requests.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(requests.try_iter());
+                let result = syncer.sync();
+                for callback in waiting {
+                    let r = match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    };
+                    callback.log_io_completed(r);
+                }
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "syncing the Raft log failed; this node stops accepting writes");
+                }
+            }
+        })?;
+    Ok(flusher)
 }
 
 fn io_error(verb: ErrorVerb, subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
@@ -189,27 +232,11 @@ impl LogStore {
             synced_blobs: Mutex::new(HashSet::new()),
             stats: stats.clone(),
         });
-        let (flusher, requests) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let thread_syncer = syncer.clone();
-        std::thread::Builder::new()
-            .name("pushgate-log-sync".into())
-            .spawn(move || {
-                while let Ok(first) = requests.recv() {
-                    let mut waiting = vec![first];
-                    waiting.extend(requests.try_iter());
-                    let result = thread_syncer.sync();
-                    for callback in waiting {
-                        let r = match &result {
-                            Ok(()) => Ok(()),
-                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                        };
-                        callback.log_io_completed(r);
-                    }
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "syncing the Raft log failed; this node stops accepting writes");
-                    }
-                }
-            })?;
+        let flusher = if crate::blocking::inline() {
+            None
+        } else {
+            Some(spawn_sync_thread(syncer.clone())?)
+        };
         let store = LogStore {
             log,
             meta,
@@ -232,7 +259,7 @@ impl LogStore {
     /// `sync_now` on a blocking thread, off the Raft core task.
     async fn sync_off_thread(&self, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.sync_now())
+        crate::blocking::run(move || this.sync_now())
             .await
             .map_err(|e| io_error(ErrorVerb::Write, subject, e))?
     }
@@ -380,16 +407,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // One sled batch per segment, applied in index order.
         let mut batches: Vec<(u64, sled::Batch)> = Vec::new();
         let mut count = 0;
+        let mut bytes = 0;
         for entry in entries {
             let segment = segment_of(entry.log_id.index);
             if batches.last().is_none_or(|(s, _)| *s != segment) {
                 batches.push((segment, sled::Batch::default()));
             }
             if let Some((_, batch)) = batches.last_mut() {
-                batch.insert(
-                    &index_key(entry.log_id.index),
-                    codec::entry_to_pb(&entry).encode_to_vec(),
-                );
+                let record = codec::entry_to_pb(&entry).encode_to_vec();
+                bytes += record.len() as u64;
+                batch.insert(&index_key(entry.log_id.index), record);
             }
             count += 1;
         }
@@ -401,9 +428,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(write_err)?;
         }
         ClusterStats::add(&self.stats.entries_appended, count);
-        self.flusher
-            .send(callback)
-            .map_err(|_| write_err(io::Error::other("the log sync thread has stopped")))?;
+        ClusterStats::add(&self.stats.log_bytes_appended, bytes);
+        match &self.flusher {
+            Some(flusher) => flusher
+                .send(callback)
+                .map_err(|_| write_err(io::Error::other("the log sync thread has stopped")))?,
+            None => callback.log_io_completed(self.syncer.sync()),
+        }
         Ok(())
     }
 
@@ -460,7 +491,7 @@ mod tests {
             let dir = tempfile::tempdir().expect("temp dir");
             let stats = Arc::new(ClusterStats::default());
             let log = LogStore::open(&dir.path().join("log"), 8 << 20, stats.clone()).expect("log store");
-            let sm = StateMachine::open(&dir.path().join("snapshots"), stats).expect("state machine");
+            let sm = StateMachine::open(&dir.path().join("snapshots"), 1, stats).expect("state machine");
             Ok((dir, log, sm))
         }
     }

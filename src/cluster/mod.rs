@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod batcher;
+pub mod bugs;
 pub mod codec;
 pub mod error;
 pub mod identity;
@@ -15,11 +16,13 @@ pub mod membership;
 pub mod network;
 pub mod node;
 pub mod rpc_codec;
+pub mod runtime;
 pub mod service;
 pub mod state_machine;
 pub mod stats;
 pub mod types;
 
+pub use batcher::Clock;
 pub use batcher::Committed;
 pub use error::{ReadError, StartError, WriteError};
-pub use node::{ClusterNode, NodeConfig, NodeStatus};
+pub use node::{ClusterNode, Environment, NodeConfig, NodeStatus};

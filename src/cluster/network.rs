@@ -23,6 +23,7 @@ use super::rpc_codec;
 use super::types::{NodeId, TypeConfig, Vote};
 use crate::pb::pushgate::v1 as pb;
 use crate::pb::pushgate::v1::replica_client::ReplicaClient;
+use crate::transport::Transport;
 
 /// Metadata key carrying the sender's cluster id.
 pub const CLUSTER_ID_HEADER: &str = "x-pushgate-cluster-id";
@@ -35,23 +36,15 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     identity: Arc<Identity>,
-    source_ip: Option<std::net::IpAddr>,
+    transport: Arc<dyn Transport>,
 }
 
 impl Peers {
-    /// `advertise_addr` is this node's own cluster address. When it is a
-    /// loopback IP other than 127.0.0.1 (a local multi-node set-up, one
-    /// loopback address per node), outgoing connections are made from that
-    /// address too, so that every connection's source names its node.
-    pub fn new(identity: Arc<Identity>, advertise_addr: &str) -> Self {
-        let source_ip = advertise_addr
-            .rsplit_once(':')
-            .and_then(|(host, _)| host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok())
-            .filter(|ip| ip.is_loopback() && *ip != std::net::IpAddr::from([127, 0, 0, 1]));
+    pub fn new(identity: Arc<Identity>, transport: Arc<dyn Transport>) -> Self {
         Peers {
             channels: Arc::new(Mutex::new(HashMap::new())),
             identity,
-            source_ip,
+            transport,
         }
     }
 
@@ -66,10 +59,8 @@ impl Peers {
                     .connect_timeout(Duration::from_millis(500))
                     .http2_keep_alive_interval(Duration::from_millis(500))
                     .keep_alive_timeout(Duration::from_secs(1))
-                    .keep_alive_while_idle(true)
-                    .tcp_nodelay(true)
-                    .local_address(self.source_ip);
-                let channel = endpoint.connect_lazy();
+                    .keep_alive_while_idle(true);
+                let channel = self.transport.channel(endpoint);
                 channels.insert(addr.to_string(), channel.clone());
                 channel
             }

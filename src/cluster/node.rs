@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, ServerState};
@@ -19,6 +21,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use super::batcher::{Batcher, Clock, Committed};
+use super::bugs::{self, Bug};
 use super::error::{ReadError, StartError, WriteError};
 use super::identity::Identity;
 use super::log_store::LogStore;
@@ -30,6 +33,7 @@ use super::state_machine::{AppliedState, SharedState, StateMachine};
 use super::stats::ClusterStats;
 use super::types::{NodeId, Raft};
 use crate::pb::pushgate::v1 as pb;
+use crate::transport::{incoming, Os, Transport};
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
@@ -125,6 +129,25 @@ fn system_clock() -> Clock {
     })
 }
 
+/// What a node takes from the world around it: wall-clock time (for push
+/// timestamps, stamped by the leader) and sockets. Production uses the system
+/// clock and the OS's TCP; the simulation injects its own.
+#[derive(Clone)]
+pub struct Environment {
+    pub clock: Clock,
+    pub transport: Arc<dyn Transport>,
+}
+
+impl Environment {
+    /// The system clock and the OS's TCP, dialling peers from `source_ip`.
+    pub fn os(source_ip: Option<std::net::IpAddr>) -> Self {
+        Environment {
+            clock: system_clock(),
+            transport: Arc::new(Os { source_ip }),
+        }
+    }
+}
+
 /// Where a request for the leader goes now.
 enum Route {
     Local,
@@ -135,11 +158,8 @@ enum Route {
 impl ClusterNode {
     /// Opens the data directory and starts Raft (and, with peers, the
     /// cluster server and the bootstrap checks).
-    pub async fn start(config: NodeConfig) -> Result<Arc<Self>, StartError> {
-        Self::start_with_clock(config, system_clock()).await
-    }
-
-    pub async fn start_with_clock(config: NodeConfig, clock: Clock) -> Result<Arc<Self>, StartError> {
+    pub async fn start(config: NodeConfig, env: Environment) -> Result<Arc<Self>, StartError> {
+        let Environment { clock, transport } = env;
         let stats = Arc::new(ClusterStats::default());
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
@@ -148,8 +168,8 @@ impl ClusterNode {
         let identity = Arc::new(
             Identity::load(log_store.clone(), config.node_id, &config.data_dir).map_err(StartError::Identity)?,
         );
-        let state_machine =
-            StateMachine::open(&config.data_dir.join("snapshots"), stats.clone()).map_err(StartError::Storage)?;
+        let state_machine = StateMachine::open(&config.data_dir.join("snapshots"), config.node_id, stats.clone())
+            .map_err(StartError::Storage)?;
         let shared = state_machine.shared();
 
         let raft_config = openraft::Config {
@@ -160,14 +180,17 @@ impl ClusterNode {
             install_snapshot_timeout: 30_000,
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 100,
+            // Entries kept behind a snapshot let a follower that lags a little
+            // catch up from the log instead of a whole snapshot; a single node
+            // has no follower, and the kept entries would only cost memory.
+            max_in_snapshot_log_to_keep: if config.peers.is_empty() { 0 } else { 100 },
             purge_batch_size: 256,
             ..Default::default()
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let peers = Peers::new(identity.clone(), &config.advertise_addr);
+        let peers = Peers::new(identity.clone(), transport.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -218,7 +241,8 @@ impl ClusterNode {
                 tracing::info!(node_id = config.node_id, "initialised a new single-node cluster");
             }
         } else {
-            let listener = tokio::net::TcpListener::bind(&config.listen_addr)
+            let listener = transport
+                .bind(&config.listen_addr)
                 .await
                 .map_err(|e| StartError::Network(format!("cannot listen on {}: {e}", config.listen_addr)))?;
             tracing::info!(address = %config.listen_addr, advertise = %config.advertise_addr, "listening for cluster traffic");
@@ -234,13 +258,11 @@ impl ClusterNode {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             let mut stop_rx = stop.subscribe();
             tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let result = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(1)))
                     .http2_keepalive_timeout(Some(Duration::from_secs(2)))
-                    .tcp_nodelay(true)
                     .add_service(server)
-                    .serve_with_incoming_shutdown(incoming, async move {
+                    .serve_with_incoming_shutdown(incoming(listener), async move {
                         let _ = stop_rx.wait_for(|s| *s).await;
                     })
                     .await;
@@ -265,6 +287,11 @@ impl ClusterNode {
         if !node.config.peers.is_empty() {
             tokio::spawn(quorum_watchdog(node.raft.clone(), node.stop.subscribe()));
         }
+        tokio::spawn(size_based_snapshots(
+            node.raft.clone(),
+            node.stats.clone(),
+            node.stop.subscribe(),
+        ));
         let bootstrapped = initialized && node.identity.has_cluster();
         if !node.config.peers.is_empty() && !bootstrapped {
             tokio::spawn(bootstrap(node.clone()));
@@ -362,6 +389,9 @@ impl ClusterNode {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(ReadError::Timeout(timeout));
+            }
+            if bugs::active(Bug::StaleFollowerReads) && !matches!(self.route(), Route::Local) {
+                return Ok(self.applied_index());
             }
             let attempt = match self.route() {
                 Route::Local => {
@@ -513,6 +543,49 @@ async fn quorum_watchdog(raft: Raft, mut stop: watch::Receiver<bool>) {
         let leader = raft.metrics().borrow().state == ServerState::Leader;
         if leader && raft.trigger().heartbeat().await.is_err() {
             return;
+        }
+    }
+}
+
+/// The log may grow to the size of the newest snapshot before the next one is
+/// taken, but a snapshot is never forced for less than this.
+const MIN_LOG_BYTES_PER_SNAPSHOT: u64 = 1 << 20;
+
+/// How long a requested snapshot may take before it is requested again.
+const SNAPSHOT_REQUEST_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Takes a snapshot when the log since the last one outweighs the snapshot
+/// itself (at least [`MIN_LOG_BYTES_PER_SNAPSHOT`]), on top of openraft's
+/// count-based policy (`--storage.snapshot-every`).
+///
+/// Entries that are not yet behind a snapshot stay in the log store's cache
+/// and are replayed on restart; counting entries alone lets a busy node (large
+/// batches) hold far more than its state in log. With this rule the log costs
+/// at most about one more store's worth of memory, disk and restart time, a
+/// small store is snapshotted often and cheaply, and writing snapshots costs
+/// at most the log's own write volume again.
+async fn size_based_snapshots(raft: Raft, stats: Arc<ClusterStats>, mut stop: watch::Receiver<bool>) {
+    let mut requested: Option<(u64, tokio::time::Instant)> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let done = ClusterStats::get(&stats.snapshots_built) + ClusterStats::get(&stats.snapshots_installed);
+        if let Some((at, when)) = requested {
+            if done == at && when.elapsed() < SNAPSHOT_REQUEST_PATIENCE {
+                continue;
+            }
+            requested = None;
+        }
+        let limit = ClusterStats::get(&stats.snapshot_bytes).max(MIN_LOG_BYTES_PER_SNAPSHOT);
+        let log_bytes = stats.log_bytes_since_snapshot();
+        if log_bytes > limit {
+            tracing::debug!(log_bytes, limit, "log outgrew the snapshot");
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+            requested = Some((done, tokio::time::Instant::now()));
         }
     }
 }

@@ -12,6 +12,8 @@ pub struct ClusterStats {
     pub batch_mutations: Histogram,
     /// Raft log entries written to the log store.
     pub entries_appended: AtomicU64,
+    /// Bytes of the log entries written to the log store.
+    pub log_bytes_appended: AtomicU64,
     /// fsync/fdatasync rounds that made appended entries durable.
     pub fsyncs: AtomicU64,
     /// Client mutations applied to the state machine.
@@ -27,6 +29,10 @@ pub struct ClusterStats {
     /// Snapshots built locally / installed from a leader.
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    /// Size of the newest snapshot, and `log_bytes_appended` when it was begun
+    /// (the size-based snapshot trigger compares the two).
+    pub snapshot_bytes: AtomicU64,
+    pub log_bytes_at_snapshot: AtomicU64,
 }
 
 impl Default for ClusterStats {
@@ -34,6 +40,7 @@ impl Default for ClusterStats {
         ClusterStats {
             batch_mutations: Histogram::new(BATCH_BUCKETS, 1.0),
             entries_appended: AtomicU64::new(0),
+            log_bytes_appended: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             mutations_applied: AtomicU64::new(0),
             batches_proposed: AtomicU64::new(0),
@@ -42,6 +49,8 @@ impl Default for ClusterStats {
             committed_index: AtomicU64::new(0),
             snapshots_built: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
+            log_bytes_at_snapshot: AtomicU64::new(0),
         }
     }
 }
@@ -53,6 +62,18 @@ impl ClusterStats {
 
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A snapshot of `bytes` now stands for the log up to `log_bytes_at`
+    /// (`log_bytes_appended` when it was begun).
+    pub fn record_snapshot(&self, bytes: u64, log_bytes_at: u64) {
+        self.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        self.log_bytes_at_snapshot.store(log_bytes_at, Ordering::Relaxed);
+    }
+
+    /// Bytes of log appended since the newest snapshot was begun.
+    pub fn log_bytes_since_snapshot(&self) -> u64 {
+        Self::get(&self.log_bytes_appended).saturating_sub(Self::get(&self.log_bytes_at_snapshot))
     }
 }
 

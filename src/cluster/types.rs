@@ -50,6 +50,7 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = super::runtime::Runtime,
 );
 
 pub type NodeId = u64;

@@ -2,7 +2,7 @@
 //! applied outcome.
 
 use std::io::Read;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};

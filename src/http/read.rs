@@ -126,7 +126,7 @@ pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) 
     let gzip = accepts_gzip(headers);
     let index = view.index();
     let app = state.clone();
-    let body = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+    let body = crate::blocking::run(move || -> std::io::Result<Vec<u8>> {
         let text = if protobuf {
             render_protobuf(&app, &view)
         } else {
@@ -194,7 +194,7 @@ fn json_response(value: &Value, index: Option<u64>) -> Response {
 pub async fn api_metrics(state: &AppState, query: Option<&str>) -> Result<Response, HttpError> {
     let view = state.gateway.read(consistency(state, query)).await?;
     let index = view.index();
-    let body = tokio::task::spawn_blocking(move || {
+    let body = crate::blocking::run(move || {
         let groups: Vec<Value> = view.store().groups().map(|g| group_object(g)).collect();
         json!({"status": "success", "data": groups})
     })

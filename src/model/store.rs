@@ -287,6 +287,7 @@ impl Store {
         let mut errors = Vec::new();
         let mut seen_in_push: IdentityMap<()> = IdentityMap::default();
         let mut prepared = Vec::with_capacity(pushed.len());
+        let mut scratch = Vec::new();
 
         for (&name, family) in &pushed {
             if !is_valid_metric_name(name) {
@@ -363,18 +364,22 @@ impl Store {
                 metric: metrics,
                 unit: family.unit.clone(),
             };
-            let mut text = Vec::new();
-            for m in &sanitized.metric {
-                write_metric(&mut text, name, kind, m);
-            }
+            let (encoded, text) = stored_forms(
+                &mut scratch,
+                sanitized.encoded_len(),
+                |out| sanitized.encode_raw(out),
+                name,
+                kind,
+                &sanitized.metric,
+            );
             prepared.push((
                 Arc::<str>::from(name),
                 Arc::new(StoredFamily {
                     kind,
                     help: sanitized.help.as_deref().map(Arc::from),
                     pushed_at: now,
-                    encoded: Bytes::from(sanitized.encode_to_vec()),
-                    text: Bytes::from(text),
+                    encoded,
+                    text,
                     series: hashes.into_boxed_slice(),
                 }),
             ));
@@ -641,6 +646,7 @@ impl Store {
             clock,
             ..Store::default()
         };
+        let mut scratch = Vec::new();
         for g in groups {
             let key = key_from_pb(&g.grouping_key).ok_or("snapshot group without a valid grouping key")?;
             let mut families = BTreeMap::new();
@@ -649,20 +655,23 @@ impl Store {
                     .map_err(|e| format!("snapshot family of group {key} does not decode: {e}"))?;
                 let name = decoded.name().to_string();
                 let kind = decoded.r#type();
-                let mut text = Vec::new();
-                let mut series = Vec::with_capacity(decoded.metric.len());
-                for m in &decoded.metric {
-                    write_metric(&mut text, &name, kind, m);
-                    series.push(series_hash(&name, &m.label));
-                }
+                let (encoded, text) = stored_forms(
+                    &mut scratch,
+                    f.family.len(),
+                    |out| out.extend_from_slice(&f.family),
+                    &name,
+                    kind,
+                    &decoded.metric,
+                );
+                let series: Vec<u64> = decoded.metric.iter().map(|m| series_hash(&name, &m.label)).collect();
                 families.insert(
                     Arc::<str>::from(name.as_str()),
                     Arc::new(StoredFamily {
                         kind,
                         help: decoded.help.as_deref().filter(|h| !h.is_empty()).map(Arc::from),
                         pushed_at: f.pushed_at_unix_nanos,
-                        encoded: f.family.clone(),
-                        text: Bytes::from(text),
+                        encoded,
+                        text,
                         series: series.into_boxed_slice(),
                     }),
                 );
@@ -680,6 +689,34 @@ impl Store {
     }
 }
 
+/// A family's two stored forms, its protobuf encoding (`encoded_len` bytes,
+/// written by `encode`) and its text sample lines, in one allocation of their
+/// exact size.
+///
+/// Rendering into a growing `Vec` and keeping it would hold up to twice the
+/// bytes for as long as the family is stored, and two allocations per family
+/// interleave with short-lived ones and fragment the heap: together about a
+/// third of a small store's memory (docs/benchmarks.md).
+fn stored_forms(
+    scratch: &mut Vec<u8>,
+    encoded_len: usize,
+    encode: impl FnOnce(&mut Vec<u8>),
+    name: &str,
+    kind: pm::MetricType,
+    metrics: &[pm::Metric],
+) -> (Bytes, Bytes) {
+    scratch.clear();
+    for m in metrics {
+        write_metric(scratch, name, kind, m);
+    }
+    let mut both = Vec::with_capacity(encoded_len + scratch.len());
+    encode(&mut both);
+    let encoded_len = both.len();
+    both.extend_from_slice(scratch);
+    let both = Bytes::from(both);
+    (both.slice(..encoded_len), both.slice(encoded_len..))
+}
+
 /// One piece of a rendered exposition.
 pub enum Piece<'n> {
     /// Text to copy as it is.
@@ -695,23 +732,22 @@ pub struct StoreView {
 }
 
 impl StoreView {
-    pub fn to_pb(&self) -> Vec<pb::StoredGroup> {
-        self.groups
-            .iter()
-            .map(|g| pb::StoredGroup {
-                grouping_key: key_to_pb(&g.key),
-                push_time_unix_nanos: g.push_time,
-                failure_time_unix_nanos: g.failure_time,
-                families: g
-                    .families
-                    .values()
-                    .map(|f| pb::StoredFamily {
-                        pushed_at_unix_nanos: f.pushed_at,
-                        family: f.encoded.clone(),
-                    })
-                    .collect(),
-            })
-            .collect()
+    /// The groups as snapshot records, one at a time, so that a snapshot can be
+    /// encoded while it is written instead of as one copy of the whole store.
+    pub fn groups_pb(&self) -> impl Iterator<Item = pb::StoredGroup> + '_ {
+        self.groups.iter().map(|g| pb::StoredGroup {
+            grouping_key: key_to_pb(&g.key),
+            push_time_unix_nanos: g.push_time,
+            failure_time_unix_nanos: g.failure_time,
+            families: g
+                .families
+                .values()
+                .map(|f| pb::StoredFamily {
+                    pushed_at_unix_nanos: f.pushed_at,
+                    family: f.encoded.clone(),
+                })
+                .collect(),
+        })
     }
 }
 

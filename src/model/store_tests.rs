@@ -357,7 +357,7 @@ fn snapshot_restore_renders_identically() {
     );
     push(&mut s, T1 + 2, &key(&[("job", "f")]), true, "x 1 1\n");
     let view = s.snapshot_view();
-    let restored = Store::restore(view.clock, &view.to_pb()).unwrap();
+    let restored = Store::restore(view.clock, &view.groups_pb().collect::<Vec<_>>()).unwrap();
     assert_eq!(render(&s), render(&restored));
     assert_eq!(restored.series_count(), s.series_count());
     // Indexes were rebuilt: a conflicting push is still refused.
