@@ -1,5 +1,6 @@
-//! One simulated run: three real pushgate nodes on turmoil hosts, clients that
-//! push and scrape through random nodes, and the scenario's faults.
+//! One simulated run: three or five real pushgate nodes on turmoil hosts,
+//! clients that push, delete, wipe and scrape through random nodes, an
+//! operator that replaces a lost node, and the scenario's faults.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -13,25 +14,97 @@ use pushgate::cluster::Environment;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::model::Mutation;
 use crate::net::{self, Answer, Simulated};
 use crate::scenario::{Fault, Scenario, FAULTS_END};
 
-pub const NODES: [&str; 3] = ["n1", "n2", "n3"];
+/// Host names: node id `k` runs on `HOSTS[k - 1]`. The last ones are spares
+/// for replacements.
+pub const HOSTS: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
+/// Clients that push to their own group and scrape.
 const CLIENTS: usize = 3;
+/// The client id of the final scrapes in the history.
+const FINAL: usize = CLIENTS;
+/// The client id of the wipes in the history.
+const ADMIN: usize = CLIENTS + 1;
 const HTTP_PORT: u16 = 9091;
 const RAFT_PORT: u16 = 9092;
 /// Once faults have healed, a push must succeed within this (liveness).
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(15);
 
 /// What a client asked.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// PUT of `sim_value{client=..} value` to the client's own group.
+    /// PUT of `sim_value` to the client's own group (replaces the group).
     Put { group: usize, value: u64 },
+    /// POST of `sim_post` to the client's own group (replaces that family).
+    Post { group: usize, value: u64 },
+    /// DELETE of the client's own group.
+    Delete { group: usize },
+    /// PUT of a sample with a timestamp to the client's own group: apply
+    /// rejects it (400) and records the group's failure time.
+    Reject { group: usize },
+    /// `PUT /api/v1/admin/wipe`.
+    Wipe,
     /// GET /metrics.
     Scrape,
+    /// GET /api/v1/metrics.
+    ApiScrape,
     /// GET /metrics on every node once faults have healed.
     FinalScrape,
+}
+
+impl Request {
+    /// The status of an answer that says the mutation was applied.
+    pub fn applied_status(&self) -> Option<u16> {
+        match self {
+            Request::Put { .. } | Request::Post { .. } => Some(200),
+            Request::Delete { .. } | Request::Wipe => Some(202),
+            Request::Reject { .. } => Some(400),
+            Request::Scrape | Request::ApiScrape | Request::FinalScrape => None,
+        }
+    }
+
+    /// The change this request asks for, if it is a mutation.
+    pub fn mutation(&self) -> Option<Mutation> {
+        match *self {
+            Request::Put { group, value } => Some(Mutation::Put { group, value }),
+            Request::Post { group, value } => Some(Mutation::Post { group, value }),
+            Request::Delete { group } => Some(Mutation::Delete { group }),
+            Request::Reject { group } => Some(Mutation::Reject { group }),
+            Request::Wipe => Some(Mutation::Wipe),
+            Request::Scrape | Request::ApiScrape | Request::FinalScrape => None,
+        }
+    }
+
+    pub fn is_read(&self) -> bool {
+        self.mutation().is_none()
+    }
+
+    /// Method, path and body of the HTTP request.
+    fn http(&self) -> (&'static str, String, String) {
+        match *self {
+            Request::Put { group, value } => (
+                "PUT",
+                format!("/metrics/job/sim/client/{group}"),
+                format!("# TYPE sim_value gauge\nsim_value{{client=\"{group}\"}} {value}\n"),
+            ),
+            Request::Post { group, value } => (
+                "POST",
+                format!("/metrics/job/sim/client/{group}"),
+                format!("# TYPE sim_post gauge\nsim_post {value}\n"),
+            ),
+            Request::Delete { group } => ("DELETE", format!("/metrics/job/sim/client/{group}"), String::new()),
+            Request::Reject { group } => (
+                "PUT",
+                format!("/metrics/job/sim/client/{group}"),
+                "sim_value 1 1700000000000\n".to_string(),
+            ),
+            Request::Wipe => ("PUT", "/api/v1/admin/wipe".into(), String::new()),
+            Request::Scrape | Request::FinalScrape => ("GET", "/metrics".into(), String::new()),
+            Request::ApiScrape => ("GET", "/api/v1/metrics".into(), String::new()),
+        }
+    }
 }
 
 /// One operation of the client history, in simulated time.
@@ -79,27 +152,38 @@ pub struct Report {
     pub leaders: Vec<LeaderClaim>,
     /// Whether the liveness push after the faults succeeded in time.
     pub live: bool,
+    /// What the operator did (membership changes), with their answers.
+    pub operations: Vec<String>,
+    /// Each member at the end: `host applied=INDEX digest=HEX`, the digest
+    /// covering every entry that node's process applied.
+    pub applied: Vec<String>,
 }
 
 type History = Rc<RefCell<Vec<Op>>>;
+/// The hosts of the cluster's current members (clients and the observer
+/// pick from them; a node whose disk was lost leaves, its replacement joins).
+type Members = Rc<RefCell<Vec<&'static str>>>;
 
 fn now() -> Duration {
     turmoil::elapsed()
 }
 
-fn node_flags(id: usize, dir: &std::path::Path) -> Result<pushgate::config::ServerFlags, String> {
-    let peers: Vec<String> = NODES
+fn host_of(id: usize) -> &'static str {
+    HOSTS[id - 1]
+}
+
+fn node_flags(id: usize, peers: &[usize], dir: &std::path::Path) -> Result<pushgate::config::ServerFlags, String> {
+    let peers: Vec<String> = peers
         .iter()
-        .enumerate()
-        .map(|(i, n)| format!("{}={n}:{RAFT_PORT}", i + 1))
+        .map(|p| format!("{p}={}:{RAFT_PORT}", host_of(*p)))
         .collect();
     let args = [
         "pushgate".to_string(),
         format!("--web.listen-address=0.0.0.0:{HTTP_PORT}"),
         format!("--storage.path={}", dir.display()),
-        format!("--cluster.node-id={}", id + 1),
+        format!("--cluster.node-id={id}"),
         format!("--cluster.listen-address=0.0.0.0:{RAFT_PORT}"),
-        format!("--cluster.advertise-address={}:{RAFT_PORT}", NODES[id]),
+        format!("--cluster.advertise-address={}:{RAFT_PORT}", host_of(id)),
         format!("--cluster.peers={}", peers.join(",")),
         "--web.enable-admin-api".to_string(),
     ];
@@ -113,21 +197,27 @@ fn sim_clock() -> pushgate::cluster::Clock {
     Arc::new(|| turmoil::since_epoch().map_or(0, |d| d.as_nanos() as i64))
 }
 
-fn body(client: usize, value: u64) -> String {
-    format!("# TYPE sim_value gauge\nsim_value{{client=\"{client}\"}} {value}\n")
+/// Starts node `id` (knowing `peers`) on its host, with its data in `dir`.
+fn start_node(sim: &mut turmoil::Sim<'_>, id: usize, peers: Vec<usize>, dir: PathBuf) {
+    sim.host(host_of(id), move || {
+        let dir = dir.clone();
+        let peers = peers.clone();
+        async move {
+            let flags = node_flags(id, &peers, &dir)?;
+            let env = Environment {
+                clock: sim_clock(),
+                transport: Arc::new(Simulated),
+            };
+            pushgate::server::serve(flags, env, std::future::pending()).await?;
+            Ok(())
+        }
+    });
 }
 
-async fn record(
-    history: &History,
-    client: usize,
-    node: &'static str,
-    request: Request,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<Answer, String> {
+async fn record(history: &History, client: usize, node: &'static str, request: Request) -> Result<Answer, String> {
     let start = now();
-    let answer = net::request(node, HTTP_PORT, method, path, body)
+    let (method, path, body) = request.http();
+    let answer = net::request(node, HTTP_PORT, method, &path, &body)
         .await
         .map_err(|e| e.to_string());
     history.borrow_mut().push(Op {
@@ -141,11 +231,17 @@ async fn record(
     answer
 }
 
-/// Asks every node for its cluster status; records every node that says it
+fn pick(members: &Members, rng: &mut StdRng) -> &'static str {
+    let members = members.borrow();
+    members[rng.gen_range(0..members.len())]
+}
+
+/// Asks every member for its cluster status; records every node that says it
 /// leads, and returns the leader of the highest term reported.
-async fn observe_leaders(claims: &RefCell<Vec<LeaderClaim>>) -> Option<&'static str> {
+async fn observe_leaders(members: &Members, claims: &RefCell<Vec<LeaderClaim>>) -> Option<&'static str> {
     let mut best: Option<(u64, u64)> = None;
-    for node in NODES {
+    let hosts = members.borrow().clone();
+    for node in hosts {
         let Ok(a) = net::request(node, HTTP_PORT, "GET", "/api/v1/cluster/status", "").await else {
             continue;
         };
@@ -165,7 +261,56 @@ async fn observe_leaders(claims: &RefCell<Vec<LeaderClaim>>) -> Option<&'static 
             }
         }
     }
-    best.and_then(|(_, id)| NODES.get(id.checked_sub(1)? as usize).copied())
+    best.and_then(|(_, id)| HOSTS.get((id as usize).checked_sub(1)?).copied())
+}
+
+/// A membership change the operator carries out: remove the lost node's id,
+/// then add its replacement.
+#[derive(Clone, Copy)]
+struct Replacement {
+    lost: usize,
+    new: usize,
+}
+
+/// The operator: retries each step of a replacement until it succeeds, as
+/// the README tells an operator to.
+async fn operate(members: Members, task: Rc<RefCell<Option<Replacement>>>, log: Rc<RefCell<Vec<String>>>, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x09e7);
+    while now() < FAULTS_END + LIVENESS_BOUND {
+        let Some(Replacement { lost, new }) = *task.borrow() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let steps = [
+            ("DELETE", format!("/api/v1/cluster/members/{lost}"), String::new()),
+            (
+                "POST",
+                "/api/v1/cluster/members".to_string(),
+                format!("{{\"node_id\": {new}, \"address\": \"{}:{RAFT_PORT}\"}}", host_of(new)),
+            ),
+        ];
+        for (method, path, body) in &steps {
+            loop {
+                let node = pick(&members, &mut rng);
+                let start = now();
+                let answer = net::request(node, HTTP_PORT, method, path, body).await;
+                let outcome = match &answer {
+                    Ok(a) => format!("{} {}", a.status, a.body.trim()),
+                    Err(e) => format!("no answer ({e})"),
+                };
+                log.borrow_mut().push(format!(
+                    "[{:>8.3}s..{:>8.3}s] operator -> {node} {method} {path}: {outcome}",
+                    start.as_secs_f64(),
+                    now().as_secs_f64()
+                ));
+                if answer.is_ok_and(|a| a.status == 200) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        *task.borrow_mut() = None;
+    }
 }
 
 /// Runs `scenario` with `seed` and returns the history.
@@ -175,7 +320,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
     pushgate::blocking::run_inline_on_this_thread();
     pushgate::cluster::runtime::reseed(seed);
     let data = tempfile::tempdir().expect("a temporary directory for the nodes' data");
-    let dirs: Vec<PathBuf> = NODES.iter().map(|n| data.path().join(n)).collect();
+    let dirs: Vec<PathBuf> = HOSTS.iter().map(|n| data.path().join(n)).collect();
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
@@ -185,35 +330,27 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
         .tcp_capacity(65536)
         .build();
 
-    for (i, name) in NODES.iter().enumerate() {
-        let dir = dirs[i].clone();
-        sim.host(*name, move || {
-            let dir = dir.clone();
-            async move {
-                let flags = node_flags(i, &dir)?;
-                let env = Environment {
-                    clock: sim_clock(),
-                    transport: Arc::new(Simulated),
-                };
-                pushgate::server::serve(flags, env, std::future::pending()).await?;
-                Ok(())
-            }
-        });
+    let voters: Vec<usize> = (1..=scenario.nodes()).collect();
+    for id in &voters {
+        start_node(&mut sim, *id, voters.clone(), dirs[id - 1].clone());
     }
+    let members: Members = Rc::new(RefCell::new(voters.iter().map(|id| host_of(*id)).collect()));
 
     let history: History = Rc::new(RefCell::new(Vec::new()));
     let leader: Rc<RefCell<Option<&'static str>>> = Rc::new(RefCell::new(None));
     let claims: Rc<RefCell<Vec<LeaderClaim>>> = Rc::new(RefCell::new(Vec::new()));
     let live = Rc::new(RefCell::new(false));
+    let replacement: Rc<RefCell<Option<Replacement>>> = Rc::new(RefCell::new(None));
+    let operations: Rc<RefCell<Vec<String>>> = Rc::new(RefCell::new(Vec::new()));
+    let applied: Rc<RefCell<Vec<String>>> = Rc::new(RefCell::new(Vec::new()));
 
     // Observer: keeps track of the leader (for leader-directed faults) and of
     // every leadership claim (for the election-safety check).
     {
-        let leader = leader.clone();
-        let claims = claims.clone();
+        let (leader, claims, members) = (leader.clone(), claims.clone(), members.clone());
         sim.client("observer", async move {
             while now() < FAULTS_END + LIVENESS_BOUND {
-                if let Some(l) = observe_leaders(&claims).await {
+                if let Some(l) = observe_leaders(&members, &claims).await {
                     *leader.borrow_mut() = Some(l);
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -221,35 +358,47 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
             Ok(())
         });
     }
+    {
+        let (members, replacement, operations) = (members.clone(), replacement.clone(), operations.clone());
+        sim.client("operator", async move {
+            operate(members, replacement, operations, seed).await;
+            Ok(())
+        });
+    }
 
     for client in 0..CLIENTS {
-        let history = history.clone();
-        let live = live.clone();
+        let (history, live, members) = (history.clone(), live.clone(), members.clone());
         let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(client as u64));
         sim.client(format!("c{client}"), async move {
             // Let the cluster elect its first leader.
             tokio::time::sleep(Duration::from_secs(2)).await;
             let mut value = 0u64;
             while now() < FAULTS_END {
-                let node = NODES[rng.gen_range(0..NODES.len())];
-                if rng.gen_bool(0.6) {
-                    value += 1;
-                    let path = format!("/metrics/job/sim/client/{client}");
-                    let request = Request::Put { group: client, value };
-                    let _ = record(&history, client, node, request, "PUT", &path, &body(client, value)).await;
-                } else {
-                    let _ = record(&history, client, node, Request::Scrape, "GET", "/metrics", "").await;
-                }
+                let node = pick(&members, &mut rng);
+                let request = match rng.gen_range(0..100) {
+                    0..35 => {
+                        value += 1;
+                        Request::Put { group: client, value }
+                    }
+                    35..50 => {
+                        value += 1;
+                        Request::Post { group: client, value }
+                    }
+                    50..54 => Request::Delete { group: client },
+                    54..57 => Request::Reject { group: client },
+                    57..85 => Request::Scrape,
+                    _ => Request::ApiScrape,
+                };
+                let _ = record(&history, client, node, request).await;
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(10..200))).await;
             }
             // Liveness: once faults stop, a push succeeds within the bound.
             let deadline = now() + LIVENESS_BOUND;
             while now() < deadline {
                 value += 1;
-                let node = NODES[rng.gen_range(0..NODES.len())];
-                let path = format!("/metrics/job/sim/client/{client}");
+                let node = pick(&members, &mut rng);
                 let request = Request::Put { group: client, value };
-                if let Ok(a) = record(&history, client, node, request, "PUT", &path, &body(client, value)).await {
+                if let Ok(a) = record(&history, client, node, request).await {
                     if a.status == 200 {
                         *live.borrow_mut() = true;
                         break;
@@ -261,22 +410,60 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
         });
     }
 
-    // The final scrapes, after every client is done: one per node.
+    // An administrator wipes the whole store now and then.
     {
-        let history = history.clone();
+        let (history, members) = (history.clone(), members.clone());
+        let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(ADMIN as u64));
+        sim.client("admin", async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            // The last wipe well before the liveness pushes, so the final
+            // scrapes still show what was acknowledged last.
+            loop {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(1500..4000))).await;
+                if now() + Duration::from_secs(2) >= FAULTS_END {
+                    break;
+                }
+                let node = pick(&members, &mut rng);
+                let _ = record(&history, ADMIN, node, Request::Wipe).await;
+            }
+            Ok(())
+        });
+    }
+
+    // The final scrapes, after every client is done: one per member.
+    {
+        let (history, members, applied) = (history.clone(), members.clone(), applied.clone());
         sim.client("final", async move {
             tokio::time::sleep(FAULTS_END + LIVENESS_BOUND + Duration::from_secs(2)).await;
-            for node in NODES {
-                let _ = record(&history, CLIENTS, node, Request::FinalScrape, "GET", "/metrics", "").await;
+            let hosts = members.borrow().clone();
+            for node in &hosts {
+                let _ = record(&history, FINAL, node, Request::FinalScrape).await;
+            }
+            for node in hosts {
+                let line = match net::request(node, HTTP_PORT, "GET", "/api/v1/cluster/status", "").await {
+                    Ok(a) => match serde_json::from_str::<serde_json::Value>(&a.body) {
+                        Ok(v) => format!(
+                            "{node} applied={} digest={}",
+                            v["data"]["applied_index"],
+                            v["data"]["applied_digest"].as_str().unwrap_or("?")
+                        ),
+                        Err(e) => format!("{node} status unreadable: {e}"),
+                    },
+                    Err(e) => format!("{node} status: no answer ({e})"),
+                };
+                applied.borrow_mut().push(line);
             }
             Ok(())
         });
     }
 
     let mut schedule = scenario.schedule().into_iter().peekable();
-    let mut crashed: Option<&'static str> = None;
-    // The node cut off, and whether only its outgoing direction is.
-    let mut isolated: Option<(&'static str, bool)> = None;
+    let mut crashed: Vec<&'static str> = Vec::new();
+    // Partitioned host pairs, and whether only the first's messages to the
+    // second are dropped.
+    let mut cuts: Vec<(&'static str, &'static str, bool)> = Vec::new();
+    // The id of the node whose disk was lost, until it is replaced.
+    let mut lost: Option<usize> = None;
     let mut fault_rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut faults = 0;
     loop {
@@ -286,44 +473,61 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
             }
             let Some((_, fault)) = schedule.next() else { break };
             faults += 1;
-            let current = *leader.borrow();
+            let hosts = members.borrow().clone();
+            let current = leader.borrow().filter(|l| hosts.contains(l)).unwrap_or(hosts[0]);
+            let followers: Vec<&'static str> = hosts
+                .iter()
+                .copied()
+                .filter(|n| *n != current && !crashed.contains(n))
+                .collect();
+            let mut pick_follower = || followers[fault_rng.gen_range(0..followers.len())];
             match fault {
                 Fault::CrashLeader => {
-                    let victim = current.unwrap_or(NODES[0]);
+                    sim.crash(current);
+                    crashed.push(current);
+                }
+                Fault::CrashFollower => {
+                    let victim = pick_follower();
                     sim.crash(victim);
-                    crashed = Some(victim);
+                    crashed.push(victim);
                 }
                 Fault::RestartCrashed => {
-                    if let Some(victim) = crashed.take() {
+                    for victim in crashed.drain(..) {
                         sim.bounce(victim);
                     }
                 }
-                Fault::IsolateLeader | Fault::IsolateFollower | Fault::MuteLeader => {
-                    let one_way = matches!(fault, Fault::MuteLeader);
-                    let victim = match fault {
-                        Fault::IsolateLeader | Fault::MuteLeader => current.unwrap_or(NODES[0]),
-                        _ => {
-                            let followers: Vec<_> = NODES.iter().copied().filter(|n| Some(*n) != current).collect();
-                            followers[fault_rng.gen_range(0..followers.len())]
-                        }
-                    };
-                    for other in NODES.iter().filter(|n| **n != victim) {
-                        if one_way {
-                            sim.partition_oneway(victim, *other);
-                        } else {
-                            sim.partition(victim, *other);
+                Fault::Split { with_leader } => {
+                    let mut side = vec![current];
+                    let mut others = followers.clone();
+                    while side.len() < with_leader && !others.is_empty() {
+                        side.push(others.remove(fault_rng.gen_range(0..others.len())));
+                    }
+                    for a in &side {
+                        for b in hosts.iter().filter(|h| !side.contains(h)) {
+                            sim.partition(*a, *b);
+                            cuts.push((a, b, false));
                         }
                     }
-                    isolated = Some((victim, one_way));
+                }
+                Fault::IsolateFollower => {
+                    let victim = pick_follower();
+                    for other in hosts.iter().filter(|h| **h != victim) {
+                        sim.partition(victim, *other);
+                        cuts.push((victim, other, false));
+                    }
+                }
+                Fault::MuteLeader => {
+                    for other in hosts.iter().filter(|h| **h != current) {
+                        sim.partition_oneway(current, *other);
+                        cuts.push((current, other, true));
+                    }
                 }
                 Fault::Heal => {
-                    if let Some((victim, one_way)) = isolated.take() {
-                        for other in NODES.iter().filter(|n| **n != victim) {
-                            if one_way {
-                                sim.repair_oneway(victim, *other);
-                            } else {
-                                sim.repair(victim, *other);
-                            }
+                    for (a, b, one_way) in cuts.drain(..) {
+                        if one_way {
+                            sim.repair_oneway(a, b);
+                        } else {
+                            sim.repair(a, b);
                         }
                     }
                 }
@@ -332,6 +536,23 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                 Fault::NormalNetwork => {
                     sim.set_max_message_latency(Duration::from_millis(10));
                     sim.set_fail_rate(0.0);
+                }
+                Fault::LoseDisk => {
+                    let victim = pick_follower();
+                    sim.crash(victim);
+                    let id = HOSTS.iter().position(|h| *h == victim).map_or(0, |i| i + 1);
+                    let _ = std::fs::remove_dir_all(&dirs[id - 1]);
+                    members.borrow_mut().retain(|h| *h != victim);
+                    lost = Some(id);
+                }
+                Fault::ReplaceLost => {
+                    let Some(lost) = lost.take() else { continue };
+                    let new = voters.len() + 1;
+                    let mut peers: Vec<usize> = voters.iter().copied().filter(|v| *v != lost).collect();
+                    peers.push(new);
+                    start_node(&mut sim, new, peers, dirs[new - 1].clone());
+                    members.borrow_mut().push(host_of(new));
+                    *replacement.borrow_mut() = Some(Replacement { lost, new });
                 }
             }
         }
@@ -355,10 +576,14 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
     let history = history.borrow().clone();
     let live = *live.borrow();
     let leaders = claims.borrow().clone();
+    let operations = operations.borrow().clone();
+    let applied = applied.borrow().clone();
     Report {
         faults,
         history,
         leaders,
         live,
+        operations,
+        applied,
     }
 }

@@ -19,6 +19,7 @@
 
 mod check;
 mod cluster;
+mod model;
 mod net;
 mod scenario;
 
@@ -151,6 +152,9 @@ fn run_in_process(scenario: Scenario, seed: u64, verbose: bool) -> RunSummary {
         for op in &report.history {
             eprintln!("  {op}");
         }
+        for line in report.operations.iter().chain(&report.applied) {
+            eprintln!("  {line}");
+        }
         let mut terms: Vec<(u64, u64)> = report.leaders.iter().map(|c| (c.term, c.node_id)).collect();
         terms.dedup();
         eprintln!("  leaders (term, node): {terms:?}");
@@ -158,8 +162,12 @@ fn run_in_process(scenario: Scenario, seed: u64, verbose: bool) -> RunSummary {
     }
     if !violations.is_empty() {
         eprintln!("VIOLATION seed={seed} scenario={}", scenario.name());
-        for v in &violations {
+        const SHOWN: usize = 30;
+        for v in violations.iter().take(SHOWN) {
             eprintln!("  {v}");
+        }
+        if violations.len() > SHOWN {
+            eprintln!("  ... and {} more", violations.len() - SHOWN);
         }
         eprintln!("  replay: {}", replay_command(seed, scenario));
     }
@@ -182,9 +190,15 @@ impl Child<'_> {
     /// Runs the child; returns its summary and what it printed to stderr, or
     /// why it produced no summary (it crashed, or could not be started).
     fn run(&self) -> (Result<RunSummary, String>, Vec<u8>) {
-        let exe = match std::env::current_exe() {
-            Ok(exe) => exe,
-            Err(e) => return (Err(format!("cannot find this executable: {e}")), Vec::new()),
+        // The very binary that runs the campaign, even if a rebuild has
+        // replaced the file since (Linux keeps the running image reachable).
+        let exe = if cfg!(target_os = "linux") {
+            std::path::PathBuf::from("/proc/self/exe")
+        } else {
+            match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => return (Err(format!("cannot find this executable: {e}")), Vec::new()),
+            }
         };
         let mut cmd = Command::new(exe);
         cmd.arg("--in-process")

@@ -25,24 +25,49 @@ pub enum Scenario {
     /// 2% of messages are lost for six seconds (in turmoil a lost TCP segment
     /// breaks its connection: connections die and are re-established).
     LossyNetwork,
+    /// Five nodes, no faults.
+    CalmFive,
+    /// Five nodes: the leader and one follower (a minority) are cut off from
+    /// the other three, which elect a new leader; then it heals.
+    MinoritySplit,
+    /// Five nodes: the leader keeps two followers (a majority), two are cut
+    /// off; then it heals.
+    MajoritySplit,
+    /// Five nodes: the leader and a follower crash together (disk kept) and
+    /// restart five seconds later.
+    TwoCrash,
+    /// A follower's disk is lost: it crashes with its data directory deleted,
+    /// and is replaced by the README's procedure (remove its id, start a node
+    /// with a new id and an empty directory, add it).
+    DiskLoss,
 }
 
 /// One fault action at a simulated time.
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     CrashLeader,
+    CrashFollower,
     RestartCrashed,
-    IsolateLeader,
+    /// The leader and `with_leader - 1` random followers on one side, the
+    /// other nodes on the other; clients reach both.
+    Split {
+        with_leader: usize,
+    },
     IsolateFollower,
     MuteLeader,
     Heal,
     SlowNetwork,
     LoseMessages,
     NormalNetwork,
+    /// A random follower crashes and its data directory is deleted.
+    LoseDisk,
+    /// The lost node's id is removed, a node with a new id is started on a
+    /// new host with an empty directory, and it is added.
+    ReplaceLost,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Calm,
         Scenario::LeaderCrash,
         Scenario::LeaderIsolated,
@@ -51,6 +76,11 @@ impl Scenario {
         Scenario::FlappingLeader,
         Scenario::LatencySpike,
         Scenario::LossyNetwork,
+        Scenario::CalmFive,
+        Scenario::MinoritySplit,
+        Scenario::MajoritySplit,
+        Scenario::TwoCrash,
+        Scenario::DiskLoss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +93,11 @@ impl Scenario {
             Scenario::FlappingLeader => "flapping-leader",
             Scenario::LatencySpike => "latency-spike",
             Scenario::LossyNetwork => "lossy-network",
+            Scenario::CalmFive => "calm-5",
+            Scenario::MinoritySplit => "minority-split-5",
+            Scenario::MajoritySplit => "majority-split-5",
+            Scenario::TwoCrash => "two-crash-5",
+            Scenario::DiskLoss => "disk-loss",
         }
     }
 
@@ -70,26 +105,38 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
     }
 
+    /// How many voters the cluster starts with.
+    pub fn nodes(self) -> usize {
+        match self {
+            Scenario::CalmFive | Scenario::MinoritySplit | Scenario::MajoritySplit | Scenario::TwoCrash => 5,
+            _ => 3,
+        }
+    }
+
     /// Faults by simulated time since the start. Every schedule has healed
     /// by [`FAULTS_END`].
     pub fn schedule(self) -> Vec<(Duration, Fault)> {
         let s = Duration::from_secs;
+        let isolate_leader = Fault::Split { with_leader: 1 };
         match self {
-            Scenario::Calm => vec![],
+            Scenario::Calm | Scenario::CalmFive => vec![],
             Scenario::LeaderCrash => vec![(s(6), Fault::CrashLeader), (s(11), Fault::RestartCrashed)],
-            Scenario::LeaderIsolated => vec![(s(6), Fault::IsolateLeader), (s(12), Fault::Heal)],
+            Scenario::LeaderIsolated => vec![(s(6), isolate_leader), (s(12), Fault::Heal)],
             Scenario::FollowerIsolated => vec![(s(6), Fault::IsolateFollower), (s(12), Fault::Heal)],
             Scenario::LeaderMuted => vec![(s(6), Fault::MuteLeader), (s(12), Fault::Heal)],
             Scenario::FlappingLeader => (6..12)
-                .flat_map(|t| {
-                    [
-                        (s(t), Fault::IsolateLeader),
-                        (s(t) + Duration::from_millis(500), Fault::Heal),
-                    ]
-                })
+                .flat_map(|t| [(s(t), isolate_leader), (s(t) + Duration::from_millis(500), Fault::Heal)])
                 .collect(),
             Scenario::LatencySpike => vec![(s(6), Fault::SlowNetwork), (s(12), Fault::NormalNetwork)],
             Scenario::LossyNetwork => vec![(s(6), Fault::LoseMessages), (s(12), Fault::NormalNetwork)],
+            Scenario::MinoritySplit => vec![(s(6), Fault::Split { with_leader: 2 }), (s(12), Fault::Heal)],
+            Scenario::MajoritySplit => vec![(s(6), Fault::Split { with_leader: 3 }), (s(12), Fault::Heal)],
+            Scenario::TwoCrash => vec![
+                (s(6), Fault::CrashLeader),
+                (s(6), Fault::CrashFollower),
+                (s(11), Fault::RestartCrashed),
+            ],
+            Scenario::DiskLoss => vec![(s(6), Fault::LoseDisk), (s(8), Fault::ReplaceLost)],
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     pub committed_index: u64,
     pub applied_index: u64,
+    /// Digest of the entries this process applied, in hex (see
+    /// `SharedState::applied_digest`).
+    pub applied_digest: String,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
     pub millis_since_quorum_ack: Option<u64>,
@@ -495,6 +498,10 @@ impl ClusterNode {
             last_log_index: last,
             committed_index: ClusterStats::get(&self.stats.committed_index),
             applied_index: m.last_applied.map_or(0, |l| l.index),
+            applied_digest: format!(
+                "{:016x}",
+                self.shared.applied_digest.load(std::sync::atomic::Ordering::Relaxed)
+            ),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,

@@ -40,6 +40,21 @@ pub struct SharedState {
     pub state: Arc<RwLock<AppliedState>>,
     /// Index of the last applied entry (0 before any).
     pub applied_index: AtomicU64,
+    /// A digest of every entry this process applied (index, term and
+    /// payload, in order; FNV-1a). Two runs that apply the same entries from
+    /// the same start agree on it: the fault simulation puts it in a run's
+    /// trace.
+    pub applied_digest: AtomicU64,
+}
+
+/// FNV-1a offset basis: the digest before any entry.
+const DIGEST_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// `digest` followed by `bytes` (FNV-1a, stable across Rust versions).
+fn fold_digest(digest: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(digest, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 pub struct StateMachine {
@@ -76,6 +91,7 @@ impl StateMachine {
                     membership: StoredMembership::default(),
                 })),
                 applied_index: AtomicU64::new(0),
+                applied_digest: AtomicU64::new(DIGEST_START),
             }),
             snapshot_dir: snapshot_dir.to_path_buf(),
             stats,
@@ -253,9 +269,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut results = Vec::new();
+        let mut digest = self.shared.applied_digest.load(Ordering::Relaxed);
         let mut state = self.shared.state.write();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
+            digest = fold_digest(digest, &entry.log_id.index.to_be_bytes());
+            digest = fold_digest(digest, &entry.log_id.leader_id.term.to_be_bytes());
+            if let EntryPayload::Normal(payload) = &entry.payload {
+                digest = fold_digest(digest, &payload.bytes);
+            }
             let outcome = match entry.payload {
                 EntryPayload::Blank => BatchOutcome::default(),
                 EntryPayload::Membership(m) => {
@@ -303,6 +325,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let applied = state.last_applied.map_or(0, |l| l.index);
         drop(state);
+        self.shared.applied_digest.store(digest, Ordering::Relaxed);
         self.shared.applied_index.store(applied, Ordering::Release);
         Ok(results)
     }
