@@ -122,8 +122,7 @@ struct Timeline<'a> {
 }
 
 impl<'a> Timeline<'a> {
-    fn new(history: &'a [Op]) -> Timeline<'a> {
-        let indexed = indexed(history);
+    fn new(history: &'a [Op], indexed: &[(&Op, u64)]) -> Timeline<'a> {
         let mut applied = Vec::new();
         let mut unknown = Vec::new();
         for op in history {
@@ -231,10 +230,12 @@ pub fn check(report: &Report) -> Vec<String> {
             }
         }
     }
-    check_real_time(history, &mut violations);
+    // Every operation's log index, read once for both checks below.
+    let indexed = indexed(history);
+    check_real_time(&indexed, &mut violations);
 
     // Every read against the model replayed up to its index.
-    let timeline = Timeline::new(history);
+    let timeline = Timeline::new(history, &indexed);
     let groups: BTreeSet<usize> = history
         .iter()
         .filter_map(|op| match op.request.mutation() {
@@ -305,9 +306,8 @@ fn describe(state: GroupState) -> String {
 /// Log order respects real time: an operation that completed before another
 /// began has the lower index (a read may share its index with the mutations
 /// before it; a mutation comes strictly after everything before it).
-fn check_real_time(history: &[Op], violations: &mut Vec<String>) {
-    let indexed = indexed(history);
-    for (later, later_index) in &indexed {
+fn check_real_time(indexed: &[(&Op, u64)], violations: &mut Vec<String>) {
+    for (later, later_index) in indexed {
         // The highest index of what completed before this began.
         let Some((earlier, earlier_index)) = indexed
             .iter()
