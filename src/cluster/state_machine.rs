@@ -41,20 +41,20 @@ pub struct SharedState {
     /// Index of the last applied entry (0 before any).
     pub applied_index: AtomicU64,
     /// A digest of every entry this process applied (index, term and
-    /// payload, in order; FNV-1a). Two runs that apply the same entries from
+    /// payload, in order; chained XXH3). Two runs that apply the same entries from
     /// the same start agree on it: the fault simulation puts it in a run's
     /// trace.
     pub applied_digest: AtomicU64,
 }
 
-/// FNV-1a offset basis: the digest before any entry.
+/// The digest before any entry.
 const DIGEST_START: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// `digest` followed by `bytes` (FNV-1a, stable across Rust versions).
+/// `digest` followed by `bytes`: XXH3 of `bytes` seeded with the digest so
+/// far (a specified algorithm, stable across versions; fast enough to run
+/// over every applied byte, unlike a byte-at-a-time hash).
 fn fold_digest(digest: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(digest, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, digest)
 }
 
 pub struct StateMachine {
@@ -273,8 +273,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut state = self.shared.state.write();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
-            digest = fold_digest(digest, &entry.log_id.index.to_be_bytes());
-            digest = fold_digest(digest, &entry.log_id.leader_id.term.to_be_bytes());
+            let mut position = [0u8; 16];
+            position[..8].copy_from_slice(&entry.log_id.index.to_be_bytes());
+            position[8..].copy_from_slice(&entry.log_id.leader_id.term.to_be_bytes());
+            digest = fold_digest(digest, &position);
             if let EntryPayload::Normal(payload) = &entry.payload {
                 digest = fold_digest(digest, &payload.bytes);
             }

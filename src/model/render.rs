@@ -2,12 +2,14 @@
 //! `expfmt` writer: the same float formatting, escaping and summary/histogram
 //! expansion, so scrapes look exactly like the reference's.
 
+use std::fmt::Write as _;
+
 use crate::pb::io::prometheus::client as pm;
 
 /// Appends `v` the way Go's `strconv.FormatFloat(v, 'g', -1, 64)` writes it
-/// (shortest round-trip digits; exponent form below 1e-4 and from 1e21... no:
-/// from 1e6 on, as `%g` with shortest precision does), with `+Inf`, `-Inf`,
-/// `NaN` and `-0` written as `0`.
+/// (shortest round-trip digits; exponent form below 1e-4 and from 1e6 on, as
+/// `%g` with shortest precision does), with `+Inf`, `-Inf`, `NaN` and `-0`
+/// written as `0`.
 pub fn write_float(out: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
@@ -23,22 +25,33 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
     }
     if v.fract() == 0.0 && v.abs() < 1e6 {
         // Fast path for small integers, the common case.
-        out.extend_from_slice(itoa_i64(v as i64).as_bytes());
+        write_int(out, v as i64);
         return;
     }
     // Rust's `{:e}` gives the shortest round-trip digits: "d.ddde<exp>".
-    let sci = format!("{:e}", v.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    // Formatted on the stack: this runs for every sample of every push.
+    let mut sci = StackText::default();
+    let _ = write!(sci, "{:e}", v.abs());
+    let sci = sci.as_str();
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut digit_buf = [0u8; 40];
+    let mut n = 0;
+    for b in mantissa.bytes().filter(|b| *b != b'.') {
+        if n < digit_buf.len() {
+            digit_buf[n] = b;
+            n += 1;
+        }
+    }
+    let digits = &digit_buf[..n];
     if v < 0.0 {
         out.push(b'-');
     }
     if !(-4..6).contains(&exp) {
-        out.extend_from_slice(&digits.as_bytes()[..1]);
+        out.extend_from_slice(&digits[..1]);
         if digits.len() > 1 {
             out.push(b'.');
-            out.extend_from_slice(&digits.as_bytes()[1..]);
+            out.extend_from_slice(&digits[1..]);
         }
         out.push(b'e');
         out.push(if exp < 0 { b'-' } else { b'+' });
@@ -46,26 +59,57 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
         if e < 10 {
             out.push(b'0');
         }
-        out.extend_from_slice(e.to_string().as_bytes());
+        write_int(out, i64::from(e));
     } else if exp < 0 {
         out.extend_from_slice(b"0.");
         for _ in 0..(-exp - 1) {
             out.push(b'0');
         }
-        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(digits);
     } else {
         let int_len = exp as usize + 1;
         if digits.len() <= int_len {
-            out.extend_from_slice(digits.as_bytes());
+            out.extend_from_slice(digits);
             for _ in digits.len()..int_len {
                 out.push(b'0');
             }
         } else {
-            out.extend_from_slice(&digits.as_bytes()[..int_len]);
+            out.extend_from_slice(&digits[..int_len]);
             out.push(b'.');
-            out.extend_from_slice(&digits.as_bytes()[int_len..]);
+            out.extend_from_slice(&digits[int_len..]);
         }
     }
+}
+
+/// A small fixed buffer for `write!`: the shortest form of an `f64` in `{:e}`
+/// notation is at most 24 bytes ("d.dddddddddddddddde-308").
+#[derive(Default)]
+struct StackText {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Appends an integer in decimal.
+pub fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// `write_float` into a new string (JSON API values, `le`/`quantile` labels).
@@ -73,10 +117,6 @@ pub fn format_float(v: f64) -> String {
     let mut out = Vec::with_capacity(24);
     write_float(&mut out, v);
     String::from_utf8(out).unwrap_or_default()
-}
-
-fn itoa_i64(v: i64) -> String {
-    v.to_string()
 }
 
 /// Label value escaping: `\` `"` and newline.
@@ -129,12 +169,38 @@ pub fn type_word(kind: pm::MetricType) -> &'static str {
     }
 }
 
+/// A label as the renderer needs it: a name and a value. Implemented for the
+/// protobuf pair and for borrowed `(name, value)` tuples, so that `apply` can
+/// render a sanitised label set without building protobuf messages for it.
+pub trait LabelRef {
+    fn label_name(&self) -> &str;
+    fn label_value(&self) -> &str;
+}
+
+impl LabelRef for pm::LabelPair {
+    fn label_name(&self) -> &str {
+        self.name()
+    }
+    fn label_value(&self) -> &str {
+        self.value()
+    }
+}
+
+impl LabelRef for (&str, &str) {
+    fn label_name(&self) -> &str {
+        self.0
+    }
+    fn label_value(&self) -> &str {
+        self.1
+    }
+}
+
 /// One sample line: `name{labels[,extra]} value`.
-fn write_sample(
+fn write_sample<L: LabelRef>(
     out: &mut Vec<u8>,
     name: &str,
     suffix: &str,
-    labels: &[pm::LabelPair],
+    labels: &[L],
     extra: Option<(&str, f64)>,
     value: impl FnOnce(&mut Vec<u8>),
 ) {
@@ -148,9 +214,9 @@ fn write_sample(
                 out.push(b',');
             }
             first = false;
-            out.extend_from_slice(l.name().as_bytes());
+            out.extend_from_slice(l.label_name().as_bytes());
             out.extend_from_slice(b"=\"");
-            write_escaped_label_value(out, l.value());
+            write_escaped_label_value(out, l.label_value());
             out.push(b'"');
         }
         if let Some((extra_name, extra_value)) = extra {
@@ -171,7 +237,17 @@ fn write_sample(
 
 /// The sample lines of one metric (series) of family `name` with type `kind`.
 pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm::Metric) {
-    let labels = &m.label;
+    write_metric_with_labels(out, name, kind, &m.label, m)
+}
+
+/// The sample lines of `m` under `labels` instead of its own labels.
+pub fn write_metric_with_labels<L: LabelRef>(
+    out: &mut Vec<u8>,
+    name: &str,
+    kind: pm::MetricType,
+    labels: &[L],
+    m: &pm::Metric,
+) {
     match kind {
         pm::MetricType::Counter => {
             let v = m.counter.as_ref().map_or(0.0, |c| c.value());
@@ -194,9 +270,7 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm:
                 });
             }
             write_sample(out, name, "_sum", labels, None, |o| write_float(o, s.sample_sum()));
-            write_sample(out, name, "_count", labels, None, |o| {
-                o.extend_from_slice(s.sample_count().to_string().as_bytes())
-            });
+            write_sample(out, name, "_count", labels, None, |o| write_int(o, s.sample_count()));
         }
         pm::MetricType::Histogram | pm::MetricType::GaugeHistogram => {
             let default = pm::Histogram::default();
@@ -211,7 +285,7 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm:
                     if b.cumulative_count_float.is_some() && b.cumulative_count.is_none() {
                         write_float(o, b.cumulative_count_float())
                     } else {
-                        o.extend_from_slice(b.cumulative_count().to_string().as_bytes())
+                        write_int(o, b.cumulative_count())
                     }
                 });
             }
@@ -219,7 +293,7 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, kind: pm::MetricType, m: &pm:
                 if is_float {
                     write_float(o, h.sample_count_float())
                 } else {
-                    o.extend_from_slice(h.sample_count().to_string().as_bytes())
+                    write_int(o, h.sample_count())
                 }
             };
             if !saw_inf {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::grouping_key::{GroupingKey, Label};
 use super::names::{is_valid_label_name, is_valid_metric_name};
-use super::render::{write_float, write_header, write_metric};
+use super::render::{write_float, write_header, write_metric, write_metric_with_labels, LabelRef};
 use super::reserved::{self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP};
 use crate::pb::io::prometheus::client as pm;
 use crate::pb::pushgate::v1 as pb;
@@ -288,6 +288,9 @@ impl Store {
         let mut seen_in_push: IdentityMap<()> = IdentityMap::default();
         let mut prepared = Vec::with_capacity(pushed.len());
         let mut scratch = Vec::new();
+        // The sanitised labels of a family's series, borrowed from the push
+        // and the grouping key: no metric is copied to be stored.
+        let mut label_buf: Vec<(&str, &str)> = Vec::new();
 
         for (&name, family) in &pushed {
             if !is_valid_metric_name(name) {
@@ -301,16 +304,18 @@ impl Store {
                 }
                 Ok(kind) => kind,
             };
-            let mut metrics = Vec::with_capacity(family.metric.len());
+            label_buf.clear();
+            let mut series: Vec<(std::ops::Range<usize>, &pm::Metric)> = Vec::with_capacity(family.metric.len());
             let mut hashes = Vec::with_capacity(family.metric.len());
             for metric in &family.metric {
-                let mut metric = metric.clone();
-                if let Err(e) = check_metric(name, kind, &metric) {
+                if let Err(e) = check_metric(name, kind, metric) {
                     errors.push(e);
                     continue;
                 }
-                sanitize_labels(&mut metric, grouping);
-                let hash = series_hash(name, &metric.label);
+                let start = label_buf.len();
+                push_sanitized_labels(&mut label_buf, &metric.label, grouping);
+                let labels = &label_buf[start..];
+                let hash = series_hash(name, labels);
                 let duplicate_in_store = check
                     && self.series_index.get(&hash).copied().unwrap_or(0)
                         > removed_series.get(&hash).copied().unwrap_or(0);
@@ -318,14 +323,15 @@ impl Store {
                     errors.push(format!(
                         "collected metric {:?} {} was collected before with the same name and label values",
                         name,
-                        describe_labels(&metric.label)
+                        describe_labels(labels)
                     ));
+                    label_buf.truncate(start);
                     continue;
                 }
                 hashes.push(hash);
-                metrics.push(metric);
+                series.push((start..label_buf.len(), metric));
             }
-            if check && !metrics.is_empty() {
+            if check && !series.is_empty() {
                 if let Some(own) = self_family_type(name) {
                     if own != kind {
                         errors.push(format!(
@@ -339,7 +345,7 @@ impl Store {
                     errors.push(format!(
                         "collected metric {:?} {} is not a {} (another group has {name} as {})",
                         name,
-                        describe_labels(&metrics[0].label),
+                        describe_labels(&label_buf[series[0].0.clone()]),
                         other.as_str_name(),
                         other.as_str_name()
                     ));
@@ -356,27 +362,35 @@ impl Store {
                     errors.push(e);
                 }
             }
-            sort_metrics(&mut metrics);
-            let sanitized = pm::MetricFamily {
-                name: Some(name.to_string()),
-                help: family.help.clone().filter(|h| !h.is_empty()),
-                r#type: Some(kind as i32),
-                metric: metrics,
-                unit: family.unit.clone(),
+            if !errors.is_empty() {
+                // The push is refused: nothing of it will be stored.
+                continue;
+            }
+            let labels_of = |range: &std::ops::Range<usize>| &label_buf[range.clone()];
+            sort_series(&mut series, labels_of);
+            let help = family.help.as_deref().filter(|h| !h.is_empty());
+            let sanitized = SanitizedFamily {
+                name,
+                help,
+                kind,
+                unit: family.unit.as_deref(),
+                series: series.iter().map(|(r, m)| (labels_of(r), *m)),
             };
             let (encoded, text) = stored_forms(
                 &mut scratch,
                 sanitized.encoded_len(),
-                |out| sanitized.encode_raw(out),
-                name,
-                kind,
-                &sanitized.metric,
+                |out| sanitized.encode(out),
+                |out| {
+                    for (labels, m) in sanitized.series.clone() {
+                        write_metric_with_labels(out, name, kind, labels, m);
+                    }
+                },
             );
             prepared.push((
                 Arc::<str>::from(name),
                 Arc::new(StoredFamily {
                     kind,
-                    help: sanitized.help.as_deref().map(Arc::from),
+                    help: help.map(Arc::from),
                     pushed_at: now,
                     encoded,
                     text,
@@ -659,9 +673,11 @@ impl Store {
                     &mut scratch,
                     f.family.len(),
                     |out| out.extend_from_slice(&f.family),
-                    &name,
-                    kind,
-                    &decoded.metric,
+                    |out| {
+                        for m in &decoded.metric {
+                            write_metric(out, &name, kind, m);
+                        }
+                    },
                 );
                 let series: Vec<u64> = decoded.metric.iter().map(|m| series_hash(&name, &m.label)).collect();
                 families.insert(
@@ -690,8 +706,8 @@ impl Store {
 }
 
 /// A family's two stored forms, its protobuf encoding (`encoded_len` bytes,
-/// written by `encode`) and its text sample lines, in one allocation of their
-/// exact size.
+/// written by `encode`) and its text sample lines (written by `render`), in
+/// one allocation of their exact size.
 ///
 /// Rendering into a growing `Vec` and keeping it would hold up to twice the
 /// bytes for as long as the family is stored, and two allocations per family
@@ -701,20 +717,118 @@ fn stored_forms(
     scratch: &mut Vec<u8>,
     encoded_len: usize,
     encode: impl FnOnce(&mut Vec<u8>),
-    name: &str,
-    kind: pm::MetricType,
-    metrics: &[pm::Metric],
+    render: impl FnOnce(&mut Vec<u8>),
 ) -> (Bytes, Bytes) {
     scratch.clear();
-    for m in metrics {
-        write_metric(scratch, name, kind, m);
-    }
+    render(scratch);
     let mut both = Vec::with_capacity(encoded_len + scratch.len());
     encode(&mut both);
     let encoded_len = both.len();
     both.extend_from_slice(scratch);
     let both = Bytes::from(both);
     (both.slice(..encoded_len), both.slice(encoded_len..))
+}
+
+/// A sanitised family as borrowed pieces of a push: its series are the
+/// pushed metrics' values under their sanitised, sorted labels. Encodes
+/// exactly as prost encodes the equivalent owned `MetricFamily` (a unit test
+/// holds the two to the same bytes), without building that copy.
+struct SanitizedFamily<'a, I> {
+    name: &'a str,
+    help: Option<&'a str>,
+    kind: pm::MetricType,
+    unit: Option<&'a str>,
+    series: I,
+}
+
+impl<'a, I> SanitizedFamily<'a, I>
+where
+    I: Iterator<Item = (&'a [(&'a str, &'a str)], &'a pm::Metric)> + Clone,
+{
+    fn encoded_len(&self) -> usize {
+        use prost::encoding::{encoded_len_varint, int32, key_len};
+        let mut len = string_field_len(1, self.name)
+            + self.help.map_or(0, |h| string_field_len(2, h))
+            + int32::encoded_len(3, &(self.kind as i32))
+            + self.unit.map_or(0, |u| string_field_len(5, u));
+        for (labels, m) in self.series.clone() {
+            let body = metric_body_len(labels, m);
+            len += key_len(4) + encoded_len_varint(body as u64) + body;
+        }
+        len
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        use prost::encoding::{encode_key, encode_varint, int32, WireType};
+        encode_string_field(1, self.name, out);
+        if let Some(h) = self.help {
+            encode_string_field(2, h, out);
+        }
+        int32::encode(3, &(self.kind as i32), out);
+        for (labels, m) in self.series.clone() {
+            encode_key(4, WireType::LengthDelimited, out);
+            encode_varint(metric_body_len(labels, m) as u64, out);
+            encode_metric_body(labels, m, out);
+        }
+        if let Some(u) = self.unit {
+            encode_string_field(5, u, out);
+        }
+    }
+}
+
+fn string_field_len(tag: u32, value: &str) -> usize {
+    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(value.len() as u64) + value.len()
+}
+
+fn encode_string_field(tag: u32, value: &str, out: &mut Vec<u8>) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(value.len() as u64, out);
+    out.extend_from_slice(value.as_bytes());
+}
+
+fn label_pair_len(name: &str, value: &str) -> usize {
+    string_field_len(1, name) + string_field_len(2, value)
+}
+
+/// `Metric` fields in tag order: label (1), gauge (2), counter (3), summary (4),
+/// untyped (5), histogram (7). Timestamps (6) never reach a stored family.
+fn metric_body_len(labels: &[(&str, &str)], m: &pm::Metric) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len, message};
+    let mut len = 0;
+    for (n, v) in labels {
+        let pair = label_pair_len(n, v);
+        len += key_len(1) + encoded_len_varint(pair as u64) + pair;
+    }
+    len + m.gauge.as_ref().map_or(0, |g| message::encoded_len(2, g))
+        + m.counter.as_ref().map_or(0, |c| message::encoded_len(3, c))
+        + m.summary.as_ref().map_or(0, |s| message::encoded_len(4, s))
+        + m.untyped.as_ref().map_or(0, |u| message::encoded_len(5, u))
+        + m.histogram.as_ref().map_or(0, |h| message::encoded_len(7, h))
+}
+
+fn encode_metric_body(labels: &[(&str, &str)], m: &pm::Metric, out: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, message, WireType};
+    for (n, v) in labels {
+        encode_key(1, WireType::LengthDelimited, out);
+        encode_varint(label_pair_len(n, v) as u64, out);
+        encode_string_field(1, n, out);
+        encode_string_field(2, v, out);
+    }
+    if let Some(g) = &m.gauge {
+        message::encode(2, g, out);
+    }
+    if let Some(c) = &m.counter {
+        message::encode(3, c, out);
+    }
+    if let Some(s) = &m.summary {
+        message::encode(4, s, out);
+    }
+    if let Some(u) = &m.untyped {
+        message::encode(5, u, out);
+    }
+    if let Some(h) = &m.histogram {
+        message::encode(7, h, out);
+    }
 }
 
 /// One piece of a rendered exposition.
@@ -801,8 +915,10 @@ fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), 
             kind.as_str_name()
         ));
     }
-    let mut names = HashSet::new();
-    for l in &m.label {
+    // Few labels are the rule: compare with the earlier ones instead of
+    // allocating a set for every series.
+    let mut names = (m.label.len() > 16).then(HashSet::new);
+    for (i, l) in m.label.iter().enumerate() {
         let label = l.name();
         if !is_valid_label_name(label) || label.starts_with("__") {
             return Err(format!(
@@ -810,7 +926,11 @@ fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), 
                 what()
             ));
         }
-        if !names.insert(label) {
+        let repeated = match &mut names {
+            Some(set) => !set.insert(label),
+            None => m.label[..i].iter().any(|earlier| earlier.name() == label),
+        };
+        if repeated {
             return Err(format!(
                 "collected metric {name:?} {} has two or more labels with the same name: {label}",
                 what()
@@ -832,59 +952,78 @@ fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), 
     Ok(())
 }
 
-/// Grouping labels override body labels; `instance=""` when absent; sorted.
-fn sanitize_labels(m: &mut pm::Metric, grouping: &[Label]) {
-    m.label
-        .retain(|l| grouping.binary_search_by(|g| g.name.as_str().cmp(l.name())).is_err());
+/// Appends a series' sanitised labels to `out`: grouping labels override body
+/// labels, `instance=""` when absent, sorted by name. Body label names are
+/// unique (`check_metric`), so the result has no duplicate names.
+fn push_sanitized_labels<'a>(out: &mut Vec<(&'a str, &'a str)>, body: &'a [pm::LabelPair], grouping: &'a [Label]) {
+    let start = out.len();
+    for l in body {
+        if grouping.binary_search_by(|g| g.name.as_str().cmp(l.name())).is_err() {
+            out.push((l.name(), l.value()));
+        }
+    }
     for g in grouping {
-        m.label.push(pm::LabelPair {
-            name: Some(g.name.clone()),
-            value: Some(g.value.clone()),
-        });
+        out.push((g.name.as_str(), g.value.as_str()));
     }
-    if !m.label.iter().any(|l| l.name() == "instance") {
-        m.label.push(pm::LabelPair {
-            name: Some("instance".into()),
-            value: Some(String::new()),
-        });
+    if !out[start..].iter().any(|(n, _)| *n == "instance") {
+        out.push(("instance", ""));
     }
-    m.label.sort_by(|a, b| a.name().cmp(b.name()));
+    out[start..].sort_by(|a, b| a.0.cmp(b.0));
 }
 
 /// The reference's series order inside a family: fewer labels first, then label
 /// values position by position.
-fn sort_metrics(metrics: &mut [pm::Metric]) {
-    metrics.sort_by(|a, b| {
-        a.label
-            .len()
-            .cmp(&b.label.len())
-            .then_with(|| a.label.iter().map(|l| l.value()).cmp(b.label.iter().map(|l| l.value())))
+fn sort_series<'a, T>(series: &mut [(T, &pm::Metric)], labels_of: impl Fn(&T) -> &'a [(&'a str, &'a str)]) {
+    series.sort_by(|(a, _), (b, _)| {
+        let (a, b) = (labels_of(a), labels_of(b));
+        a.len()
+            .cmp(&b.len())
+            .then_with(|| a.iter().map(|l| l.1).cmp(b.iter().map(|l| l.1)))
     });
 }
 
 /// A stable (version- and process-independent) hash of a series identity.
-pub fn series_hash(name: &str, labels: &[pm::LabelPair]) -> u64 {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(name.as_bytes());
+pub fn series_hash<L: LabelRef>(name: &str, labels: &[L]) -> u64 {
+    // The identity is laid out on the stack (on the heap only when long): this
+    // runs for every series of every push, on every replica.
+    let len = name.len()
+        + labels
+            .iter()
+            .map(|l| 2 + l.label_name().len() + l.label_value().len())
+            .sum::<usize>();
+    let mut stack = [0u8; 512];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(name.as_bytes());
     for l in labels {
-        buf.push(0xff);
-        buf.extend_from_slice(l.name().as_bytes());
-        buf.push(0xfe);
-        buf.extend_from_slice(l.value().as_bytes());
+        put(&[0xff]);
+        put(l.label_name().as_bytes());
+        put(&[0xfe]);
+        put(l.label_value().as_bytes());
     }
-    xxhash_rust::xxh3::xxh3_64(&buf)
+    xxhash_rust::xxh3::xxh3_64(buf)
 }
 
-fn describe_labels(labels: &[pm::LabelPair]) -> String {
+fn describe_labels<L: LabelRef>(labels: &[L]) -> String {
     let mut out = Vec::new();
     out.push(b'{');
     for (i, l) in labels.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(l.name().as_bytes());
+        out.extend_from_slice(l.label_name().as_bytes());
         out.extend_from_slice(b"=\"");
-        super::render::write_escaped_label_value(&mut out, l.value());
+        super::render::write_escaped_label_value(&mut out, l.label_value());
         out.push(b'"');
     }
     out.push(b'}');

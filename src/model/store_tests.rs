@@ -1,5 +1,7 @@
 //! Unit tests of the store's apply semantics and rendering.
 
+use prost::Message;
+
 use super::store::{key_to_pb, Outcome, Store};
 use super::text_parse::parse_text;
 use super::GroupingKey;
@@ -382,4 +384,125 @@ fn wipe_removes_everything() {
     assert_eq!(s.apply_batch(T1, &[m]), vec![Outcome::Wiped { groups: 2 }]);
     assert_eq!(s.group_count(), 0);
     assert_eq!(render(&s), "");
+}
+
+/// Stored families are encoded field by field from borrowed pieces of the
+/// push; the bytes must be exactly what prost writes for the same family, with
+/// the sanitised labels (grouping labels win, `instance=""` added, sorted) and
+/// series in the reference's order.
+#[test]
+fn stored_encoding_is_prosts_encoding_of_the_sanitised_family() {
+    let mut store = Store::new();
+    let k = key(&[("job", "j"), ("zone", "z\"1")]);
+    let label = |n: &str, v: &str| pm::LabelPair {
+        name: Some(n.into()),
+        value: Some(v.into()),
+    };
+    let families = vec![
+        pm::MetricFamily {
+            name: Some("g".into()),
+            help: Some("a gauge".into()),
+            r#type: Some(pm::MetricType::Gauge as i32),
+            metric: vec![
+                pm::Metric {
+                    label: vec![label("zone", "body"), label("b", "2"), label("a", "")],
+                    gauge: Some(pm::Gauge { value: Some(1.5) }),
+                    ..Default::default()
+                },
+                pm::Metric {
+                    label: vec![label("instance", "i")],
+                    gauge: Some(pm::Gauge { value: Some(-0.0) }),
+                    ..Default::default()
+                },
+            ],
+            unit: Some("seconds".into()),
+        },
+        pm::MetricFamily {
+            name: Some("h".into()),
+            help: Some(String::new()),
+            r#type: Some(pm::MetricType::Histogram as i32),
+            metric: vec![pm::Metric {
+                histogram: Some(pm::Histogram {
+                    sample_count: Some(3),
+                    sample_sum: Some(2.5),
+                    bucket: vec![pm::Bucket {
+                        upper_bound: Some(1.0),
+                        cumulative_count: Some(1),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            unit: None,
+        },
+        pm::MetricFamily {
+            name: Some("s".into()),
+            help: None,
+            r#type: Some(pm::MetricType::Summary as i32),
+            metric: vec![pm::Metric {
+                label: vec![label("q", "x")],
+                summary: Some(pm::Summary {
+                    sample_count: Some(2),
+                    sample_sum: Some(1.0),
+                    quantile: vec![pm::Quantile {
+                        quantile: Some(0.5),
+                        value: Some(0.25),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            unit: None,
+        },
+        pm::MetricFamily {
+            name: Some("c".into()),
+            help: Some("count".into()),
+            r#type: Some(pm::MetricType::Counter as i32),
+            metric: vec![pm::Metric {
+                counter: Some(pm::Counter {
+                    value: Some(7.0),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            unit: None,
+        },
+    ];
+    assert_eq!(push_families(&mut store, T1, &k, true, families), Outcome::Pushed);
+    let group = store.group(&k).unwrap();
+    let g = &group.families["g"];
+    let decoded = g.decode();
+    assert_eq!(decoded.encode_to_vec(), g.encoded.as_ref(), "canonical prost bytes");
+    assert_eq!(decoded.help.as_deref(), Some("a gauge"));
+    assert_eq!(decoded.unit.as_deref(), Some("seconds"));
+    let names_values: Vec<Vec<(String, String)>> = decoded
+        .metric
+        .iter()
+        .map(|m| {
+            m.label
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect()
+        })
+        .collect();
+    let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    };
+    assert_eq!(
+        names_values,
+        vec![
+            owned(&[("instance", "i"), ("job", "j"), ("zone", "z\"1")]),
+            owned(&[("a", ""), ("b", "2"), ("instance", ""), ("job", "j"), ("zone", "z\"1")]),
+        ]
+    );
+    for name in ["h", "s", "c"] {
+        let f = &group.families[name];
+        assert_eq!(f.decode().encode_to_vec(), f.encoded.as_ref(), "family {name}");
+    }
+    assert_eq!(group.families["h"].decode().help, None, "empty help is dropped");
+    assert_eq!(
+        String::from_utf8(g.text.to_vec()).unwrap(),
+        "g{instance=\"i\",job=\"j\",zone=\"z\\\"1\"} 0\ng{a=\"\",b=\"2\",instance=\"\",job=\"j\",zone=\"z\\\"1\"} 1.5\n"
+    );
 }
