@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use prost::Message;
 
 use super::codec::{self, FORMAT_VERSION};
+use super::recent_entries::RecentEntries;
 use super::stats::ClusterStats;
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::pb::pushgate::v1 as pb;
@@ -162,6 +163,8 @@ pub struct LogStore {
     /// The sync thread's queue; `None` when blocking work runs inline
     /// (`crate::blocking`), and `append` syncs before it returns.
     flusher: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    /// Entries appended and not yet applied, as appended (reads skip sled).
+    recent: Arc<RecentEntries>,
     stats: Arc<ClusterStats>,
 }
 
@@ -242,6 +245,7 @@ impl LogStore {
             meta,
             syncer,
             flusher,
+            recent: Arc::default(),
             stats,
         };
         let committed = store.committed_index();
@@ -250,6 +254,12 @@ impl LogStore {
             .committed_index
             .fetch_max(committed, std::sync::atomic::Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// The in-memory run of appended entries, for the state machine to
+    /// release what it has applied.
+    pub fn recent_entries(&self) -> Arc<RecentEntries> {
+        self.recent.clone()
     }
 
     fn sync_now(&self) -> Result<(), StorageError> {
@@ -334,6 +344,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
+        if let Some(entries) = self.recent.get(start, end) {
+            return Ok(entries);
+        }
         let mut out = Vec::new();
         let last_segment = end.map_or(u64::MAX, |e| segment_of(e.saturating_sub(1)));
         if end.is_some_and(|e| e <= start) {
@@ -408,13 +421,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batches: Vec<(u64, sled::Batch)> = Vec::new();
         let mut count = 0;
         let mut bytes = 0;
-        for entry in entries {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        for entry in &entries {
             let segment = segment_of(entry.log_id.index);
             if batches.last().is_none_or(|(s, _)| *s != segment) {
                 batches.push((segment, sled::Batch::default()));
             }
             if let Some((_, batch)) = batches.last_mut() {
-                let record = codec::entry_to_pb(&entry).encode_to_vec();
+                let record = codec::entry_to_pb(entry).encode_to_vec();
                 bytes += record.len() as u64;
                 batch.insert(&index_key(entry.log_id.index), record);
             }
@@ -427,6 +441,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .apply_batch(batch)
                 .map_err(write_err)?;
         }
+        self.recent.appended(&entries);
         ClusterStats::add(&self.stats.entries_appended, count);
         ClusterStats::add(&self.stats.log_bytes_appended, bytes);
         match &self.flusher {
@@ -439,6 +454,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.recent.truncated(log_id.index);
         for (_, tree) in self.log.existing(segment_of(log_id.index), u64::MAX) {
             let mut batch = sled::Batch::default();
             for item in tree.range(index_key(log_id.index)..) {
@@ -456,6 +472,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_optional_log_id(KEY_LAST_PURGED, Some(&log_id))?;
         self.sync_off_thread(ErrorSubject::Logs).await?;
         let upto = log_id.index;
+        self.recent.purged(upto);
         for (segment, tree) in self.log.existing(0, segment_of(upto)) {
             let segment_end = (segment + 1) * SEGMENT_ENTRIES - 1;
             if segment_end <= upto {
@@ -491,7 +508,9 @@ mod tests {
             let dir = tempfile::tempdir().expect("temp dir");
             let stats = Arc::new(ClusterStats::default());
             let log = LogStore::open(&dir.path().join("log"), 8 << 20, stats.clone()).expect("log store");
-            let sm = StateMachine::open(&dir.path().join("snapshots"), 1, stats).expect("state machine");
+            let sm = StateMachine::open(&dir.path().join("snapshots"), 1, stats)
+                .expect("state machine")
+                .releasing(log.recent_entries());
             Ok((dir, log, sm))
         }
     }

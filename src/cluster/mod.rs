@@ -15,6 +15,7 @@ pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod node;
+pub mod recent_entries;
 pub mod rpc_codec;
 pub mod runtime;
 pub mod service;

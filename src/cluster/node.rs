@@ -172,7 +172,8 @@ impl ClusterNode {
             Identity::load(log_store.clone(), config.node_id, &config.data_dir).map_err(StartError::Identity)?,
         );
         let state_machine = StateMachine::open(&config.data_dir.join("snapshots"), config.node_id, stats.clone())
-            .map_err(StartError::Storage)?;
+            .map_err(StartError::Storage)?
+            .releasing(log_store.recent_entries());
         let shared = state_machine.shared();
 
         let raft_config = openraft::Config {

@@ -19,6 +19,7 @@ use prost::Message;
 
 use super::bugs::{self, Bug};
 use super::codec::{self, FORMAT_VERSION};
+use super::recent_entries::RecentEntries;
 use super::stats::ClusterStats;
 use super::types::{
     BatchOutcome, Entry, LogId, LogPayload, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -64,6 +65,8 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
     stats: Arc<ClusterStats>,
     snapshot_seq: Arc<AtomicU64>,
+    /// The log's in-memory run of appended entries: released once applied.
+    recent: Option<Arc<RecentEntries>>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -80,6 +83,13 @@ const SNAPSHOT_GROUPS_TAG: u32 = 7;
 
 impl StateMachine {
     /// Opens the state machine, restoring the latest snapshot in `snapshot_dir`.
+    /// Releases applied entries from the log's in-memory run (see
+    /// `recent_entries`).
+    pub fn releasing(mut self, recent: Arc<RecentEntries>) -> Self {
+        self.recent = Some(recent);
+        self
+    }
+
     pub fn open(snapshot_dir: &Path, node_id: NodeId, stats: Arc<ClusterStats>) -> Result<Self, String> {
         std::fs::create_dir_all(snapshot_dir).map_err(|e| format!("cannot create {}: {e}", snapshot_dir.display()))?;
         let sm = StateMachine {
@@ -96,6 +106,7 @@ impl StateMachine {
             snapshot_dir: snapshot_dir.to_path_buf(),
             stats,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            recent: None,
         };
         let path = snapshot_dir.join(SNAPSHOT_FILE);
         if path.exists() {
@@ -329,6 +340,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         drop(state);
         self.shared.applied_digest.store(digest, Ordering::Relaxed);
         self.shared.applied_index.store(applied, Ordering::Release);
+        if let Some(recent) = &self.recent {
+            recent.applied(applied);
+        }
         Ok(results)
     }
 
