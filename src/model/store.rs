@@ -202,8 +202,10 @@ impl Store {
                 let mut group = match &existing {
                     Some(g) if !push.replace => (**g).clone(),
                     Some(g) => Group {
+                        key: g.key.clone(),
+                        push_time: g.push_time,
+                        failure_time: g.failure_time,
                         families: BTreeMap::new(),
-                        ..(**g).clone()
                     },
                     None => Group {
                         key: key.clone(),
