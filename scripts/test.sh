@@ -40,8 +40,12 @@ cargo run --release -q -p simulation -- --seeds 0..20 --scenario all
 
 # ---- conformance against the real binary -----------------------------------
 if [[ -d $SHARED/conformance ]]; then
-  log "Pushgateway conformance suite against target/release/pushgate"
-  BIN=$ROOT/target/release/pushgate
+  # The binary `cargo test` built, wherever the target directory is
+  # (CARGO_TARGET_DIR, .cargo/config.toml).
+  TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  BIN=$TARGET_DIR/release/pushgate
+  log "Pushgateway conformance suite against $BIN"
   cd "$SHARED"
   PGW_CMD="$BIN --web.listen-address=127.0.0.1:{port} --cluster.listen-address=127.0.0.1:0 --web.enable-admin-api --web.enable-lifecycle --storage.path={datadir}" \
     python3 -m pytest -q -p no:cacheprovider conformance -m 'not version_specific' --runxfail
