@@ -189,6 +189,27 @@ fn concurrent_pushes_share_log_entries_and_fsyncs() {
 }
 
 #[test]
+fn entries_are_applied_from_memory_not_read_back_from_disk() {
+    let tmp = temp_dir("log-reads");
+    let s = Server::start_in(&tmp.path().join("data"), &[]);
+    for i in 0..50 {
+        assert_eq!(s.put("/metrics/job/reads", &format!("v {i}\n")).status(), 200);
+    }
+    let read = |from: &str| s.self_metric(&format!("pushgate_log_entries_read_total{{from=\"{from}\"}}"));
+    let appended = s.self_metric("pushgate_log_entries_appended_total");
+    assert!(
+        read("memory") >= 50.0,
+        "{} entries applied from memory after 50 pushes",
+        read("memory")
+    );
+    assert!(
+        read("disk") < appended,
+        "{} of {appended} entries read back from disk",
+        read("disk")
+    );
+}
+
+#[test]
 fn a_full_queue_answers_503_and_loses_nothing_acknowledged() {
     let tmp = temp_dir("backpressure");
     // A queue budget of 1 KiB: one pending mutation at a time.

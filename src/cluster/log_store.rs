@@ -345,6 +345,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => None,
         };
         if let Some(entries) = self.recent.get(start, end) {
+            ClusterStats::add(&self.stats.entries_read_memory, entries.len() as u64);
             return Ok(entries);
         }
         let mut out = Vec::new();
@@ -362,6 +363,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 out.push(Self::decode_entry(&value)?);
             }
         }
+        ClusterStats::add(&self.stats.entries_read_disk, out.len() as u64);
         Ok(out)
     }
 }

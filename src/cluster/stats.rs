@@ -16,6 +16,10 @@ pub struct ClusterStats {
     pub log_bytes_appended: AtomicU64,
     /// fsync/fdatasync rounds that made appended entries durable.
     pub fsyncs: AtomicU64,
+    /// Log entries read back (to replicate or apply) from the in-memory run
+    /// of appended entries, and from disk.
+    pub entries_read_memory: AtomicU64,
+    pub entries_read_disk: AtomicU64,
     /// Client mutations applied to the state machine.
     pub mutations_applied: AtomicU64,
     /// Batches (log entries) proposed by this node's batcher.
@@ -42,6 +46,8 @@ impl Default for ClusterStats {
             entries_appended: AtomicU64::new(0),
             log_bytes_appended: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            entries_read_memory: AtomicU64::new(0),
+            entries_read_disk: AtomicU64::new(0),
             mutations_applied: AtomicU64::new(0),
             batches_proposed: AtomicU64::new(0),
             queue_rejected: AtomicU64::new(0),

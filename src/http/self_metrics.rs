@@ -187,6 +187,23 @@ impl SelfMetrics {
             "fsync rounds that made Raft log entries durable on this node.",
             ClusterStats::get(&stats.fsyncs) as f64,
         ));
+        let read = |from: &str, n: &std::sync::atomic::AtomicU64| {
+            metric_with(vec![("from", from)], |m| {
+                m.counter = Some(pm::Counter {
+                    value: Some(ClusterStats::get(n) as f64),
+                    ..Default::default()
+                })
+            })
+        };
+        out.push(family(
+            "pushgate_log_entries_read_total",
+            "Raft log entries read back to replicate or apply them, from memory (appended, not yet applied) or from disk.",
+            pm::MetricType::Counter,
+            vec![
+                read("disk", &stats.entries_read_disk),
+                read("memory", &stats.entries_read_memory),
+            ],
+        ));
         out.push(gauge(
             "pushgate_mutation_queue_length",
             "Mutations waiting to be proposed by this node.",

@@ -31,6 +31,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType)] = &[
     ("pushgate_http_push_size_bytes", MetricType::Histogram),
     ("pushgate_http_requests_total", MetricType::Counter),
     ("pushgate_log_entries_appended_total", MetricType::Counter),
+    ("pushgate_log_entries_read_total", MetricType::Counter),
     ("pushgate_log_fsyncs_total", MetricType::Counter),
     ("pushgate_mutation_queue_length", MetricType::Gauge),
     ("pushgate_mutation_queue_rejected_total", MetricType::Counter),
