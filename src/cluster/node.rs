@@ -110,6 +110,33 @@ impl QuorumCheck {
     }
 }
 
+/// What a leader that restarted without losing its leadership must have
+/// applied before it serves a consistent read.
+///
+/// openraft 0.9 restores a node whose stored vote made it the leader as the
+/// leader of the same term at start-up, without a new no-op entry, and with
+/// the commit index it last stored (which is not synced on its own). Its
+/// read index (`max(first entry of its term, committed)`) can then be below
+/// entries that were committed, and acknowledged, before the restart, and a
+/// read would miss them. Every entry in that leader's log at start-up is its
+/// own (no other leader exists in its term) and will be committed, so reads
+/// wait until those are applied. Once the term changes, a new leader's no-op
+/// entry covers everything before it and the floor no longer applies.
+#[derive(Clone, Copy, Debug)]
+pub struct RestartFloor {
+    /// The term of the vote stored at start-up.
+    pub term: u64,
+    /// The last log index at start-up.
+    pub index: u64,
+}
+
+impl RestartFloor {
+    /// The index a read must wait for while the term is still `current_term`.
+    pub fn pending(&self, current_term: u64) -> Option<u64> {
+        (current_term == self.term && self.index > 0).then_some(self.index)
+    }
+}
+
 pub struct ClusterNode {
     pub id: NodeId,
     raft: Raft,
@@ -120,6 +147,7 @@ pub struct ClusterNode {
     peers: Peers,
     identity: Arc<Identity>,
     quorum: QuorumCheck,
+    restart_floor: RestartFloor,
     stop: watch::Sender<bool>,
 }
 
@@ -194,6 +222,23 @@ impl ClusterNode {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let restart_floor = {
+            use openraft::storage::RaftLogStorage;
+            let mut probe = log_store.clone();
+            let last = probe
+                .get_log_state()
+                .await
+                .map_err(|e| StartError::Storage(e.to_string()))?
+                .last_log_id;
+            let vote = probe
+                .read_vote()
+                .await
+                .map_err(|e| StartError::Storage(e.to_string()))?;
+            RestartFloor {
+                term: vote.map_or(0, |v| v.leader_id().get_term()),
+                index: last.map_or(0, |l| l.index),
+            }
+        };
         let peers = Peers::new(identity.clone(), transport.clone());
         let raft = Raft::new(
             config.node_id,
@@ -256,6 +301,7 @@ impl ClusterNode {
                 identity: identity.clone(),
                 peers: peers.clone(),
                 quorum: quorum.clone(),
+                restart_floor,
             };
             let server = pb::replica_server::ReplicaServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -286,6 +332,7 @@ impl ClusterNode {
             peers,
             identity,
             quorum,
+            restart_floor,
             stop,
         });
         if !node.config.peers.is_empty() {
@@ -404,7 +451,7 @@ impl ClusterNode {
                     }
                     match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
                         Err(_) => return Err(ReadError::Timeout(timeout)),
-                        Ok(Ok(_)) => return Ok(self.applied_index()),
+                        Ok(Ok(_)) => return self.past_restart_floor(deadline, timeout).await,
                         Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
                             Err(ReadError::NoLeader)
                         }
@@ -432,6 +479,19 @@ impl ClusterNode {
                 Ok(i) => return Ok(i),
             }
         }
+    }
+
+    /// On a leader that confirmed its leadership: waits until the restart
+    /// floor (if it still applies) is applied too.
+    async fn past_restart_floor(&self, deadline: Instant, timeout: Duration) -> Result<u64, ReadError> {
+        let term = self.raft.metrics().borrow().current_term;
+        if let Some(floor) = self.restart_floor.pending(term) {
+            let wait = self.raft.wait(Some(deadline.saturating_duration_since(Instant::now())));
+            if wait.applied_index_at_least(Some(floor), "restart floor").await.is_err() {
+                return Err(ReadError::Timeout(timeout));
+            }
+        }
+        Ok(self.applied_index())
     }
 
     async fn remote_read_index(&self, addr: &str, timeout: Duration) -> Result<u64, ReadError> {

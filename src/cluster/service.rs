@@ -26,6 +26,7 @@ pub struct ReplicaService {
     pub identity: Arc<Identity>,
     pub peers: super::network::Peers,
     pub quorum: super::node::QuorumCheck,
+    pub restart_floor: super::node::RestartFloor,
 }
 
 impl ReplicaService {
@@ -172,9 +173,13 @@ impl Replica for ReplicaService {
             return Err(Status::unavailable(e.to_string()));
         }
         match self.raft.get_read_log_id().await {
-            Ok((read_log_id, _applied)) => Ok(Response::new(pb::ReadIndexResponse {
-                read_index: read_log_id.map_or(0, |l| l.index),
-            })),
+            Ok((read_log_id, _applied)) => {
+                let term = self.raft.metrics().borrow().current_term;
+                let floor = self.restart_floor.pending(term).unwrap_or(0);
+                Ok(Response::new(pb::ReadIndexResponse {
+                    read_index: read_log_id.map_or(0, |l| l.index).max(floor),
+                }))
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(Status::failed_precondition(
                 format!("not the leader (leader: {:?})", f.leader_id),
             )),
