@@ -31,6 +31,11 @@ where
     if inline() {
         Ok(f())
     } else {
-        tokio::task::spawn_blocking(f).await
+        tokio::task::spawn_blocking(|| {
+            let result = f();
+            crate::allocator::release_idle_memory();
+            result
+        })
+        .await
     }
 }

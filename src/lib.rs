@@ -14,6 +14,7 @@ pub mod pb {
 }
 
 pub mod admin;
+pub mod allocator;
 pub mod blocking;
 pub mod cluster;
 pub mod config;

@@ -3,7 +3,8 @@
 use clap::Parser;
 
 /// mimalloc: pushes allocate many small strings; glibc malloc spent about a
-/// third of the CPU of a push in allocation and consolidation.
+/// third of the CPU of a push in allocation and consolidation. Its options,
+/// and when it hands memory back, are in `pushgate::allocator`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pushgate::config::{Cli, Command};
@@ -30,25 +31,14 @@ fn init_logging(level: &str, format: &str) {
     }
 }
 
-/// mimalloc's `purge_delay` option (`mi_option_purge_delay` in mimalloc.h;
-/// the Rust bindings have no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Returns freed memory to the OS at once instead of after mimalloc's default
-/// 10 ms. Snapshots and log batches free megabytes at a time; with the delay,
-/// RSS stayed about 8 MB higher on a 33k-series store at the same push rate
-/// (docs/benchmarks.md). `MIMALLOC_PURGE_DELAY` in the environment still wins.
-fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a plain integer option; mimalloc reads options atomically.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-    }
-}
-
 fn main() {
-    tune_allocator();
+    pushgate::allocator::tune();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(pushgate::allocator::release_idle_memory)
+        .build();
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pushgate: error: cannot start the async runtime: {e}");

@@ -32,6 +32,7 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_IDENTITY: &[u8] = b"identity";
+const KEY_LAYOUT: &[u8] = b"log_layout";
 
 /// Makes everything sled has written so far durable.
 struct Syncer {
@@ -82,15 +83,16 @@ fn release_deferred_buffers() {
     crossbeam_epoch::pin().flush();
 }
 
-/// Log entries per sled tree. sled 0.34 never merges emptied tree nodes,
-/// so a single tree that is appended at one end and purged at the other
-/// keeps growing in memory and on disk; instead the log is cut into trees of
-/// this many entries, and a tree is dropped whole once purge has passed it.
-const SEGMENT_ENTRIES: u64 = 4096;
+/// Log entries per sled tree in a new data directory. sled 0.34 never merges
+/// emptied tree nodes, so a single tree that is appended at one end and
+/// purged at the other keeps growing in memory and on disk; instead the log is
+/// cut into trees of this many entries, and a tree is dropped whole once purge
+/// has passed it. Small trees are dropped soon after a snapshot: with 4,096
+/// entries a 33k-series store held about 2 MB more (docs/benchmarks.md).
+const SEGMENT_ENTRIES: u64 = 256;
 
-fn segment_of(index: u64) -> u64 {
-    index / SEGMENT_ENTRIES
-}
+/// Entries per tree of a log written before the layout was recorded.
+const LEGACY_SEGMENT_ENTRIES: u64 = 4096;
 
 fn segment_name(segment: u64) -> String {
     format!("log-{segment:016x}")
@@ -99,11 +101,13 @@ fn segment_name(segment: u64) -> String {
 /// The log, as a sequence of sled trees (segments) by index range.
 struct Segments {
     db: sled::Db,
+    /// Entries per tree (this directory's `pb::LogLayout`).
+    entries_per_segment: u64,
     open: Mutex<std::collections::BTreeMap<u64, sled::Tree>>,
 }
 
 impl Segments {
-    fn open(db: &sled::Db) -> sled::Result<Segments> {
+    fn open(db: &sled::Db, entries_per_segment: u64) -> sled::Result<Segments> {
         let mut open = std::collections::BTreeMap::new();
         for name in db.tree_names() {
             if let Some(seg) = std::str::from_utf8(&name).ok().and_then(|n| n.strip_prefix("log-")) {
@@ -114,8 +118,23 @@ impl Segments {
         }
         Ok(Segments {
             db: db.clone(),
+            entries_per_segment,
             open: Mutex::new(open),
         })
+    }
+
+    /// Whether any log tree exists (a log written by an earlier start).
+    fn any(db: &sled::Db) -> bool {
+        db.tree_names().iter().any(|n| n.starts_with(b"log-"))
+    }
+
+    fn segment_of(&self, index: u64) -> u64 {
+        index / self.entries_per_segment
+    }
+
+    /// The last index a segment's tree can hold.
+    fn last_index_of(&self, segment: u64) -> u64 {
+        (segment + 1) * self.entries_per_segment - 1
     }
 
     fn tree(&self, segment: u64) -> sled::Result<sled::Tree> {
@@ -191,9 +210,43 @@ fn spawn_sync_thread(syncer: Arc<Syncer>) -> io::Result<mpsc::Sender<LogFlushed<
                 if let Err(e) = result {
                     tracing::error!(error = %e, "syncing the Raft log failed; this node stops accepting writes");
                 }
+                crate::allocator::release_idle_memory();
             }
         })?;
     Ok(flusher)
+}
+
+/// What a log that does not exist yet is created with.
+#[derive(Clone, Copy)]
+enum NewLog {
+    /// Trees of this many entries, recorded in the log's meta tree.
+    Recorded(u64),
+    /// No layout record, as pushgate wrote before there was one (tests only:
+    /// such a log must keep being read with [`LEGACY_SEGMENT_ENTRIES`]).
+    #[cfg(test)]
+    Unrecorded,
+}
+
+/// The entries per tree of the log in `db`, and whether that must be recorded
+/// now: the recorded layout; for a log written before layouts were recorded,
+/// the size it was written with; for a new log, `new_log`'s.
+fn log_layout(db: &sled::Db, meta: &sled::Tree, new_log: NewLog) -> Result<(u64, bool), String> {
+    if let Some(bytes) = meta.get(KEY_LAYOUT).map_err(|e| e.to_string())? {
+        let layout = pb::LogLayout::decode(bytes.as_ref()).map_err(|e| format!("log layout record: {e}"))?;
+        codec::check_version(layout.format_version).map_err(|e| format!("log layout record: {e}"))?;
+        if layout.segment_entries == 0 {
+            return Err("log layout record says 0 entries per tree".into());
+        }
+        return Ok((layout.segment_entries, false));
+    }
+    if Segments::any(db) {
+        return Ok((LEGACY_SEGMENT_ENTRIES, true));
+    }
+    Ok(match new_log {
+        NewLog::Recorded(entries) => (entries, true),
+        #[cfg(test)]
+        NewLog::Unrecorded => (LEGACY_SEGMENT_ENTRIES, false),
+    })
 }
 
 fn io_error(verb: ErrorVerb, subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
@@ -215,6 +268,10 @@ fn index_key(index: u64) -> [u8; 8] {
 impl LogStore {
     /// Opens (or creates) the log in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64, stats: Arc<ClusterStats>) -> Result<Self, io::Error> {
+        Self::open_with(dir, cache_bytes, stats, NewLog::Recorded(SEGMENT_ENTRIES))
+    }
+
+    fn open_with(dir: &Path, cache_bytes: u64, stats: Arc<ClusterStats>, new_log: NewLog) -> Result<Self, io::Error> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
             .path(dir)
@@ -223,8 +280,10 @@ impl LogStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| io::Error::other(format!("cannot open the Raft log in {}: {e}", dir.display())))?;
-        let log = Arc::new(Segments::open(&db).map_err(io::Error::other)?);
         let meta = db.open_tree("meta").map_err(io::Error::other)?;
+        let (segment_entries, record_layout) = log_layout(&db, &meta, new_log)
+            .map_err(|e| io::Error::other(format!("the Raft log in {}: {e}", dir.display())))?;
+        let log = Arc::new(Segments::open(&db, segment_entries).map_err(io::Error::other)?);
         let db_file = File::open(dir.join("db"))?;
         // Make the directory entries of a new log durable once.
         File::open(dir)?.sync_all()?;
@@ -235,6 +294,16 @@ impl LogStore {
             synced_blobs: Mutex::new(HashSet::new()),
             stats: stats.clone(),
         });
+        if record_layout {
+            let layout = pb::LogLayout {
+                format_version: FORMAT_VERSION,
+                segment_entries,
+            };
+            meta.insert(KEY_LAYOUT, layout.encode_to_vec())
+                .map_err(io::Error::other)?;
+            // Durable before any entry is written under it.
+            syncer.sync()?;
+        }
         let flusher = if crate::blocking::inline() {
             None
         } else {
@@ -349,11 +418,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(entries);
         }
         let mut out = Vec::new();
-        let last_segment = end.map_or(u64::MAX, |e| segment_of(e.saturating_sub(1)));
+        let last_segment = end.map_or(u64::MAX, |e| self.log.segment_of(e.saturating_sub(1)));
         if end.is_some_and(|e| e <= start) {
             return Ok(out);
         }
-        for (_, tree) in self.log.existing(segment_of(start), last_segment) {
+        for (_, tree) in self.log.existing(self.log.segment_of(start), last_segment) {
             let iter = match end {
                 Some(end) => tree.range(index_key(start)..index_key(end)),
                 None => tree.range(index_key(start)..),
@@ -425,7 +494,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut bytes = 0;
         let entries: Vec<Entry> = entries.into_iter().collect();
         for entry in &entries {
-            let segment = segment_of(entry.log_id.index);
+            let segment = self.log.segment_of(entry.log_id.index);
             if batches.last().is_none_or(|(s, _)| *s != segment) {
                 batches.push((segment, sled::Batch::default()));
             }
@@ -457,7 +526,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.recent.truncated(log_id.index);
-        for (_, tree) in self.log.existing(segment_of(log_id.index), u64::MAX) {
+        for (_, tree) in self.log.existing(self.log.segment_of(log_id.index), u64::MAX) {
             let mut batch = sled::Batch::default();
             for item in tree.range(index_key(log_id.index)..) {
                 let (key, _) = item.map_err(read_err)?;
@@ -475,9 +544,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.sync_off_thread(ErrorSubject::Logs).await?;
         let upto = log_id.index;
         self.recent.purged(upto);
-        for (segment, tree) in self.log.existing(0, segment_of(upto)) {
-            let segment_end = (segment + 1) * SEGMENT_ENTRIES - 1;
-            if segment_end <= upto {
+        for (segment, tree) in self.log.existing(0, self.log.segment_of(upto)) {
+            if self.log.last_index_of(segment) <= upto {
                 self.log.drop_segment(segment).map_err(write_err)?;
             } else {
                 let mut batch = sled::Batch::default();
@@ -496,12 +564,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 mod tests {
     use std::sync::Arc;
 
+    use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
     use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::super::state_machine::StateMachine;
     use super::super::stats::ClusterStats;
-    use super::super::types::{StorageError, TypeConfig};
-    use super::LogStore;
+    use super::super::types::{Entry, LogId, LogPayload, StorageError, TypeConfig};
+    use super::{LogStore, NewLog};
 
     struct Builder;
 
@@ -515,6 +585,108 @@ mod tests {
                 .releasing(log.recent_entries());
             Ok((dir, log, sm))
         }
+    }
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(LogPayload::from_bytes(index.to_be_bytes().to_vec().into())),
+        }
+    }
+
+    async fn indexes(log: &mut LogStore, from: u64) -> Vec<u64> {
+        let entries = log.try_get_log_entries(from..).await.expect("read the log");
+        for e in &entries {
+            let EntryPayload::Normal(p) = &e.payload else {
+                panic!("entry {} is not the one written", e.log_id.index)
+            };
+            assert_eq!(
+                p.bytes.as_ref(),
+                e.log_id.index.to_be_bytes(),
+                "payload of entry {}",
+                e.log_id.index
+            );
+        }
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    fn log_trees(log: &LogStore) -> Vec<String> {
+        log.log.open.lock().keys().map(|s| super::segment_name(*s)).collect()
+    }
+
+    /// Opens the log at `path` again once the previous handle has let go of
+    /// sled's file lock (dropped trees release it through deferred garbage).
+    async fn reopen(path: &std::path::Path) -> LogStore {
+        let mut tries = 0;
+        loop {
+            match LogStore::open(path, 1 << 20, Arc::default()) {
+                Ok(log) => return log,
+                Err(e) if tries < 200 => {
+                    tries += 1;
+                    let _ = e;
+                    crossbeam_epoch::pin().flush();
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot reopen the log: {e}"),
+            }
+        }
+    }
+
+    /// A new log records its layout and cuts the log into trees of
+    /// `SEGMENT_ENTRIES`; purge drops the trees it has passed.
+    #[tokio::test]
+    async fn new_log_uses_small_trees_and_drops_them_after_purge() {
+        // Synced inline: no sync thread keeps sled open after a drop.
+        crate::blocking::run_inline_on_this_thread();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log");
+        {
+            let mut log = LogStore::open(&path, 1 << 20, Arc::default()).expect("log store");
+            log.blocking_append((1..=600).map(entry)).await.expect("append");
+            log.purge(LogId::new(CommittedLeaderId::new(1, 1), 520))
+                .await
+                .expect("purge");
+            assert_eq!(indexes(&mut log, 0).await, (521..=600).collect::<Vec<_>>());
+            // 600 / 256: trees 0, 1 and 2 were written; 0 and 1 end before 520.
+            assert_eq!(log_trees(&log), vec![super::segment_name(2)]);
+        }
+        let mut log = reopen(&path).await;
+        assert_eq!(log_trees(&log), vec![super::segment_name(2)]);
+        assert_eq!(indexes(&mut log, 0).await, (521..=600).collect::<Vec<_>>());
+    }
+
+    /// A log written before the layout was recorded (trees of 4,096 entries)
+    /// is still read, appended to and purged with 4,096 entries per tree by a
+    /// pushgate whose default is smaller: no entry is looked for in the wrong
+    /// tree, and no tree holding live entries is dropped.
+    #[tokio::test]
+    async fn log_written_before_the_layout_record_keeps_its_trees() {
+        crate::blocking::run_inline_on_this_thread();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log");
+        {
+            let mut old = LogStore::open_with(&path, 1 << 20, Arc::default(), NewLog::Unrecorded).expect("old log");
+            old.blocking_append((1..=5000).map(entry)).await.expect("append");
+            assert_eq!(log_trees(&old), vec![super::segment_name(0), super::segment_name(1)]);
+        }
+        {
+            let mut log = reopen(&path).await;
+            assert_eq!(indexes(&mut log, 4090).await, (4090..=5000).collect::<Vec<_>>());
+            log.blocking_append((5001..=5100).map(entry)).await.expect("append");
+            // With 256 per tree, 1000 would end segment 3: nothing may be dropped.
+            log.purge(LogId::new(CommittedLeaderId::new(1, 1), 1000))
+                .await
+                .expect("purge");
+            assert_eq!(indexes(&mut log, 0).await, (1001..=5100).collect::<Vec<_>>());
+            log.purge(LogId::new(CommittedLeaderId::new(1, 1), 4500))
+                .await
+                .expect("purge");
+            assert_eq!(log_trees(&log), vec![super::segment_name(1)]);
+        }
+        // The layout is recorded now: the next start reads it the same way.
+        let mut log = reopen(&path).await;
+        assert_eq!(log_trees(&log), vec![super::segment_name(1)]);
+        assert_eq!(indexes(&mut log, 0).await, (4501..=5100).collect::<Vec<_>>());
     }
 
     /// openraft's own storage conformance suite (log, vote, purge, truncate,
