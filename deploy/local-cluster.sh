@@ -36,13 +36,51 @@ fi
 mkdir -p "$DATA"
 DATA=$(cd "$DATA" && pwd)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Two ports per node, free on the node's own loopback address and below the
+# kernel's ephemeral range. Nodes dial their peers from their own address, and
+# a closed connection keeps its ephemeral port in TIME_WAIT for a minute, in
+# which a listener cannot bind that address and port; a port from the
+# ephemeral range could also be taken by a new outgoing connection before the
+# node binds it. Outgoing connections never get a port below the range.
+free_ports() {
+  python3 - <<'PY'
+import random, socket
+try:
+    start = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError):
+    start = 32768
+def bindable(ip, port):
+    s = socket.socket()
+    try:
+        s.bind((ip, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+def pick(ip, taken):
+    if start > 11000:
+        for _ in range(10000):
+            p = random.randrange(10000, start)
+            if p not in taken and bindable(ip, p) and bindable("127.0.0.1", p):
+                return p
+    s = socket.socket(); s.bind((ip, 0)); p = s.getsockname()[1]; s.close()
+    return p
+taken = set()
+for i in (1, 2, 3):
+    for _ in ("http", "grpc"):
+        p = pick("127.0.0.1%d" % i, taken)
+        taken.add(p)
+        print(p)
+PY
+}
 if [[ -f $DATA/ports.env ]]; then
   # shellcheck disable=SC1091
   . "$DATA/ports.env"
 else
   if [[ -n $PORT ]]; then
-    HTTP=($(free_port) $(free_port) $(free_port)); GRPC=($(free_port) $(free_port) $(free_port))
+    P=($(free_ports))
+    HTTP=(${P[0]} ${P[2]} ${P[4]}); GRPC=(${P[1]} ${P[3]} ${P[5]})
   else
     HTTP=(9091 9091 9091); GRPC=(9092 9092 9092)
   fi

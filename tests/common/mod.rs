@@ -14,7 +14,45 @@ use std::time::{Duration, Instant};
 pub const PROTOBUF: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
+/// A port for a test server: free on 127.0.0.1 and on every node address of
+/// `cluster::node_ip`, and below the kernel's ephemeral range.
+///
+/// Nodes dial their peers from their own loopback address, and a connection
+/// they closed keeps its ephemeral port in TIME_WAIT for a minute; a
+/// listener cannot bind that address and port meanwhile. A port picked from
+/// the ephemeral range (port 0) could be one of those, or be taken by a new
+/// outgoing connection before the node binds it: the node then fails with
+/// "Address already in use". The kernel never gives an outgoing connection
+/// a port below the range. Each port is handed out once per test process.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::net::{IpAddr, SocketAddr};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let addresses: Vec<IpAddr> = std::iter::once(IpAddr::from([127, 0, 0, 1]))
+        .chain((1..=9).map(cluster::node_ip))
+        .collect();
+    let bindable = |port: u16| {
+        addresses
+            .iter()
+            .all(|ip| TcpListener::bind(SocketAddr::new(*ip, port)).is_ok())
+    };
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    if ephemeral_start > 11_000 {
+        for _ in 0..10_000 {
+            let port = rand::Rng::gen_range(&mut rand::thread_rng(), 10_000..ephemeral_start);
+            if !given.contains(&port) && bindable(port) {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
+    // No room below the ephemeral range: let the kernel pick.
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
