@@ -491,6 +491,17 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     sim.crash(victim);
                     crashed.push(victim);
                 }
+                Fault::CrashAll => {
+                    for victim in hosts
+                        .iter()
+                        .copied()
+                        .filter(|h| !crashed.contains(h))
+                        .collect::<Vec<_>>()
+                    {
+                        sim.crash(victim);
+                        crashed.push(victim);
+                    }
+                }
                 Fault::RestartCrashed => {
                     for victim in crashed.drain(..) {
                         sim.bounce(victim);

@@ -40,6 +40,11 @@ pub enum Scenario {
     /// and is replaced by the README's procedure (remove its id, start a node
     /// with a new id and an empty directory, add it).
     DiskLoss,
+    /// Every node crashes at once (disks kept) and restarts a second later;
+    /// then again, with half a second down. A leader may come back as the
+    /// leader of its old term: its first reads must still reflect every
+    /// push acknowledged before the crash.
+    FullRestart,
 }
 
 /// One fault action at a simulated time.
@@ -47,6 +52,8 @@ pub enum Scenario {
 pub enum Fault {
     CrashLeader,
     CrashFollower,
+    /// Every running node crashes.
+    CrashAll,
     RestartCrashed,
     /// The leader and `with_leader - 1` random followers on one side, the
     /// other nodes on the other; clients reach both.
@@ -67,7 +74,7 @@ pub enum Fault {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Calm,
         Scenario::LeaderCrash,
         Scenario::LeaderIsolated,
@@ -81,6 +88,7 @@ impl Scenario {
         Scenario::MajoritySplit,
         Scenario::TwoCrash,
         Scenario::DiskLoss,
+        Scenario::FullRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +106,7 @@ impl Scenario {
             Scenario::MajoritySplit => "majority-split-5",
             Scenario::TwoCrash => "two-crash-5",
             Scenario::DiskLoss => "disk-loss",
+            Scenario::FullRestart => "full-restart",
         }
     }
 
@@ -137,6 +146,12 @@ impl Scenario {
                 (s(11), Fault::RestartCrashed),
             ],
             Scenario::DiskLoss => vec![(s(6), Fault::LoseDisk), (s(8), Fault::ReplaceLost)],
+            Scenario::FullRestart => vec![
+                (s(6), Fault::CrashAll),
+                (s(7), Fault::RestartCrashed),
+                (s(10), Fault::CrashAll),
+                (s(10) + Duration::from_millis(500), Fault::RestartCrashed),
+            ],
         }
     }
 }
