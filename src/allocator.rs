@@ -9,9 +9,8 @@
 //! page's cross-thread free list until the owning thread collects, and an idle
 //! thread never does: those pages stay resident. Measured on a 33k-series
 //! store after ten rounds of overwrites (`bench/durability.py`, see
-//! docs/benchmarks.md), collecting when threads go idle and every 1,000
-//! slow-path allocations is a large part of what keeps memory per series
-//! under 400 bytes.
+//! docs/benchmarks.md), collecting when threads go idle is part of what keeps
+//! memory per series under 400 bytes.
 //!
 //! Without mimalloc as the global allocator (library tests, the simulation),
 //! these calls only touch mimalloc's own, unused heaps: harmless and cheap.
@@ -23,28 +22,25 @@ use std::time::{Duration, Instant};
 /// have no constant for it; `tests::option_numbers_match_mimalloc` checks the
 /// number against the option's documented default).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-/// `mi_option_generic_collect`, likewise.
-const MI_OPTION_GENERIC_COLLECT: libmimalloc_sys::mi_option_t = 34;
 
 /// Least time between two idle collections on one thread: a busy thread parks
 /// and wakes thousands of times a second, and a collection walks its pages.
 const IDLE_COLLECT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Sets mimalloc's options, unless the environment sets them
-/// (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_GENERIC_COLLECT`): call once, first
-/// thing in `main`.
+/// Sets mimalloc's options, unless the environment sets them: call once,
+/// first thing in `main`.
 ///
-/// * purge delay 0 (mimalloc 3's default is 1 s; its header says 10 ms):
-///   freed memory goes back to the OS at once.
-///   Snapshots and log batches free megabytes at a time; with the delay, RSS
-///   stayed about 8 MB higher on a 33k-series store at the same push rate.
-/// * generic collect 100 (default 10,000): a busy thread collects its
-///   cross-thread frees every 1,000 slow-path allocations (mimalloc checks
-///   every 1,000 and collects once the count passes this value) instead of
-///   every 10,000.
+/// * purge delay 0 (`MIMALLOC_PURGE_DELAY`; mimalloc 3's default is 1 s, its
+///   header says 10 ms): freed memory goes back to the OS at once. Snapshots
+///   and log batches free megabytes at a time; with the delay, RSS stayed
+///   about 8 MB higher on a 33k-series store at the same push rate.
+///
+/// Not set, measured: `MIMALLOC_GENERIC_COLLECT=100` (a busy thread collects
+/// every 1,000 slow-path allocations instead of every 10,000) saves about
+/// 30 bytes per series more on that store but costs about 6% of the push
+/// rate; an operator who prefers memory can set it.
 pub fn tune() {
     set_unless_in_env("MIMALLOC_PURGE_DELAY", MI_OPTION_PURGE_DELAY, 0);
-    set_unless_in_env("MIMALLOC_GENERIC_COLLECT", MI_OPTION_GENERIC_COLLECT, 100);
 }
 
 fn set_unless_in_env(var: &str, option: libmimalloc_sys::mi_option_t, value: std::os::raw::c_long) {
@@ -80,23 +76,17 @@ pub fn release_idle_memory() {
 mod tests {
     use super::*;
 
-    /// The hand-written option numbers name the options they mean to: each
-    /// reads back the default that mimalloc 3's `options.c` gives it. (This test
+    /// The hand-written option number names the option it means to: it reads
+    /// back the default that mimalloc 3's `options.c` gives that option. (This test
     /// process does not call `tune`, and CI sets no `MIMALLOC_*` variable.)
     #[test]
-    fn option_numbers_match_mimalloc() {
+    fn option_number_matches_mimalloc() {
         if std::env::vars().any(|(k, _)| k.starts_with("MIMALLOC_")) {
             return;
         }
-        // SAFETY: reads plain integer options.
-        let (purge_delay, generic_collect) = unsafe {
-            (
-                libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
-                libmimalloc_sys::mi_option_get(MI_OPTION_GENERIC_COLLECT),
-            )
-        };
+        // SAFETY: reads a plain integer option.
+        let purge_delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         assert_eq!(purge_delay, 1000, "mi_option_purge_delay defaults to 1,000 ms");
-        assert_eq!(generic_collect, 10_000, "mi_option_generic_collect defaults to 10,000");
     }
 
     #[test]
