@@ -273,17 +273,26 @@ impl Segments {
             return Ok(());
         }
         let mut current: Option<(u64, Vec<u8>)> = None;
+        let mut next_piece = 0u32;
         for item in items {
             let (key, value) = item.map_err(read_err)?;
             let index = index_of_key(&key)?;
-            match &mut current {
-                Some((i, record)) if *i == index => record.extend_from_slice(&value),
-                _ => {
-                    if let Some((i, record)) = current.take() {
-                        each(i, &record)?;
-                    }
-                    current = Some((index, value.to_vec()));
+            if current.as_ref().is_none_or(|(i, _)| *i != index) {
+                if let Some((i, record)) = current.take() {
+                    each(i, &record)?;
                 }
+                current = Some((index, Vec::with_capacity(value.len())));
+                next_piece = 0;
+            }
+            // Pieces are written in one atomic batch; a gap means a damaged log.
+            if key.get(8..) != Some(&next_piece.to_be_bytes()[..]) {
+                return Err(read_err(io::Error::other(format!(
+                    "log entry {index}: piece {next_piece} is missing"
+                ))));
+            }
+            next_piece += 1;
+            if let Some((_, record)) = &mut current {
+                record.extend_from_slice(&value);
             }
         }
         if let Some((i, record)) = current {
