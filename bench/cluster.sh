@@ -28,20 +28,23 @@ STEPS=" ${STEPS:-1 2 3 4 5 6} "
 step() { [[ $STEPS == *" $1 "* ]]; }
 PUSH=(PHASES=push PUSH_GROUPS=1000 PUSH_CONC=32 WORKLOADS=push_put REPS=3 DUR=10)
 
+# push_compare NAME LABEL_A LABEL_B CMD_A CMD_B: the push workload, A against B.
+push_compare() {
+  env "${PUSH[@]}" OUT_DIR="$OUT/$1" LABEL_A="$2" LABEL_B="$3" "$HARNESS/compare.sh" "$4" "$5" > "$OUT/$1.txt"
+}
+ONE_BUDGET="$ROOT/bench/cpu-budget.sh $NODE_CPUS $ONE"
+
 if step 1; then
   echo "== 1. single node vs 3-node cluster (pushing to the leader)" >&2
-  env "${PUSH[@]}" OUT_DIR=$OUT/one-vs-leader LABEL_A=single LABEL_B=cluster_leader \
-    "$HARNESS/compare.sh" "$ONE" "$LEADER" > "$OUT/one-vs-leader.txt"
+  push_compare one-vs-leader single cluster_leader "$ONE" "$LEADER"
 fi
 if step 2; then
   echo "== 2. pushing to the leader vs to a follower" >&2
-  env "${PUSH[@]}" OUT_DIR=$OUT/leader-vs-follower LABEL_A=cluster_leader LABEL_B=cluster_follower \
-    "$HARNESS/compare.sh" "$LEADER" "$FOLLOWER" > "$OUT/leader-vs-follower.txt"
+  push_compare leader-vs-follower cluster_leader cluster_follower "$LEADER" "$FOLLOWER"
 fi
 if step 3; then
   echo "== 3. reference vs 3-node cluster (pushing to a follower)" >&2
-  env "${PUSH[@]}" OUT_DIR=$OUT/reference-vs-follower LABEL_A=reference LABEL_B=cluster_follower \
-    "$HARNESS/compare.sh" "$PG" "$FOLLOWER" > "$OUT/reference-vs-follower.txt"
+  push_compare reference-vs-follower reference cluster_follower "$PG" "$FOLLOWER"
 fi
 if step 4; then
   echo "== 4. scrape latency: leader vs follower (1,000 groups x 50 series)" >&2
@@ -50,14 +53,10 @@ if step 4; then
 fi
 if step 5; then
   echo "== 5. single node vs 3-node cluster (leader), every node limited to $NODE_CPUS CPU" >&2
-  env "${PUSH[@]}" OUT_DIR=$OUT/budget-one-vs-leader LABEL_A=single_budget LABEL_B=cluster_leader_budget \
-    "$HARNESS/compare.sh" "$ROOT/bench/cpu-budget.sh $NODE_CPUS $ONE" "env NODE_CPUS=$NODE_CPUS $LEADER" \
-    > "$OUT/budget-one-vs-leader.txt"
+  push_compare budget-one-vs-leader single_budget cluster_leader_budget "$ONE_BUDGET" "env NODE_CPUS=$NODE_CPUS $LEADER"
 fi
 if step 6; then
   echo "== 6. the same, pushing to a follower" >&2
-  env "${PUSH[@]}" OUT_DIR=$OUT/budget-one-vs-follower LABEL_A=single_budget LABEL_B=cluster_follower_budget \
-    "$HARNESS/compare.sh" "$ROOT/bench/cpu-budget.sh $NODE_CPUS $ONE" "env NODE_CPUS=$NODE_CPUS $FOLLOWER" \
-    > "$OUT/budget-one-vs-follower.txt"
+  push_compare budget-one-vs-follower single_budget cluster_follower_budget "$ONE_BUDGET" "env NODE_CPUS=$NODE_CPUS $FOLLOWER"
 fi
 echo "results in $OUT" >&2
