@@ -26,8 +26,10 @@ pub struct SelfMetrics {
     start_time: f64,
 }
 
+/// Index into the per-method histograms: 0 for PUT, 1 for POST. HTTP
+/// methods arrive upper case (`Method::as_str`), the labels are lower case.
 fn method_index(method: &str) -> usize {
-    usize::from(method != "put")
+    usize::from(!method.eq_ignore_ascii_case("put"))
 }
 
 impl Default for SelfMetrics {
@@ -408,5 +410,24 @@ impl ProcessStats {
         s.max_fds = limit("Max open files").unwrap_or(0.0);
         s.max_vsize_bytes = limit("Max address space").unwrap_or(0.0);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_histograms_are_labelled_by_the_request_method() {
+        let metrics = SelfMetrics::new();
+        metrics.observe_push("PUT", 0.001, 100);
+        metrics.observe_push("PUT", 0.001, 100);
+        metrics.observe_push("POST", 0.001, 100);
+        assert_eq!(metrics.push_duration[method_index("put")].to_pb().sample_count, Some(2));
+        assert_eq!(
+            metrics.push_duration[method_index("post")].to_pb().sample_count,
+            Some(1)
+        );
+        assert_eq!(metrics.push_size[method_index("put")].to_pb().sample_count, Some(2));
     }
 }
