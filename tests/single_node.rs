@@ -72,6 +72,7 @@ fn malformed_pushes_get_4xx_and_change_nothing() {
         "m{a=\"\\t\"} 1\n",
         "m 1 2 3\n",
         "m{a=\"\u{0}\n",
+        "m 1e400\n",
     ];
     for body in text_bodies {
         for path in ["/metrics/job/keep/instance/i", "/metrics/job/new_group"] {
@@ -139,6 +140,21 @@ fn malformed_pushes_get_4xx_and_change_nothing() {
     assert_eq!(s.api_metrics(), api_before);
     // The node still works.
     assert_eq!(s.put("/metrics/job/keep/instance/i", "kept 2\n").status(), 200);
+}
+
+#[test]
+fn a_trailing_slash_on_the_scrape_path_redirects_like_the_reference() {
+    let tmp = temp_dir("redirect");
+    let s = Server::start_in(&tmp.path().join("data"), &[]);
+    let r = s.get("/metrics/");
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "/metrics");
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(r.text().unwrap(), "<a href=\"/metrics\">Moved Permanently</a>.\n\n");
+    let put = client().put(s.url("/metrics/")).body("x 1\n").send().unwrap();
+    assert_eq!(put.status(), 307);
+    assert_eq!(put.headers()["location"], "/metrics");
+    assert_eq!(put.text().unwrap(), "", "no body for other methods, as in Go");
 }
 
 #[test]

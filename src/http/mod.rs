@@ -126,17 +126,49 @@ fn clean_path(p: &[u8]) -> Vec<u8> {
     out
 }
 
-fn redirect(status: StatusCode, path: &[u8], query: Option<&str>) -> Response {
+/// A redirect as Go's `http.Redirect` writes it: `Location`, and for GET and
+/// HEAD a short HTML body naming the target.
+fn redirect(method: &Method, status: StatusCode, path: &[u8], query: Option<&str>) -> Response {
     let mut location: String = utf8_percent_encode(&String::from_utf8_lossy(path), PATH_ENCODE).to_string();
     if let Some(q) = query {
         location.push('?');
         location.push_str(q);
     }
-    let mut r = status.into_response();
+    let mut r = if *method == Method::GET || *method == Method::HEAD {
+        let body = format!(
+            "<a href=\"{}\">{}</a>.\n\n",
+            html_escape(&location),
+            status.canonical_reason().unwrap_or_default()
+        );
+        let mut r = (status, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
+    } else {
+        status.into_response()
+    };
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// Go's `html.EscapeString`.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&#39;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn options(allow: &'static str) -> Response {
@@ -151,7 +183,7 @@ fn trailing_slash_redirect(method: &Method, path: &[u8], query: Option<&str>) ->
     } else {
         StatusCode::TEMPORARY_REDIRECT
     };
-    redirect(status, path, query)
+    redirect(method, status, path, query)
 }
 
 type Dispatched = (Option<&'static str>, Result<Response, HttpError>);
@@ -164,7 +196,10 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
     let decoded: Vec<u8> = percent_decode(parts.uri.path().as_bytes()).collect();
     let cleaned = clean_path(&decoded);
     if cleaned != decoded {
-        return (None, Ok(redirect(StatusCode::MOVED_PERMANENTLY, &cleaned, query)));
+        return (
+            None,
+            Ok(redirect(&method, StatusCode::MOVED_PERMANENTLY, &cleaned, query)),
+        );
     }
     let prefix = state.config.route_prefix.as_bytes();
     if !prefix.is_empty() && decoded == prefix {
@@ -200,6 +235,12 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
             Method::OPTIONS => (None, Ok(options("GET, OPTIONS"))),
             _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
         };
+    }
+    if rest.strip_suffix(b"/") == Some(telemetry) {
+        return (
+            None,
+            Ok(trailing_slash_redirect(&method, &[prefix, telemetry].concat(), query)),
+        );
     }
     if let Some(api) = rest.strip_prefix(b"/api/v1/") {
         return api_route(state, &method, api, query, body).await;

@@ -454,17 +454,41 @@ impl Parser<'_> {
 }
 
 /// Go's `strconv.ParseFloat` as the exposition format uses it: decimal and
-/// exponent forms, `Inf`/`NaN` in any case with optional sign; no hex, no `_`.
+/// exponent forms, `Inf`/`Infinity`/`NaN` in any case with optional sign; no
+/// hex, no `_`. A finite number too large for an f64 (`1e400`) is an error
+/// there (`ErrRange`), not infinity; one too small becomes 0, as in Go.
 pub fn parse_float(s: &str) -> Option<f64> {
     if s.is_empty() || s.contains(['_', 'x', 'X', 'p', 'P']) {
         return None;
     }
-    s.parse::<f64>().ok()
+    let value = s.parse::<f64>().ok()?;
+    if value.is_infinite() {
+        let word = s.trim_start_matches(['+', '-']);
+        if !word.eq_ignore_ascii_case("inf") && !word.eq_ignore_ascii_case("infinity") {
+            return None;
+        }
+    }
+    Some(value)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_numbers_are_refused_like_go_parse_float() {
+        assert_eq!(
+            err("m 1e400\n"),
+            "text format parsing error in line 1: expected float as value, got \"1e400\""
+        );
+        assert_eq!(
+            err("m -1e400\n"),
+            "text format parsing error in line 1: expected float as value, got \"-1e400\""
+        );
+        assert_eq!(parse_float("1e-400"), Some(0.0));
+        assert_eq!(parse_float("-Infinity"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_float("+inf"), Some(f64::INFINITY));
+    }
 
     fn err(body: &str) -> String {
         parse_text(body.as_bytes()).unwrap_err().to_string()
