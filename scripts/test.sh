@@ -14,6 +14,8 @@ need_pkgs=()
 command -v python3 >/dev/null || need_pkgs+=(python3 python3-pip)
 command -v nginx >/dev/null || need_pkgs+=(nginx-light)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+# The reference Pushgateway, for tests/reference_parity.rs.
+command -v "${PUSHGATE_REFERENCE_BIN:-prometheus-pushgateway}" >/dev/null || need_pkgs+=(prometheus-pushgateway)
 if ((${#need_pkgs[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing ${need_pkgs[*]}"

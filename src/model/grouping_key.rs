@@ -113,6 +113,19 @@ impl GroupingKey {
         labels
     }
 
+    /// How many labels `exported_labels` has, without building them.
+    pub fn exported_len(&self) -> usize {
+        self.0.len() + usize::from(self.get("instance").is_none())
+    }
+
+    /// The values of `exported_labels` in name order, without building them.
+    pub fn exported_values(&self) -> impl Iterator<Item = &str> {
+        let missing_instance = self.get("instance").is_none().then_some("");
+        let at = self.0.partition_point(|l| l.name.as_str() < "instance");
+        let values = self.0.iter().map(|l| l.value.as_str());
+        values.clone().take(at).chain(missing_instance).chain(values.skip(at))
+    }
+
     /// The other key that exports exactly the same labels as this one
     /// (`{job="a"}` and `{job="a",instance=""}`), if there is one.
     pub fn export_twin(&self) -> GroupingKey {
@@ -212,6 +225,23 @@ fn split_labels(labels: &[u8]) -> Result<Vec<(String, String)>, GroupingKeyError
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exported_values_match_exported_labels() {
+        for labels in [
+            vec![("job", "j")],
+            vec![("job", "j"), ("a", "1")],
+            vec![("job", "j"), ("instance", "i"), ("z", "2")],
+            vec![("job", "j"), ("b", "1"), ("k", "3")],
+        ] {
+            let key = GroupingKey::from_labels(labels.iter().map(|(n, v)| (n.to_string(), v.to_string()))).unwrap();
+            let exported = key.exported_labels();
+            assert_eq!(key.exported_len(), exported.len());
+            let values: Vec<&str> = key.exported_values().collect();
+            let expected: Vec<&str> = exported.iter().map(|l| l.value.as_str()).collect();
+            assert_eq!(values, expected, "{labels:?}");
+        }
+    }
+
     use super::*;
 
     fn key(job: &str, b64: bool, labels: &str) -> Result<GroupingKey, GroupingKeyError> {

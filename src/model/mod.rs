@@ -7,6 +7,7 @@ pub mod names;
 pub mod protobuf;
 pub mod render;
 pub mod reserved;
+pub mod series_order;
 pub mod store;
 pub mod text_parse;
 

@@ -18,6 +18,7 @@ use super::grouping_key::{GroupingKey, Label};
 use super::names::{is_valid_label_name, is_valid_metric_name};
 use super::render::{write_float, write_header, write_metric, write_metric_with_labels, LabelRef};
 use super::reserved::{self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP};
+use super::series_order::{sort_metrics, SeriesKeys};
 use crate::pb::io::prometheus::client as pm;
 use crate::pb::pushgate::v1 as pb;
 
@@ -529,6 +530,7 @@ impl Store {
         names.sort_unstable();
         names.dedup();
         let mut pieces = Vec::with_capacity(self.groups.len() + names.len() * 2 + own_names.len());
+        let mut timestamp_order: Option<Vec<&Arc<Group>>> = None;
         let mut scratch = Vec::new();
         let flush = |scratch: &mut Vec<u8>, pieces: &mut Vec<Piece<'n>>| {
             if !scratch.is_empty() {
@@ -558,7 +560,7 @@ impl Store {
                     (PUSH_FAILURE_TIME_HELP, |g| g.failure_time)
                 };
                 write_header(&mut scratch, name, help, pm::MetricType::Gauge);
-                for group in self.groups.values() {
+                for group in timestamp_order.get_or_insert_with(|| self.groups_in_series_order()) {
                     write_timestamp_sample(&mut scratch, name, &group.key, pick(group));
                 }
                 continue;
@@ -582,10 +584,24 @@ impl Store {
             }
             if let Some(keys) = keys {
                 flush(&mut scratch, &mut pieces);
-                for key in keys {
-                    if let Some(f) = self.groups.get(key).and_then(|g| g.families.get(name)) {
-                        pieces.push(Piece::Text(f.text.clone()));
+                let chunks: Vec<&StoredFamily> = keys
+                    .iter()
+                    .filter_map(|k| self.groups.get(k)?.families.get(name))
+                    .map(|f| &**f)
+                    .collect();
+                if chunks.len() > 1 {
+                    let mut order = SeriesKeys::default();
+                    for f in &chunks {
+                        order.push_first_series(&f.text, name, f.kind);
                     }
+                    pieces.extend(
+                        order
+                            .sorted_order()
+                            .into_iter()
+                            .map(|i| Piece::Text(chunks[i].text.clone())),
+                    );
+                } else {
+                    pieces.extend(chunks.into_iter().map(|f| Piece::Text(f.text.clone())));
                 }
             }
         }
@@ -612,8 +628,8 @@ impl Store {
                     PUSH_FAILURE_TIME_HELP
                 };
                 let metric = self
-                    .groups
-                    .values()
+                    .groups_in_series_order()
+                    .into_iter()
                     .map(|g| timestamp_metric(&g.key, if name == PUSH_TIME { g.push_time } else { g.failure_time }))
                     .collect();
                 out.push(pm::MetricFamily {
@@ -640,9 +656,32 @@ impl Store {
                     }
                 }
             }
-            out.extend(merged);
+            if let Some(mut family) = merged {
+                sort_metrics(&mut family.metric);
+                out.push(family);
+            }
         }
         out
+    }
+
+    /// The groups in the order of their `push_time_seconds` series: by their
+    /// exported labels (grouping key plus `instance=""` if absent), as the
+    /// reference sorts series (`series_order`).
+    fn groups_in_series_order(&self) -> Vec<&Arc<Group>> {
+        let cmp = |a: &Arc<Group>, b: &Arc<Group>| {
+            a.key
+                .exported_len()
+                .cmp(&b.key.exported_len())
+                .then_with(|| a.key.exported_values().cmp(b.key.exported_values()))
+        };
+        let mut groups: Vec<&Arc<Group>> = self.groups.values().collect();
+        if !groups
+            .windows(2)
+            .all(|w| cmp(w[0], w[1]) != std::cmp::Ordering::Greater)
+        {
+            groups.sort_by(|a, b| cmp(a, b));
+        }
+        groups
     }
 
     // ---- snapshots -------------------------------------------------------

@@ -506,3 +506,57 @@ fn stored_encoding_is_prosts_encoding_of_the_sanitised_family() {
         "g{instance=\"i\",job=\"j\",zone=\"z\\\"1\"} 0\ng{a=\"\",b=\"2\",instance=\"\",job=\"j\",zone=\"z\\\"1\"} 1.5\n"
     );
 }
+
+#[test]
+fn series_of_merged_groups_sort_by_label_count_then_values() {
+    // The spec's listing of E20-E23b: a two-label series sorts before a
+    // three-label one although its group's key sorts after.
+    let mut s = Store::new();
+    push(&mut s, T1, &key(&[("job", "j3"), ("a", "2")]), true, "x 1\n");
+    push(&mut s, T1, &key(&[("job", "trail")]), true, "x 2\n");
+    push(&mut s, T1, &key(&[("job", "b")]), true, "x 3\n");
+    let text = render(&s);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let x: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("x{")).collect();
+    assert_eq!(
+        x,
+        [
+            "x{instance=\"\",job=\"b\"} 3",
+            "x{instance=\"\",job=\"trail\"} 2",
+            "x{a=\"2\",instance=\"\",job=\"j3\"} 1",
+        ]
+    );
+    let push_times: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("push_time_seconds{"))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        push_times,
+        [
+            "push_time_seconds{instance=\"\",job=\"b\"}",
+            "push_time_seconds{instance=\"\",job=\"trail\"}",
+            "push_time_seconds{a=\"2\",instance=\"\",job=\"j3\"}",
+        ]
+    );
+    // The protobuf exposition carries the same order.
+    let merged = s.merged_families();
+    let x = merged.iter().find(|f| f.name() == "x").unwrap();
+    let jobs: Vec<&str> = x.metric.iter().map(|m| m.label.last().unwrap().value()).collect();
+    assert_eq!(jobs, ["b", "trail", "j3"]);
+}
+
+#[test]
+fn histogram_groups_sort_by_their_first_series_without_le() {
+    // {job="c"}: two labels (le is not one); {job="b"}: three (zz from the
+    // body). Key order and a key that counted le would both put "b" first.
+    let mut s = Store::new();
+    let with_buckets = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n";
+    let without_buckets = "# TYPE h histogram\nh_sum{zz=\"1\"} 1\nh_count{zz=\"1\"} 1\n";
+    push(&mut s, T1, &key(&[("job", "c")]), true, with_buckets);
+    push(&mut s, T1, &key(&[("job", "b")]), true, without_buckets);
+    let text = render(&s);
+    let c = text.find("h_bucket{instance=\"\",job=\"c\"").unwrap();
+    let b = text.find("h_sum{instance=\"\",job=\"b\"").unwrap();
+    assert!(c < b, "{text}");
+}

@@ -1,0 +1,340 @@
+//! Differential test: the same requests to the reference Pushgateway (the
+//! Debian `prometheus-pushgateway` 1.5.1 binary) and to pushgate, side by
+//! side, comparing status codes, bodies, redirect targets and the pushed part
+//! of `/metrics` after every step that changes the store.
+//!
+//! Where pushgate differs on purpose (README, "Differences from the
+//! Pushgateway") the case says what is compared instead: consistency-check
+//! errors by status, prefix and key phrase (the reference's texts embed a Go
+//! protobuf dump and depend on map order), other deliberate differences by
+//! status only. The reference must be installed (`scripts/test.sh` installs
+//! it as root); `PUSHGATE_REFERENCE_BIN` names another binary.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{client, free_port, own_lines_removed, temp_dir, Server, PROTOBUF};
+
+/// The reference, stopped by PID when dropped.
+struct Reference {
+    child: Child,
+    port: u16,
+}
+
+impl Reference {
+    fn start() -> Reference {
+        let bin = std::env::var("PUSHGATE_REFERENCE_BIN").unwrap_or_else(|_| "prometheus-pushgateway".into());
+        let port = free_port();
+        let child = Command::new(&bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // Debian's default would load a system-wide persistence file.
+            .arg("--persistence.file=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the reference Pushgateway {bin:?} ({e}); install it with \
+                     `apt-get install -y prometheus-pushgateway` (scripts/test.sh does as root) \
+                     or set PUSHGATE_REFERENCE_BIN"
+                )
+            });
+        let r = Reference { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client().get(r.url("/-/ready")).send().map(|r| r.status()).ok() != Some(reqwest::StatusCode::OK) {
+            assert!(Instant::now() < deadline, "the reference did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What must agree for one request.
+#[derive(Clone, Copy, PartialEq)]
+enum Compare {
+    /// Status, body and the Location, Allow and Content-Type headers.
+    Exact,
+    /// Status, and for a consistency error the common prefix and every key
+    /// phrase of the reference's text.
+    Phrases,
+    /// Status only (a deliberately different error text).
+    Status,
+}
+
+struct Case {
+    method: &'static str,
+    path: &'static str,
+    body: Vec<u8>,
+    headers: &'static [(&'static str, &'static str)],
+    compare: Compare,
+    /// Compare the pushed part of `/metrics` afterwards.
+    scrape: bool,
+}
+
+fn case(method: &'static str, path: &'static str, body: &str, compare: Compare) -> Case {
+    Case {
+        method,
+        path,
+        body: body.as_bytes().to_vec(),
+        headers: &[],
+        compare,
+        scrape: matches!(method, "PUT" | "POST" | "DELETE"),
+    }
+}
+
+const PREFIX: &str = "pushed metrics are invalid or inconsistent with existing metrics: ";
+const PHRASES: &[&str] = &[
+    "must not have timestamps",
+    "was collected before with the same name and label values",
+    "is not a ",
+    "has a label with an invalid name",
+    "collides with previously collected",
+];
+
+struct Answer {
+    status: u16,
+    body: String,
+    headers: Vec<(&'static str, Option<String>)>,
+}
+
+fn send(base: &dyn Fn(&str) -> String, c: &Case) -> Answer {
+    let method = reqwest::Method::from_bytes(c.method.as_bytes()).expect("method");
+    let mut req = client().request(method, base(c.path)).body(c.body.clone());
+    for (name, value) in c.headers {
+        req = req.header(*name, *value);
+    }
+    let r = req.send().expect("request");
+    let headers = ["location", "allow", "content-type"]
+        .into_iter()
+        .map(|h| (h, r.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string)))
+        .collect();
+    Answer {
+        status: r.status().as_u16(),
+        body: r.text().unwrap_or_default().trim_end().to_string(),
+        headers,
+    }
+}
+
+/// The pushed part of a scrape, with push and failure times reduced to
+/// "never" (0) or "some time" (T).
+fn pushed_part(text: &str) -> String {
+    own_lines_removed(text)
+        .lines()
+        // The reference's own Go runtime metrics (pushgate has none).
+        .filter(|l| {
+            !l.trim_start_matches("# HELP ")
+                .trim_start_matches("# TYPE ")
+                .starts_with("go_")
+        })
+        .map(|l| {
+            if l.starts_with("push_time_seconds{") || l.starts_with("push_failure_time_seconds{") {
+                let (series, value) = l.rsplit_once(' ').unwrap_or((l, ""));
+                format!("{series} {}", if value == "0" { "0" } else { "T" })
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+fn cases() -> Vec<Case> {
+    use Compare::*;
+    let mut v = vec![
+        // Push, merge, replace, delete (spec §8.1).
+        case("PUT", "/metrics/job/some_job/instance/some_instance", "# TYPE some_metric counter\nsome_metric{label=\"val1\"} 42\n# TYPE another_metric gauge\n# HELP another_metric Just an example.\nanother_metric 2398.283\n", Exact),
+        case("POST", "/metrics/job/some_job/instance/some_instance", "# TYPE some_metric counter\nsome_metric{label=\"val2\"} 7\nthird_metric 1\n", Exact),
+        case("PUT", "/metrics/job/some_job/instance/some_instance", "only_metric 1\n", Exact),
+        case("DELETE", "/metrics/job/some_job/instance/some_instance", "", Exact),
+        case("DELETE", "/metrics/job/nope", "", Exact),
+        // URL grammar (§8.2).
+        case("PUT", "/metrics/job@base64/L3Zhci90bXA", "b64_metric 1\n", Exact),
+        case("PUT", "/metrics/job/directory_cleaner/path@base64/L3Zhci90bXA=", "b64_metric2 1\n", Exact),
+        case("PUT", "/metrics/job/example/first_label@base64/=/second_label/foobar", "b64_metric 3\n", Exact),
+        case("PUT", "/metrics/job/titan/name/%CE%A0%CF%81%CE%BF%CE%BC%CE%B7%CE%B8%CE%B5%CF%8D%CF%82", "t1 1\n", Exact),
+        case("POST", "/metrics/job/titan/name@base64/zqDPgc6_zrzOt864zrXPjc-C", "t2 1\n", Exact),
+        case("PUT", "/metrics/job/j/lbl@base64/foo.bar", "x 1\n", Exact),
+        case("PUT", "/metrics/job@base64/=", "x 1\n", Exact),
+        case("PUT", "/metrics/job/j/instance", "x 1\n", Exact),
+        case("POST", "/metrics/job/j/a-b/c", "x 1\n", Exact),
+        case("DELETE", "/metrics/job/j/__x/c", "", Exact),
+        case("PUT", "/metrics/job/j/path/var/tmp", "x 1\n", Exact),
+        case("PUT", "/metrics/job/j/path/%2Fvar%2Ftmp", "x 1\n", Exact),
+        case("PUT", "/metrics/job/j/first//second/x", "x 1\n", Exact),
+        case("PUT", "/metrics/job/trail/", "x 1\n", Exact),
+        case("PUT", "/metrics/job/", "x 1\n", Exact),
+        case("PUT", "/metrics/job", "x 1\n", Exact),
+        case("PUT", "/metrics/job/j1/job/j2", "dupjob 1\n", Exact),
+        case("PUT", "/metrics/job/j3/a/1/a/2", "x 1\n", Exact),
+        case("PUT", "/metrics/job/j4/zzz/1/instance@base64/aW5zdA/aaa/2", "x 1\n", Exact),
+        case("DELETE", "/metrics/job@base64/ZXhhbXBsZQ/first_label@base64/=/second_label@base64/Zm9vYmFy=", "", Exact),
+        case("PUT", "/metrics/job/tv/instance@base64/", "x 1\n", Exact),
+        case("PUT", "/metrics/job/tv3/a//b/c", "x 1\n", Exact),
+        case("PUT", "/metrics/job/j%20k", "x 1\n", Exact),
+        case("PUT", "/metrics/job/j/a/../b", "x 1\n", Exact),
+        // Body validation and failure recording (§8.3).
+        case("PUT", "/metrics/job/cj/foo/url", "conflict_metric{job=\"other\",instance=\"x\",foo=\"body\",keep=\"k\"} 1\n", Exact),
+        case("PUT", "/metrics/job/ij", "inst_metric{instance=\"from_body\"} 1\ninst_metric{instance=\"other\"} 2\n", Exact),
+        case("PUT", "/metrics/job/dj/instance/i", "dup_after{instance=\"a\"} 1\ndup_after{instance=\"b\"} 2\n", Phrases),
+        case("PUT", "/metrics/job/dj2", "dup_metric 1\ndup_metric 2\n", Phrases),
+        case("PUT", "/metrics/job/tj", "ts_ok 1\n", Exact),
+        case("PUT", "/metrics/job/tj", "ts_metric 1 1700000000000\n", Exact),
+        case("PUT", "/metrics/job/ta", "# TYPE typed_metric counter\ntyped_metric 1\n", Exact),
+        case("PUT", "/metrics/job/tb", "# TYPE typed_metric gauge\ntyped_metric 1\n", Phrases),
+        case("PUT", "/metrics/job/tb", "typed_metric 1\n", Phrases),
+        case("PUT", "/metrics/job/pt", "push_time_seconds 5\nother 1\n", Exact),
+        case("PUT", "/metrics/job/sfx2", "# TYPE sx summary\nsx_sum 1\nsx_count 1\n", Exact),
+        case("PUT", "/metrics/job/sfx1", "sx_count 1\n", Phrases),
+        case("PUT", "/metrics/job/eb", "eb_a 1\neb_b 2\n", Exact),
+        case("POST", "/metrics/job/eb", "", Exact),
+        case("PUT", "/metrics/job/eb", "", Exact),
+        case("PUT", "/metrics/job/comments", "# TYPE nosamples counter\n# HELP nosamples x\n", Exact),
+        // Several groups of one family: the reference's series order (§3.1).
+        case("PUT", "/metrics/job/mix/a/1", "mx{code=\"200\"} 1\n", Exact),
+        case("PUT", "/metrics/job/mix", "mx 2\n", Exact),
+        case("PUT", "/metrics/job/b/instance/i", "# TYPE hh histogram\nhh_bucket{le=\"1\"} 1\nhh_sum 1\nhh_count 1\n", Exact),
+        case("PUT", "/metrics/job/a", "# TYPE hh histogram\nhh_sum{zz=\"1\"} 1\nhh_count{zz=\"1\"} 1\n", Exact),
+        case("PUT", "/metrics/job/esc/instance/%22q%22", "# HELP e a \\\\ b\\n c\ne{x=\"a\\\"b\\\\c\\nd\"} 1.5\n", Exact),
+        // Other endpoints (§8.5).
+        case("GET", "/metrics/job/foo", "", Exact),
+        case("PATCH", "/metrics/job/foo", "", Exact),
+        case("OPTIONS", "/metrics/job/foo", "", Exact),
+        case("GET", "/-/healthy", "", Exact),
+        case("GET", "/-/ready", "", Exact),
+        case("PUT", "/-/quit", "", Exact),
+        case("GET", "/-/quit", "", Exact),
+        case("PUT", "/api/v1/admin/wipe", "", Exact),
+        case("GET", "/api/v1/unknown", "", Exact),
+        case("POST", "/api/v1/metrics", "", Exact),
+        case("GET", "/-/healthy/", "", Exact),
+        case("POST", "/-/healthy", "", Exact),
+        case("GET", "/api/v1", "", Exact),
+        case("GET", "/metrics/", "", Exact),
+    ];
+    // Text parser (§8.9): every body to a group of its own.
+    const PARSE: &[(&str, Compare)] = &[
+        ("blablabla\n", Exact),
+        ("no_newline 1", Exact),
+        ("crlf 1\r\n", Exact),
+        ("bad-name 1\n", Exact),
+        ("m{__name__=\"x\"} 1\n", Exact),
+        ("m_inv{__foo=\"x\"} 1\n", Phrases),
+        ("# TYPE m gauge\n# TYPE m counter\nm 1\n", Exact),
+        ("# TYPE m foo\nm 1\n", Exact),
+        ("m abc\n", Exact),
+        ("dd 1\ndd 2\nee{__a=\"1\"} 1\n", Phrases),
+        ("m_dup{a=\"1\",a=\"2\"} 1\n", Exact),
+        ("m{a=\"\\t\"} 1\n", Exact),
+        ("m_late 1\n# TYPE m_late gauge\n", Exact),
+        ("# TYPE hx histogram\nhx_bucket{le=\"x\"} 1\n", Exact),
+        ("# TYPE sq summary\nsq{quantile=\"x\"} 1\n", Exact),
+        ("m_ts0 1 0\n", Exact),
+        ("m_l{1a=\"x\"} 1\n", Exact),
+        ("1m 1\n", Exact),
+        ("m_x 1 2 3\n", Exact),
+        ("# TYPE gh gaugehistogram\n", Exact),
+        ("f5 0x10\n", Exact),
+        ("f6 1e400\n", Exact),
+        ("f7 -1e400\n", Exact),
+        ("f8 1e-400\n", Exact),
+        ("m_sp{a=\"b\"c} 1\n", Exact),
+        ("m_nq{a=b} 1\n", Exact),
+        ("# some comment\n\n\nm_c 1\n", Exact),
+        ("m_e{} 1\n", Exact),
+        ("m_t{a=\"b\",} 1\n", Exact),
+        ("m:colon 1\n", Exact),
+        ("m_u{a=\"ünï\"} 1\n", Exact),
+        ("sv_a NaN\nsv_b +Inf\nsv_c -Inf\nsv_d Inf\nsv_e nan\nsv_f -0\nsv_g .5\n", Exact),
+        ("fv_a 1000000\nfv_b 1234567\nfv_c 0.0001\nfv_d 0.00001\nfv_e 123456.7\nfv_f -1\nfv_g 1.5e300\nfv_h 100\nfv_i -0.5\n", Exact),
+        ("# TYPE tc COUNTER\ntc 1\n# TYPE tg Gauge\ntg 1\n", Exact),
+        ("qu{quantile=\"0.5\"} 1\nlle{le=\"0.5\"} 1\n", Exact),
+        ("m_eof 1\n# EOF\n", Exact),
+        ("#TYPE m_nosp gauge\nm_nosp 1\n", Exact),
+        ("# HELP m_h a\\nb\\\\c\\x\nm_h 1\n", Exact),
+        ("# TYPE m_hs histogram\nm_hs_sum 1\n", Exact),
+        ("m_neg -\n", Exact),
+    ];
+    for (i, (body, compare)) in PARSE.iter().enumerate() {
+        let path: &'static str = Box::leak(format!("/metrics/job/parse{i}").into_boxed_str());
+        v.push(case("PUT", path, body, *compare));
+    }
+    // Compression and protobuf (§8.4).
+    v.push(Case {
+        body: gzip(b"gz_metric 3.14\n"),
+        headers: &[("content-encoding", "gzip")],
+        ..case("PUT", "/metrics/job/gz", "", Exact)
+    });
+    v.push(Case {
+        headers: &[("content-encoding", "gzip")],
+        ..case("PUT", "/metrics/job/gz2", "x 1\n", Status)
+    });
+    v.push(Case {
+        headers: &[("content-type", PROTOBUF)],
+        ..case("PUT", "/metrics/job/pb", "garbage-not-protobuf", Status)
+    });
+    v.push(Case {
+        headers: &[("content-type", PROTOBUF)],
+        ..case("PUT", "/metrics/job/pb_empty", "", Exact)
+    });
+    v
+}
+
+#[test]
+fn pushgate_answers_like_the_reference() {
+    let reference = Reference::start();
+    let tmp = temp_dir("parity");
+    let ours = Server::start_in(&tmp.path().join("data"), &[]);
+    let mut differences = Vec::new();
+    for c in cases() {
+        let theirs = send(&|p| reference.url(p), &c);
+        let mine = send(&|p| ours.url(p), &c);
+        let what = format!("{} {} {:?}", c.method, c.path, String::from_utf8_lossy(&c.body));
+        let agree = theirs.status == mine.status
+            && match c.compare {
+                Compare::Exact => theirs.body == mine.body && theirs.headers == mine.headers,
+                Compare::Phrases => {
+                    theirs.body.starts_with(PREFIX) == mine.body.starts_with(PREFIX)
+                        && PHRASES.iter().all(|p| theirs.body.contains(p) == mine.body.contains(p))
+                }
+                Compare::Status => true,
+            };
+        if !agree {
+            differences.push(format!(
+                "{what}\n  reference: {} {:?} {:?}\n  pushgate:  {} {:?} {:?}",
+                theirs.status, theirs.headers, theirs.body, mine.status, mine.headers, mine.body
+            ));
+        }
+        if c.scrape {
+            let scrape = |url: String| pushed_part(&client().get(url).send().expect("scrape").text().expect("body"));
+            let (theirs, mine) = (scrape(reference.url("/metrics")), scrape(ours.url("/metrics")));
+            if theirs != mine {
+                differences.push(format!(
+                    "/metrics after {what}:\n--- reference\n{theirs}\n--- pushgate\n{mine}"
+                ));
+                // One scrape difference hides every later one: stop here.
+                break;
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n\n"));
+}
