@@ -25,13 +25,14 @@ struct Reference {
 }
 
 impl Reference {
-    fn start() -> Reference {
+    fn start(flags: &[&str]) -> Reference {
         let bin = std::env::var("PUSHGATE_REFERENCE_BIN").unwrap_or_else(|_| "prometheus-pushgateway".into());
         let port = free_port();
         let child = Command::new(&bin)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             // Debian's default would load a system-wide persistence file.
             .arg("--persistence.file=")
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -44,7 +45,8 @@ impl Reference {
             });
         let r = Reference { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while client().get(r.url("/-/ready")).send().map(|r| r.status()).ok() != Some(reqwest::StatusCode::OK) {
+        // Any answer means it listens (`/-/ready` may sit under a route prefix).
+        while client().get(r.url("/-/ready")).send().is_err() {
             assert!(Instant::now() < deadline, "the reference did not become ready");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -299,13 +301,19 @@ fn cases() -> Vec<Case> {
     v
 }
 
-#[test]
-fn pushgate_answers_like_the_reference() {
-    let reference = Reference::start();
+/// Sends every case to a reference and a pushgate started with `flags`, and
+/// returns what differed.
+fn differences(flags: &[&str], cases: Vec<Case>) -> Vec<String> {
+    let reference = Reference::start(flags);
     let tmp = temp_dir("parity");
-    let ours = Server::start_in(&tmp.path().join("data"), &[]);
+    let ours = Server::start_in(&tmp.path().join("data"), flags);
+    let telemetry = if flags.contains(&"--web.route-prefix=/pg") {
+        "/pg/metrics"
+    } else {
+        "/metrics"
+    };
     let mut differences = Vec::new();
-    for c in cases() {
+    for c in cases {
         let theirs = send(&|p| reference.url(p), &c);
         let mine = send(&|p| ours.url(p), &c);
         let what = format!("{} {} {:?}", c.method, c.path, String::from_utf8_lossy(&c.body));
@@ -326,15 +334,48 @@ fn pushgate_answers_like_the_reference() {
         }
         if c.scrape {
             let scrape = |url: String| pushed_part(&client().get(url).send().expect("scrape").text().expect("body"));
-            let (theirs, mine) = (scrape(reference.url("/metrics")), scrape(ours.url("/metrics")));
+            let (theirs, mine) = (scrape(reference.url(telemetry)), scrape(ours.url(telemetry)));
             if theirs != mine {
                 differences.push(format!(
-                    "/metrics after {what}:\n--- reference\n{theirs}\n--- pushgate\n{mine}"
+                    "{telemetry} after {what}:\n--- reference\n{theirs}\n--- pushgate\n{mine}"
                 ));
                 // One scrape difference hides every later one: stop here.
                 break;
             }
         }
     }
+    differences
+}
+
+#[test]
+fn pushgate_answers_like_the_reference() {
+    let differences = differences(&[], cases());
+    assert!(differences.is_empty(), "{}", differences.join("\n\n"));
+}
+
+#[test]
+fn pushgate_answers_like_the_reference_under_a_route_prefix() {
+    use Compare::*;
+    let cases = vec![
+        case("PUT", "/pg/metrics/job/rp", "rp_metric 1\n", Exact),
+        case("PUT", "/metrics/job/rp", "rp_metric 1\n", Exact),
+        case("GET", "/pg", "", Exact),
+        case("PUT", "/pg", "", Exact),
+        case("GET", "/metrics", "", Exact),
+        case("GET", "/-/healthy", "", Exact),
+        case("GET", "/pg/-/healthy", "", Exact),
+        case("GET", "/pg/-/healthy/", "", Exact),
+        case("GET", "/pg/metrics/", "", Exact),
+        case("GET", "/pg/api/v1", "", Exact),
+        case("PUT", "/pg/metrics/job/", "", Exact),
+        case("PUT", "/pg//metrics/job/x", "x 1\n", Exact),
+        case("POST", "/pg/api/v1/admin/wipe", "", Exact),
+        case("GET", "/pg/api/v1/admin/wipe", "", Exact),
+        case("GET", "/-/quit", "", Exact),
+        case("GET", "/pg/-/quit", "", Exact),
+        case("PUT", "/pg/metrics/job/rp2/instance/i", "rp_metric 2\n", Exact),
+        case("PUT", "/pg/api/v1/admin/wipe", "", Exact),
+    ];
+    let differences = differences(&["--web.route-prefix=/pg", "--web.enable-admin-api"], cases);
     assert!(differences.is_empty(), "{}", differences.join("\n\n"));
 }

@@ -203,9 +203,13 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
     }
     let prefix = state.config.route_prefix.as_bytes();
     if !prefix.is_empty() && decoded == prefix {
+        // The reference redirects only GET (and HEAD) from the prefix to its UI.
+        if method != Method::GET && method != Method::HEAD {
+            return (None, Err(HttpError::NotFound));
+        }
         let mut to = decoded.clone();
         to.push(b'/');
-        return (None, Ok(trailing_slash_redirect(&method, &to, query)));
+        return (None, Ok(redirect(&method, StatusCode::MOVED_PERMANENTLY, &to, query)));
     }
     // The reference registers `GET /-/quit` without the prefix.
     if decoded == b"/-/quit" && method == Method::GET {
@@ -226,7 +230,7 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
         .strip_prefix(b"/metrics/")
         .filter(|p| p.starts_with(b"job/") || p.starts_with(b"job@base64/"))
     {
-        return push_route(state, &method, push_path, &rest, query, &parts.headers, body).await;
+        return push_route(state, &method, push_path, &decoded, query, &parts.headers, body).await;
     }
     let telemetry = state.config.telemetry_path.as_bytes();
     if rest == telemetry {
@@ -261,7 +265,7 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
         }
         b"/-/healthy/" | b"/-/ready/" | b"/-/quit/" | b"/status/" => (
             None,
-            Ok(trailing_slash_redirect(&method, &rest[..rest.len() - 1], query)),
+            Ok(trailing_slash_redirect(&method, &decoded[..decoded.len() - 1], query)),
         ),
         b"/-/quit" => (None, quit(state, &method)),
         b"/api/v1" => (

@@ -35,15 +35,15 @@ impl<'a> SeriesKeys<'a> {
     /// written last and are not labels of the series, so they are left out.
     pub fn push_first_series(&mut self, text: &'a [u8], family: &str, kind: pm::MetricType) {
         let start = self.values.len();
-        let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
-        if let Some(open) = line.iter().position(|&b| b == b'{') {
-            let sample_name = &line[..open];
+        // Every sample line has labels (at least `instance` and `job`).
+        if let Some(open) = memchr::memchr2(b'{', b'\n', text).filter(|&i| text[i] == b'{') {
+            let sample_name = &text[..open];
             let extra_label = match kind {
                 pm::MetricType::Histogram => sample_name.strip_prefix(family.as_bytes()) == Some(&b"_bucket"[..]),
                 pm::MetricType::Summary => sample_name == family.as_bytes(),
                 _ => false,
             };
-            push_label_values(&mut self.values, &line[open + 1..]);
+            push_label_values(&mut self.values, &text[open + 1..]);
             if extra_label && self.values.len() > start {
                 self.values.pop();
             }
@@ -85,22 +85,20 @@ impl<'a> SeriesKeys<'a> {
 fn push_label_values<'a>(values: &mut Vec<Cow<'a, [u8]>>, mut rest: &'a [u8]) {
     loop {
         // name="
-        let Some(quote) = rest.iter().position(|&b| b == b'"') else {
+        let Some(quote) = memchr::memchr(b'"', rest) else {
             return;
         };
         rest = &rest[quote + 1..];
         // the value, up to the closing unescaped quote
         let mut end = 0;
         let mut escaped = false;
-        while end < rest.len() {
-            match rest[end] {
-                b'\\' => {
-                    escaped = true;
-                    end += 2;
-                }
-                b'"' => break,
-                _ => end += 1,
+        while let Some(at) = memchr::memchr2(b'"', b'\\', &rest[end.min(rest.len())..]) {
+            end += at;
+            if rest[end] == b'"' {
+                break;
             }
+            escaped = true;
+            end += 2;
         }
         let raw = &rest[..end.min(rest.len())];
         values.push(if escaped {

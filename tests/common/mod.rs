@@ -140,13 +140,24 @@ impl Server {
     pub fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let c = client();
+        let prefix = self
+            .args
+            .iter()
+            .find_map(|a| a.strip_prefix("--web.route-prefix="))
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!("pushgate exited early ({status}):\n{}", self.log_text());
                 }
             }
-            if let Ok(r) = c.get(self.url("/-/ready")).timeout(Duration::from_secs(2)).send() {
+            if let Ok(r) = c
+                .get(self.url(&format!("{prefix}/-/ready")))
+                .timeout(Duration::from_secs(2))
+                .send()
+            {
                 if r.status() == 200 {
                     return;
                 }
