@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Boolean flags also take the reference's (kingpin's) `--no-<flag>` form; the
+/// last of the two on the command line wins.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "pushgate",
@@ -77,20 +79,26 @@ pub struct ServerFlags {
     pub route_prefix: String,
 
     /// Enable shutdown via HTTP request (PUT or POST /-/quit).
-    #[arg(long = "web.enable-lifecycle")]
+    #[arg(long = "web.enable-lifecycle", overrides_with = "no_enable_lifecycle")]
     pub enable_lifecycle: bool,
+    #[arg(long = "no-web.enable-lifecycle", hide = true, overrides_with = "enable_lifecycle")]
+    no_enable_lifecycle: bool,
 
     /// Enable the admin API (PUT /api/v1/admin/wipe).
-    #[arg(long = "web.enable-admin-api")]
+    #[arg(long = "web.enable-admin-api", overrides_with = "no_enable_admin_api")]
     pub enable_admin_api: bool,
+    #[arg(long = "no-web.enable-admin-api", hide = true, overrides_with = "enable_admin_api")]
+    no_enable_admin_api: bool,
 
     /// Not supported yet (TLS and basic auth); terminate TLS in front of pushgate.
     #[arg(long = "web.config.file", default_value = "")]
     pub web_config_file: String,
 
     /// Not supported by pushgate.
-    #[arg(long = "web.systemd-socket")]
+    #[arg(long = "web.systemd-socket", overrides_with = "no_systemd_socket")]
     pub systemd_socket: bool,
+    #[arg(long = "no-web.systemd-socket", hide = true, overrides_with = "systemd_socket")]
+    no_systemd_socket: bool,
 
     /// Refused: pushgate keeps every push durable in --storage.path instead.
     #[arg(long = "persistence.file")]
@@ -102,8 +110,17 @@ pub struct ServerFlags {
 
     /// Do not check pushes for consistency with the stored metrics. DANGEROUS: inconsistent pushes
     /// are stored and answered 202.
-    #[arg(long = "push.disable-consistency-check")]
+    #[arg(
+        long = "push.disable-consistency-check",
+        overrides_with = "no_disable_consistency_check"
+    )]
     pub disable_consistency_check: bool,
+    #[arg(
+        long = "no-push.disable-consistency-check",
+        hide = true,
+        overrides_with = "disable_consistency_check"
+    )]
+    no_disable_consistency_check: bool,
 
     /// Largest push body accepted, in bytes after decompression (larger: 413).
     #[arg(long = "push.max-body-bytes", default_value_t = 32 << 20)]
@@ -401,6 +418,23 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(300)), "5m0s");
         assert_eq!(format_duration(Duration::from_secs(10)), "10s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn boolean_flags_take_the_no_form_and_the_last_one_wins() {
+        let f = |args: &[&str]| Cli::parse_from(std::iter::once("pushgate").chain(args.iter().copied())).server;
+        assert!(f(&["--web.enable-lifecycle"]).enable_lifecycle);
+        assert!(!f(&["--web.enable-lifecycle", "--no-web.enable-lifecycle"]).enable_lifecycle);
+        assert!(f(&["--no-web.enable-lifecycle", "--web.enable-lifecycle"]).enable_lifecycle);
+        assert!(!f(&["--no-web.enable-admin-api"]).enable_admin_api);
+        assert!(
+            !f(&[
+                "--push.disable-consistency-check",
+                "--no-push.disable-consistency-check"
+            ])
+            .disable_consistency_check
+        );
+        assert!(!f(&["--no-web.systemd-socket"]).systemd_socket);
     }
 
     #[test]
