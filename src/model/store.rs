@@ -311,7 +311,7 @@ impl Store {
             let mut series: Vec<(std::ops::Range<usize>, &pm::Metric)> = Vec::with_capacity(family.metric.len());
             let mut hashes = Vec::with_capacity(family.metric.len());
             for metric in &family.metric {
-                if let Err(e) = check_metric(name, kind, metric) {
+                if let Err(e) = check_metric(name, kind, metric, grouping) {
                     errors.push(e);
                     continue;
                 }
@@ -940,7 +940,9 @@ fn join_errors(errors: Vec<String>) -> String {
 }
 
 /// Checks one pushed metric on its own: value field matching the type, label names.
-fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), String> {
+/// Errors name the series with the labels it would be stored with, as the
+/// reference's do (grouping labels, `instance`).
+fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric, grouping: &[Label]) -> Result<(), String> {
     let has_value = match kind {
         pm::MetricType::Counter => m.counter.is_some(),
         pm::MetricType::Gauge => m.gauge.is_some(),
@@ -948,7 +950,11 @@ fn check_metric(name: &str, kind: pm::MetricType, m: &pm::Metric) -> Result<(), 
         pm::MetricType::Untyped => m.untyped.is_some(),
         pm::MetricType::Histogram | pm::MetricType::GaugeHistogram => m.histogram.is_some(),
     };
-    let what = || describe_labels(&m.label);
+    let what = || {
+        let mut labels = Vec::with_capacity(m.label.len() + grouping.len() + 1);
+        push_sanitized_labels(&mut labels, &m.label, grouping);
+        describe_labels(&labels)
+    };
     if !has_value {
         return Err(format!(
             "collected metric {name:?} {} is not a {}",

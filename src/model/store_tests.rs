@@ -560,3 +560,28 @@ fn histogram_groups_sort_by_their_first_series_without_le() {
     let b = text.find("h_sum{instance=\"\",job=\"b\"").unwrap();
     assert!(c < b, "{text}");
 }
+
+#[test]
+fn structural_errors_name_the_series_with_its_stored_labels() {
+    let mut s = Store::new();
+    let family = pm::MetricFamily {
+        name: Some("pb_t".into()),
+        r#type: Some(pm::MetricType::Gauge as i32),
+        metric: vec![pm::Metric {
+            counter: Some(pm::Counter {
+                value: Some(1.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let outcome = push_families(&mut s, T1, &key(&[("job", "pbt")]), true, vec![family]);
+    let Outcome::Rejected { message } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.ends_with("collected metric \"pb_t\" {instance=\"\",job=\"pbt\"} is not a GAUGE"),
+        "{message}"
+    );
+}
