@@ -19,6 +19,17 @@ use std::cmp::Ordering;
 
 use crate::pb::io::prometheus::client as pm;
 
+/// The reference's order of two series given their label counts and their
+/// label values in label-name order: fewer labels first, then the values.
+pub fn cmp_series<T: Ord>(
+    a_count: usize,
+    a_values: impl Iterator<Item = T>,
+    b_count: usize,
+    b_values: impl Iterator<Item = T>,
+) -> Ordering {
+    a_count.cmp(&b_count).then_with(|| a_values.cmp(b_values))
+}
+
 /// The sort keys of several series, in one buffer: a scrape orders thousands
 /// of groups per family, and a key per group on the heap was measurable.
 #[derive(Default)]
@@ -67,7 +78,7 @@ impl<'a> SeriesKeys<'a> {
     /// Compares keys `a` and `b`: fewer labels first, then the values.
     pub fn cmp(&self, a: usize, b: usize) -> Ordering {
         let (va, vb) = (self.values(a), self.values(b));
-        va.len().cmp(&vb.len()).then_with(|| va.cmp(vb))
+        cmp_series(va.len(), va.iter(), vb.len(), vb.iter())
     }
 
     /// The positions of the keys in sorted order (stable: equal keys keep
@@ -136,10 +147,12 @@ fn unescape(raw: &[u8]) -> Vec<u8> {
 /// Sorts decoded series into the reference's order (protobuf exposition).
 pub fn sort_metrics(metrics: &mut [pm::Metric]) {
     metrics.sort_by(|a, b| {
-        a.label
-            .len()
-            .cmp(&b.label.len())
-            .then_with(|| a.label.iter().map(|l| l.value()).cmp(b.label.iter().map(|l| l.value())))
+        cmp_series(
+            a.label.len(),
+            a.label.iter().map(|l| l.value()),
+            b.label.len(),
+            b.label.iter().map(|l| l.value()),
+        )
     });
 }
 

@@ -18,7 +18,7 @@ use super::grouping_key::{GroupingKey, Label};
 use super::names::{is_valid_label_name, is_valid_metric_name};
 use super::render::{write_float, write_header, write_metric, write_metric_with_labels, LabelRef};
 use super::reserved::{self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP};
-use super::series_order::{sort_metrics, SeriesKeys};
+use super::series_order::{cmp_series, sort_metrics, SeriesKeys};
 use crate::pb::io::prometheus::client as pm;
 use crate::pb::pushgate::v1 as pb;
 
@@ -669,10 +669,12 @@ impl Store {
     /// reference sorts series (`series_order`).
     fn groups_in_series_order(&self) -> Vec<&Arc<Group>> {
         let cmp = |a: &Arc<Group>, b: &Arc<Group>| {
-            a.key
-                .exported_len()
-                .cmp(&b.key.exported_len())
-                .then_with(|| a.key.exported_values().cmp(b.key.exported_values()))
+            cmp_series(
+                a.key.exported_len(),
+                a.key.exported_values(),
+                b.key.exported_len(),
+                b.key.exported_values(),
+            )
         };
         let mut groups: Vec<&Arc<Group>> = self.groups.values().collect();
         if !groups
@@ -1023,9 +1025,7 @@ fn push_sanitized_labels<'a>(out: &mut Vec<(&'a str, &'a str)>, body: &'a [pm::L
 fn sort_series<'a, T>(series: &mut [(T, &pm::Metric)], labels_of: impl Fn(&T) -> &'a [(&'a str, &'a str)]) {
     series.sort_by(|(a, _), (b, _)| {
         let (a, b) = (labels_of(a), labels_of(b));
-        a.len()
-            .cmp(&b.len())
-            .then_with(|| a.iter().map(|l| l.1).cmp(b.iter().map(|l| l.1)))
+        cmp_series(a.len(), a.iter().map(|l| l.1), b.len(), b.iter().map(|l| l.1))
     });
 }
 
