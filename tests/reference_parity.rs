@@ -334,7 +334,17 @@ fn differences(flags: &[&str], cases: Vec<Case>) -> Vec<String> {
         }
         if c.scrape {
             let scrape = |url: String| pushed_part(&client().get(url).send().expect("scrape").text().expect("body"));
-            let (theirs, mine) = (scrape(reference.url(telemetry)), scrape(ours.url(telemetry)));
+            let mine = scrape(ours.url(telemetry));
+            // The reference answers DELETE and wipe before applying them: give
+            // it a moment (bounded) to catch up before calling it a difference.
+            let mut theirs = scrape(reference.url(telemetry));
+            for _ in 0..40 {
+                if theirs == mine {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+                theirs = scrape(reference.url(telemetry));
+            }
             if theirs != mine {
                 differences.push(format!(
                     "{telemetry} after {what}:\n--- reference\n{theirs}\n--- pushgate\n{mine}"
