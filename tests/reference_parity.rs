@@ -354,7 +354,55 @@ fn differences(flags: &[&str], cases: Vec<Case>) -> Vec<String> {
             }
         }
     }
+    if differences.is_empty() {
+        let api = |url: String| {
+            let text = client().get(url).send().expect("api").text().expect("body");
+            api_part(serde_json::from_str(&text).expect("JSON"))
+        };
+        let prefix = telemetry.trim_end_matches("/metrics");
+        let path = format!("{prefix}/api/v1/metrics");
+        let (theirs, mine) = (api(reference.url(&path)), api(ours.url(&path)));
+        if theirs != mine {
+            differences.push(format!(
+                "{path} at the end:\n--- reference\n{theirs:#}\n--- pushgate\n{mine:#}"
+            ));
+        }
+    }
     differences
+}
+
+/// `/api/v1/metrics` with times reduced to "never" (0) or "some time" (T),
+/// groups in a fixed order (the API promises none).
+fn api_part(mut body: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let mut groups = match body.get_mut("data").map(Value::take) {
+        Some(Value::Array(groups)) => groups,
+        other => return other.unwrap_or(Value::Null),
+    };
+    for group in &mut groups {
+        let Some(families) = group.as_object_mut() else {
+            continue;
+        };
+        for (name, family) in families.iter_mut() {
+            let Some(family) = family.as_object_mut() else { continue };
+            if family.contains_key("time_stamp") {
+                family.insert("time_stamp".into(), "T".into());
+            }
+            if name == "push_time_seconds" || name == "push_failure_time_seconds" {
+                for m in family
+                    .get_mut("metrics")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    let never = m.get("value") == Some(&Value::from("0"));
+                    m["value"] = if never { "0" } else { "T" }.into();
+                }
+            }
+        }
+    }
+    groups.sort_by_key(|g| g["labels"].to_string());
+    Value::Array(groups)
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::render::format_float;
+use super::render::format_float_api;
 use super::reserved::{PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP};
 use super::store::{timestamp_metric, Group};
 use crate::pb::io::prometheus::client as pm;
@@ -48,13 +48,16 @@ fn metric_object(kind: pm::MetricType, m: &pm::Metric) -> Value {
             let s = m.summary.clone().unwrap_or_default();
             let mut quantiles = Map::new();
             for q in &s.quantile {
-                quantiles.insert(format_float(q.quantile()), Value::String(format_float(q.value())));
+                quantiles.insert(
+                    format_float_api(q.quantile()),
+                    Value::String(format_float_api(q.value())),
+                );
             }
             json!({
                 "count": s.sample_count().to_string(),
                 "labels": labels,
                 "quantiles": quantiles,
-                "sum": format_float(s.sample_sum()),
+                "sum": format_float_api(s.sample_sum()),
             })
         }
         pm::MetricType::Histogram | pm::MetricType::GaugeHistogram => {
@@ -65,19 +68,19 @@ fn metric_object(kind: pm::MetricType, m: &pm::Metric) -> Value {
                 .iter()
                 .map(|b| {
                     let count = if b.cumulative_count.is_none() && b.cumulative_count_float.is_some() {
-                        format_float(b.cumulative_count_float())
+                        format_float_api(b.cumulative_count_float())
                     } else {
                         b.cumulative_count().to_string()
                     };
                     (b.upper_bound(), count)
                 })
                 .collect();
-            keyed.sort_by_key(|a| format_float(a.0));
+            keyed.sort_by_key(|a| format_float_api(a.0));
             for (ub, count) in keyed {
-                buckets.insert(format_float(ub), Value::String(count));
+                buckets.insert(format_float_api(ub), Value::String(count));
             }
             let count = if h.sample_count.is_none() && h.sample_count_float.is_some() {
-                format_float(h.sample_count_float())
+                format_float_api(h.sample_count_float())
             } else {
                 h.sample_count().to_string()
             };
@@ -85,7 +88,7 @@ fn metric_object(kind: pm::MetricType, m: &pm::Metric) -> Value {
                 "buckets": buckets,
                 "count": count,
                 "labels": labels,
-                "sum": format_float(h.sample_sum()),
+                "sum": format_float_api(h.sample_sum()),
             })
         }
         _ => {
@@ -94,7 +97,7 @@ fn metric_object(kind: pm::MetricType, m: &pm::Metric) -> Value {
                 pm::MetricType::Gauge => m.gauge.as_ref().map(|g| g.value()),
                 _ => m.untyped.as_ref().map(|u| u.value()),
             };
-            json!({ "labels": labels, "value": format_float(v.unwrap_or(0.0)) })
+            json!({ "labels": labels, "value": format_float_api(v.unwrap_or(0.0)) })
         }
     }
 }
@@ -157,6 +160,16 @@ pub fn group_object(group: &Group) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negative_zero_is_minus_zero_in_the_api_as_in_go() {
+        assert_eq!(format_float_api(-0.0), "-0");
+        assert_eq!(format_float_api(0.0), "0");
+        assert_eq!(format_float_api(1e6), "1e+06");
+        let mut text = Vec::new();
+        super::super::render::write_float(&mut text, -0.0);
+        assert_eq!(text, b"0", "the text exposition writes every zero as 0");
+    }
 
     #[test]
     fn rfc3339_like_go() {

@@ -119,6 +119,16 @@ pub fn format_float(v: f64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// A float as the reference's JSON API writes it (Go's `%v`): like
+/// `format_float`, except that negative zero stays `-0` (the text exposition
+/// writes every zero as `0`).
+pub fn format_float_api(v: f64) -> String {
+    if v == 0.0 && v.is_sign_negative() {
+        return "-0".into();
+    }
+    format_float(v)
+}
+
 /// Label value escaping: `\` `"` and newline.
 pub fn write_escaped_label_value(out: &mut Vec<u8>, value: &str) {
     for b in value.bytes() {
