@@ -261,7 +261,8 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
                 Method::OPTIONS => Ok(options("GET, OPTIONS")),
                 _ => Err(HttpError::MethodNotAllowed("GET, OPTIONS")),
             };
-            (Some(handler), r)
+            // Only GET reaches the reference's handler (and its request counter).
+            (Some(handler).filter(|_| method == Method::GET), r)
         }
         b"/-/healthy/" | b"/-/ready/" | b"/-/quit/" | b"/status/" => (
             None,
@@ -315,7 +316,13 @@ async fn push_route(
             Ok(trailing_slash_redirect(method, &full[..full.len() - 1], query)),
         );
     }
-    let handler = if *method == Method::DELETE { "delete" } else { "push" };
+    // Like the reference, only requests that reach a handler are counted:
+    // not OPTIONS or 405 answers, which its router gives.
+    let handler = match *method {
+        Method::DELETE => Some("delete"),
+        Method::PUT | Method::POST => Some("push"),
+        _ => None,
+    };
     const ALLOW: &str = "DELETE, OPTIONS, POST, PUT";
     let result = match *method {
         Method::PUT | Method::POST | Method::DELETE => match GroupingKey::from_path(job, is_base64, labels) {
@@ -326,7 +333,7 @@ async fn push_route(
         Method::OPTIONS => Ok(options(ALLOW)),
         _ => Err(HttpError::MethodNotAllowed(ALLOW)),
     };
-    (Some(handler), result)
+    (handler, result)
 }
 
 async fn api_route(state: &AppState, method: &Method, api: &[u8], query: Option<&str>, body: Body) -> Dispatched {
