@@ -225,6 +225,8 @@ fn split_labels(labels: &[u8]) -> Result<Vec<(String, String)>, GroupingKeyError
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn exported_values_match_exported_labels() {
         for labels in [
@@ -241,8 +243,6 @@ mod tests {
             assert_eq!(values, expected, "{labels:?}");
         }
     }
-
-    use super::*;
 
     fn key(job: &str, b64: bool, labels: &str) -> Result<GroupingKey, GroupingKeyError> {
         GroupingKey::from_path(job.as_bytes(), b64, labels.as_bytes())

@@ -620,6 +620,7 @@ impl Store {
             names.extend_from_slice(&[PUSH_FAILURE_TIME, PUSH_TIME]);
         }
         names.sort_unstable();
+        let mut timestamp_order: Option<Vec<&Arc<Group>>> = None;
         for name in names {
             if name == PUSH_TIME || name == PUSH_FAILURE_TIME {
                 let help = if name == PUSH_TIME {
@@ -627,9 +628,9 @@ impl Store {
                 } else {
                     PUSH_FAILURE_TIME_HELP
                 };
-                let metric = self
-                    .groups_in_series_order()
-                    .into_iter()
+                let metric = timestamp_order
+                    .get_or_insert_with(|| self.groups_in_series_order())
+                    .iter()
                     .map(|g| timestamp_metric(&g.key, if name == PUSH_TIME { g.push_time } else { g.failure_time }))
                     .collect();
                 out.push(pm::MetricFamily {
@@ -677,12 +678,7 @@ impl Store {
             )
         };
         let mut groups: Vec<&Arc<Group>> = self.groups.values().collect();
-        if !groups
-            .windows(2)
-            .all(|w| cmp(w[0], w[1]) != std::cmp::Ordering::Greater)
-        {
-            groups.sort_by(|a, b| cmp(a, b));
-        }
+        groups.sort_by(|a, b| cmp(a, b));
         groups
     }
 

@@ -51,6 +51,22 @@ fn render(store: &Store) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// A family declared a gauge whose one series carries a counter value.
+fn gauge_with_a_counter_value(name: &str) -> pm::MetricFamily {
+    pm::MetricFamily {
+        name: Some(name.into()),
+        r#type: Some(pm::MetricType::Gauge as i32),
+        metric: vec![pm::Metric {
+            counter: Some(pm::Counter {
+                value: Some(1.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 fn rejected(o: &Outcome) -> bool {
     matches!(o, Outcome::Rejected { .. })
 }
@@ -292,18 +308,7 @@ fn invalid_protobuf_content_is_rejected() {
         ..Default::default()
     };
     assert!(rejected(&push_families(&mut s, T1, &k, true, vec![bad_name])));
-    let mismatch = pm::MetricFamily {
-        name: Some("mm".into()),
-        r#type: Some(pm::MetricType::Gauge as i32),
-        metric: vec![pm::Metric {
-            counter: Some(pm::Counter {
-                value: Some(1.0),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let mismatch = gauge_with_a_counter_value("mm");
     assert!(rejected(&push_families(&mut s, T1, &k, true, vec![mismatch])));
     let bad_label = pm::MetricFamily {
         name: Some("bl".into()),
@@ -564,18 +569,7 @@ fn histogram_groups_sort_by_their_first_series_without_le() {
 #[test]
 fn structural_errors_name_the_series_with_its_stored_labels() {
     let mut s = Store::new();
-    let family = pm::MetricFamily {
-        name: Some("pb_t".into()),
-        r#type: Some(pm::MetricType::Gauge as i32),
-        metric: vec![pm::Metric {
-            counter: Some(pm::Counter {
-                value: Some(1.0),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let family = gauge_with_a_counter_value("pb_t");
     let outcome = push_families(&mut s, T1, &key(&[("job", "pbt")]), true, vec![family]);
     let Outcome::Rejected { message } = outcome else {
         panic!("{outcome:?}")
