@@ -14,6 +14,7 @@ need_pkgs=()
 command -v python3 >/dev/null || need_pkgs+=(python3 python3-pip)
 command -v nginx >/dev/null || need_pkgs+=(nginx-light)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 # The reference Pushgateway, for tests/reference_parity.rs.
 command -v "${PUSHGATE_REFERENCE_BIN:-prometheus-pushgateway}" >/dev/null || need_pkgs+=(prometheus-pushgateway)
 if ((${#need_pkgs[@]})); then
@@ -31,6 +32,9 @@ fi
 
 # ---- the project's own tests -------------------------------------------------
 log "cargo test (unit and black-box tests)"
+# As root the disk tests (tests/disk_full.rs, small tmpfs disks in a private
+# mount namespace) must run rather than skip.
+if [[ $(id -u) == 0 ]]; then export PUSHGATE_TEST_NAMESPACES=required; fi
 cargo test --release --workspace
 
 # ---- fault simulation (real nodes on turmoil hosts) -------------------------

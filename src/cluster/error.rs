@@ -33,6 +33,10 @@ pub enum WriteError {
     /// Sent to the leader, but its answer was lost: outcome unknown.
     #[error("{0}; the change may or may not have been applied")]
     Uncertain(String),
+    /// Not proposed: this node stopped working for good (its storage failed)
+    /// before the change reached it.
+    #[error("this node has stopped working ({0}) and must be restarted; the change was not made")]
+    Failed(String),
     /// The node stopped (shutdown or a storage failure): outcome unknown.
     #[error("this node stopped before confirming the change ({0}); it may or may not have been applied")]
     Stopped(String),

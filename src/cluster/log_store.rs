@@ -45,7 +45,9 @@ struct Syncer {
 
 impl Syncer {
     fn sync(&self) -> io::Result<()> {
-        self.db.flush().map_err(io::Error::other)?;
+        // sled hands an OS error back as itself, so that it reads "No space
+        // left on device (os error 28)" rather than as a debug dump.
+        self.db.flush().map_err(io::Error::from)?;
         self.db_file.sync_data()?;
         // Blob files (pages too large to inline) are written but never synced by sled.
         if let Ok(entries) = std::fs::read_dir(&self.blob_dir) {
@@ -409,8 +411,51 @@ fn log_layout(db: &sled::Db, meta: &sled::Tree, new_log: NewLog) -> Result<(Layo
     })
 }
 
+/// Removes the page-cache snapshots that sled began and never finished;
+/// returns how many there were.
+///
+/// sled 0.34 writes its snapshot to `snap.<lsn>.generating` and renames it
+/// once complete, but on open it reads the newest `snap.*` file whether
+/// finished or not, so one left behind by a crash or a full disk makes every
+/// later open fail with "Read corrupted data" (spacejam/sled#1527). Such a
+/// file holds nothing the log lacks: sled rebuilds its state from the
+/// previous snapshot and the log. Only called after an open failed with
+/// corruption, so never under a live process (that would hold the lock).
+fn remove_unfinished_sled_snapshots(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let unfinished = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"));
+        if unfinished {
+            tracing::warn!(file = %path.display(), "removing an unfinished sled snapshot (left by a crash or a full disk)");
+            std::fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(removed)
+}
+
 fn io_error(verb: ErrorVerb, subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+    StorageIOError::new(subject, verb, AnyError::error(describe_io(&e))).into()
+}
+
+/// The cause in words an operator can act on ("No space left on device (os
+/// error 28)"): sled wraps the OS error in its own type, whose text is a Rust
+/// debug dump.
+fn describe_io(e: &(dyn std::error::Error + 'static)) -> String {
+    let sled_error = e
+        .downcast_ref::<sled::Error>()
+        .or_else(|| e.downcast_ref::<io::Error>()?.get_ref()?.downcast_ref::<sled::Error>());
+    match sled_error {
+        Some(sled::Error::Io(io)) => io.to_string(),
+        _ => e.to_string(),
+    }
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -449,13 +494,19 @@ impl LogStore {
 
     fn open_with(dir: &Path, cache_bytes: u64, stats: Arc<ClusterStats>, new_log: NewLog) -> Result<Self, io::Error> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| io::Error::other(format!("cannot open the Raft log in {}: {e}", dir.display())))?;
+        let open = || {
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .flush_every_ms(None)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        };
+        let db = match open() {
+            Err(sled::Error::Corruption { .. }) if remove_unfinished_sled_snapshots(dir)? > 0 => open(),
+            other => other,
+        }
+        .map_err(|e| io::Error::other(format!("cannot open the Raft log in {}: {e}", dir.display())))?;
         let meta = db.open_tree("meta").map_err(io::Error::other)?;
         let (layout, record_layout) = log_layout(&db, &meta, new_log)
             .map_err(|e| io::Error::other(format!("the Raft log in {}: {e}", dir.display())))?;
@@ -1036,6 +1087,30 @@ mod tests {
         let mut log = reopen(&path).await;
         assert_eq!(log_trees(&log), vec![super::segment_name(1)]);
         assert_eq!(indexes(&mut log, 0).await, (4501..=5100).collect::<Vec<_>>());
+    }
+
+    /// sled 0.34 reads the newest `snap.*` file on open even when it is an
+    /// unfinished `.generating` one (left by a full disk, or a crash while
+    /// sled wrote it) and then reports corruption on every open
+    /// (spacejam/sled#1527). The log opens anyway, with every entry.
+    #[tokio::test]
+    async fn an_unfinished_sled_snapshot_does_not_stop_the_log_from_opening() {
+        crate::blocking::run_inline_on_this_thread();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log");
+        {
+            let mut log = reopen(&path).await;
+            log.blocking_append((1..=10).map(entry)).await.expect("append");
+        }
+        // As sled leaves them: empty, or cut short (its checksum fails);
+        // named after positions past every finished snapshot.
+        let empty = path.join("snap.7FFFFFFFFFFFFFFE.generating");
+        let cut = path.join("snap.7FFFFFFFFFFFFFFF.generating");
+        std::fs::write(&empty, b"").expect("write");
+        std::fs::write(&cut, [0u8; 100]).expect("write");
+        let mut log = reopen(&path).await;
+        assert_eq!(indexes(&mut log, 1).await, (1..=10).collect::<Vec<_>>());
+        assert!(!empty.exists() && !cut.exists(), "unfinished snapshots removed");
     }
 
     /// openraft's own storage conformance suite (log, vote, purge, truncate,

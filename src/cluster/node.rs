@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
 use openraft::{BasicNode, ServerState};
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -84,6 +84,8 @@ pub struct NodeStatus {
     pub learners: Vec<NodeId>,
     /// On the leader: log entries each follower is behind.
     pub replication_lag: Option<BTreeMap<NodeId, u64>>,
+    /// Why this node stopped working for good (see `ClusterNode::failure`).
+    pub failure: Option<String>,
 }
 
 /// A leader that has not heard from a quorum for a while answers 503 at
@@ -95,9 +97,15 @@ pub struct QuorumCheck {
 }
 
 impl QuorumCheck {
+    /// Whether this node may propose now: its Raft core runs and, if it
+    /// leads others, has heard from a quorum lately. Checked on every path
+    /// into the batcher (local pushes and forwarded ones).
     pub fn check(&self) -> Result<(), WriteError> {
         let m = self.raft.metrics();
         let m = m.borrow();
+        if let Some(failure) = describe_failure(&m.running_state) {
+            return Err(WriteError::Failed(failure));
+        }
         if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1 {
             return Ok(());
         }
@@ -338,6 +346,7 @@ impl ClusterNode {
         if !node.config.peers.is_empty() {
             tokio::spawn(quorum_watchdog(node.raft.clone(), node.stop.subscribe()));
         }
+        tokio::spawn(report_failure(node.raft.clone(), node.stop.subscribe()));
         tokio::spawn(size_based_snapshots(
             node.raft.clone(),
             node.stats.clone(),
@@ -370,6 +379,9 @@ impl ClusterNode {
     /// outcome. Waits up to the leader wait for an election; never retries
     /// anything whose outcome is unknown.
     pub async fn write(&self, mutation: pb::Mutation) -> Result<Committed, WriteError> {
+        // A node whose core stopped neither proposes nor forwards: it fails
+        // its readiness check and answers like it, whatever its role was.
+        self.quorum.check()?;
         let mutation = Arc::new(mutation);
         let deadline = Instant::now() + self.config.leader_wait;
         let mut last;
@@ -434,6 +446,9 @@ impl ClusterNode {
     /// Waits until this node can serve a linearizable read; returns the log
     /// index the read reflects (everything committed before the call).
     pub async fn linearizable_read(&self) -> Result<u64, ReadError> {
+        if let Some(failure) = self.failure() {
+            return Err(ReadError::Stopped(format!("{failure}; restart it")));
+        }
         let timeout = self.config.read_timeout;
         let deadline = Instant::now() + timeout;
         loop {
@@ -546,6 +561,15 @@ impl ClusterNode {
         &self.stats
     }
 
+    /// Why this node stopped working for good, if it did. openraft ends its
+    /// core on a storage failure (a full or failing disk) and on a panic;
+    /// nothing but a restart brings it back, so the node then refuses
+    /// everything that needs the core at once, without waiting for timeouts.
+    /// `None` while it runs and after a requested shutdown.
+    pub fn failure(&self) -> Option<String> {
+        describe_failure(&self.raft.metrics().borrow().running_state)
+    }
+
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -574,6 +598,7 @@ impl ClusterNode {
                     .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
                     .collect()
             }),
+            failure: describe_failure(&m.running_state),
         }
     }
 
@@ -596,6 +621,36 @@ fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
         },
         Kind::NoLeader => WriteError::NoLeader,
         Kind::Timeout | Kind::Stopped | Kind::Unspecified => WriteError::Uncertain(f.message),
+    }
+}
+
+/// What a stopped Raft core means for an operator; `None` if it runs or was
+/// shut down on request.
+fn describe_failure(running: &Result<(), Fatal<NodeId>>) -> Option<String> {
+    match running {
+        Ok(()) | Err(Fatal::Stopped) => None,
+        Err(Fatal::StorageError(e)) => Some(format!("its storage failed {e}")),
+        Err(Fatal::Panicked) => Some("its Raft core panicked, a bug: please report it with this node's log".into()),
+    }
+}
+
+/// Logs, once, that the Raft core stopped for good and what to do about it:
+/// the requests that fail afterwards only say that the node has stopped.
+async fn report_failure(raft: Raft, mut stop: watch::Receiver<bool>) {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Some(failure) = describe_failure(&metrics.borrow().running_state) {
+            tracing::error!(
+                %failure,
+                "this node stopped working: it refuses pushes and consistent reads, fails /-/ready and /-/healthy, \
+                 and keeps serving stale reads; fix the cause (free disk space, replace a failing disk) and restart it"
+            );
+            return;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 

@@ -71,7 +71,9 @@ fn failure(e: &WriteError) -> pb::WriteFailure {
             leader_id.unwrap_or(0),
             leader_addr.clone().unwrap_or_default(),
         ),
-        WriteError::NoLeader | WriteError::NoQuorum(_) => (Kind::NoLeader, 0, String::new()),
+        // A leader that stopped working will be replaced by an election: the
+        // forwarding node waits for the new one, as for any lost leader.
+        WriteError::NoLeader | WriteError::NoQuorum(_) | WriteError::Failed(_) => (Kind::NoLeader, 0, String::new()),
         WriteError::Timeout(_) | WriteError::Uncertain(_) => (Kind::Timeout, 0, String::new()),
         WriteError::Stopped(_) => (Kind::Stopped, 0, String::new()),
     };

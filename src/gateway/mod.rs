@@ -40,7 +40,7 @@ impl From<WriteError> for GatewayError {
     fn from(e: WriteError) -> Self {
         match &e {
             WriteError::QueueFull { .. } | WriteError::RefusedByLeader(_) => GatewayError::Overloaded(e.to_string()),
-            WriteError::NotLeader { .. } | WriteError::NoLeader | WriteError::NoQuorum(_) => {
+            WriteError::NotLeader { .. } | WriteError::NoLeader | WriteError::NoQuorum(_) | WriteError::Failed(_) => {
                 GatewayError::Unavailable(e.to_string())
             }
             WriteError::Timeout(_) | WriteError::Uncertain(_) | WriteError::Stopped(_) => {
@@ -158,6 +158,12 @@ impl Gateway {
     pub async fn ready(&self) -> Result<(), GatewayError> {
         self.node.linearizable_read().await?;
         Ok(())
+    }
+
+    /// Why this node stopped working for good (its storage failed), if it
+    /// did: only a restart brings it back.
+    pub fn failure(&self) -> Option<String> {
+        self.node.failure()
     }
 
     pub fn status(&self) -> NodeStatus {

@@ -253,7 +253,15 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
         b"/-/healthy" | b"/-/ready" => {
             let handler = if rest == b"/-/healthy" { "healthy" } else { "ready" };
             let r = match method {
-                Method::GET if handler == "healthy" => Ok(ok_text()),
+                Method::GET if handler == "healthy" => match state.gateway.failure() {
+                    None => Ok(ok_text()),
+                    // Only a restart brings the node back: let a supervisor
+                    // (a Kubernetes liveness probe) do it.
+                    Some(f) => Ok(plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("unhealthy: this node stopped working ({f}) and must be restarted"),
+                    )),
+                },
                 Method::GET => match state.gateway.ready().await {
                     Ok(()) => Ok(ok_text()),
                     Err(e) => Ok(plain(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}"))),

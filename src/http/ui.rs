@@ -43,11 +43,15 @@ pub fn page(view: &ReadView, node: &crate::cluster::NodeStatus, admin: bool) -> 
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>pushgate</title>\
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style>\
-</head><body><h1>pushgate</h1>\
+</head><body><h1>pushgate</h1>{}\
 <p>Node {} &middot; state {} &middot; term {} &middot; leader {} &middot; applied index {} &middot; {} groups, {} series{}</p>\
 <table><tr><th>Grouping key</th><th>Last push</th><th>Status</th><th>Metric families</th></tr>\n{}</table>\
 <p><a href=\"api/v1/metrics\">api/v1/metrics</a> &middot; <a href=\"api/v1/status\">api/v1/status</a> &middot; <a href=\"api/v1/cluster/status\">api/v1/cluster/status</a></p>\
 </body></html>\n",
+        node.failure.as_deref().map_or(String::new(), |f| format!(
+            "<p><b>This node has stopped working ({}) and must be restarted.</b> It shows what it had applied.</p>",
+            escape(f)
+        )),
         node.node_id,
         escape(&node.state),
         node.term,

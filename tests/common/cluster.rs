@@ -20,6 +20,8 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub peers: String,
     pub extra: Vec<String>,
+    /// A command every node runs under (`nsenter ... --`), if any.
+    pub wrap: Vec<String>,
 }
 
 pub fn node_ip(id: u64) -> IpAddr {
@@ -29,7 +31,11 @@ pub fn node_ip(id: u64) -> IpAddr {
 impl TestCluster {
     /// Starts `n` nodes with ids 1..=n and waits until every one is ready.
     pub fn start(name: &str, n: u64, extra: &[&str]) -> TestCluster {
-        let dir = temp_dir(name);
+        Self::start_in(temp_dir(name), n, extra, Vec::new())
+    }
+
+    /// Like `start`, in `dir`, every node run under `wrap`.
+    pub fn start_in(dir: tempfile::TempDir, n: u64, extra: &[&str], wrap: Vec<String>) -> TestCluster {
         let specs: Vec<(u64, u16, u16)> = (1..=n).map(|id| (id, free_port(), free_port())).collect();
         let peers: Vec<String> = specs
             .iter()
@@ -41,6 +47,7 @@ impl TestCluster {
             dir,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            wrap,
         };
         for (id, grpc, proxy_port) in specs {
             let node = cluster.launch(id, grpc, proxy_port, &cluster.peers.clone());
@@ -72,6 +79,7 @@ impl TestCluster {
             dir: data.clone(),
             log: self.dir.path().join(format!("node{id}.log")),
             args: args.iter().map(|s| s.to_string()).collect(),
+            wrap: self.wrap.clone(),
         };
         server.spawn_unready();
         Node { id, ip, server, proxy }

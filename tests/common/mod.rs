@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod disk;
 pub mod proxy;
 
 use std::net::TcpListener;
@@ -68,6 +69,8 @@ pub struct Server {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub args: Vec<String>,
+    /// A command the process runs under (`nsenter ... --`), if any.
+    pub wrap: Vec<String>,
 }
 
 pub fn client() -> reqwest::blocking::Client {
@@ -89,16 +92,22 @@ impl Server {
 
     /// Starts pushgate with HTTP on `host:port` and its data in `dir`.
     pub fn start_at(host: &str, port: u16, dir: &Path, extra: &[&str]) -> Server {
-        let mut s = Server {
+        let mut s = Self::unstarted(host, port, dir, extra);
+        s.spawn();
+        s
+    }
+
+    /// A server that `spawn` starts: HTTP on `host:port`, data in `dir`.
+    pub fn unstarted(host: &str, port: u16, dir: &Path, extra: &[&str]) -> Server {
+        Server {
             child: None,
             host: host.to_string(),
             port,
             dir: dir.to_path_buf(),
             log: dir.with_extension(format!("{port}.log")),
             args: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        s.spawn();
-        s
+            wrap: Vec::new(),
+        }
     }
 
     pub fn spawn(&mut self) {
@@ -113,7 +122,11 @@ impl Server {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        let bin = env!("CARGO_BIN_EXE_pushgate").to_string();
+        let mut argv = self.wrap.iter().chain(std::iter::once(&bin));
+        let program = argv.next().expect("a program");
+        let child = Command::new(program)
+            .args(argv)
             .arg(format!("--web.listen-address={}:{}", self.host, self.port))
             .arg(format!("--storage.path={}", self.dir.display()))
             .args(&self.args)

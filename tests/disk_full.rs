@@ -1,0 +1,262 @@
+//! A disk that fills up, with real processes on a real (tmpfs) disk of a few
+//! MiB in a mount namespace the test made: the node stops taking pushes with
+//! a `503` that names the cause, refuses the ones after it at once ("the
+//! change was not made"), fails its health checks so a supervisor restarts it,
+//! loses nothing it acknowledged, and starts again once there is room. In a
+//! cluster the other replicas elect a new leader and go on.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::TestCluster;
+use common::disk::namespace_or_skip;
+use common::{client, free_port, temp_dir, Server};
+
+const MIB: u64 = 1 << 20;
+
+/// A push of about 9 KiB; every series carries `value`, so a scrape shows
+/// which push of a group it holds.
+fn body(value: u64) -> String {
+    let pad = "x".repeat(64);
+    (0..100)
+        .map(|i| format!("filler_{i}{{pad=\"{pad}\"}} {value}\n"))
+        .collect()
+}
+
+/// `job` -> value of `filler_0` in a scrape.
+fn values(exposition: &str) -> BTreeMap<String, u64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("filler_0{"))
+        .filter_map(|l| {
+            let job = l.split("job=\"").nth(1)?.split('"').next()?;
+            let value = l.rsplit(' ').next()?.parse().ok()?;
+            Some((job.to_string(), value))
+        })
+        .collect()
+}
+
+fn scrape(server: &Server, query: &str) -> (u16, String) {
+    match client().get(server.url(&format!("/metrics{query}"))).send() {
+        Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Every acknowledged push is in the scrape with the value it pushed.
+fn assert_holds(acked: &BTreeMap<String, u64>, exposition: &str, what: &str) {
+    let seen = values(exposition);
+    for (job, value) in acked {
+        assert_eq!(
+            seen.get(job),
+            Some(value),
+            "{what}: acknowledged push of {job} lost or stale"
+        );
+    }
+}
+
+/// Waits (bounded) until `path` on `server` answers `status`; returns the body.
+fn wait_for_status(server: &Server, path: &str, status: u16, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = client().get(server.url(path)).timeout(Duration::from_secs(2)).send();
+        if let Ok(r) = r {
+            if r.status().as_u16() == status {
+                return r.text().unwrap_or_default();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} did not answer {status} within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_pushes_keeps_what_was_acknowledged_and_the_node_restarts_once_there_is_room() {
+    let Some(ns) = namespace_or_skip("disk_full single node") else {
+        return;
+    };
+    let dir = temp_dir("disk-full");
+    let disk = ns.mount_disk(&dir.path().join("disk"), 4 * MIB);
+    let cluster_port = format!("--cluster.listen-address=127.0.0.1:{}", free_port());
+    let mut server = Server::unstarted("127.0.0.1", free_port(), &disk.join("data"), &[&cluster_port]);
+    server.wrap = ns.wrap();
+    server.spawn();
+
+    // Push new groups until the disk is full (4 MiB holds a few hundred).
+    let mut acked = BTreeMap::new();
+    let mut refusal = None;
+    for n in 0..2_000u64 {
+        let r = server.put(&format!("/metrics/job/g{n}"), &body(n));
+        match r.status().as_u16() {
+            200 => {
+                acked.insert(format!("g{n}"), n);
+            }
+            503 => {
+                refusal = Some(r.text().unwrap_or_default());
+                break;
+            }
+            other => panic!("push {n}: {other} {}", r.text().unwrap_or_default()),
+        }
+    }
+    let refusal = refusal.expect("a 4 MiB disk never filled");
+    assert!(acked.len() >= 10, "only {} pushes fit", acked.len());
+    assert!(
+        refusal.contains("No space left on device"),
+        "the 503 names the cause: {refusal}"
+    );
+
+    // The node has stopped for good: its health check says so, so that a
+    // supervisor restarts it, and it refuses every push at once.
+    let unhealthy = wait_for_status(&server, "/-/healthy", 503, Duration::from_secs(5));
+    assert!(
+        unhealthy.contains("No space left on device") && unhealthy.contains("restarted"),
+        "{unhealthy}"
+    );
+    assert!(server.is_running(), "the process stays up");
+    let ready = server.get("/-/ready");
+    assert_eq!(ready.status(), 503);
+    for _ in 0..3 {
+        let r = server.put("/metrics/job/after", &body(1));
+        assert_eq!(r.status(), 503);
+        let text = r.text().unwrap_or_default();
+        assert!(
+            text.contains("the change was not made") && text.contains("No space left on device"),
+            "{text}"
+        );
+    }
+    let (status, _) = scrape(&server, "");
+    assert_eq!(status, 503, "a consistent read needs the stopped core");
+    let (status, stale) = scrape(&server, "?consistency=stale");
+    assert_eq!(status, 200, "stale reads are still served");
+    assert_holds(&acked, &stale, "stale read after the failure");
+    assert_eq!(
+        server.log_text().matches("this node stopped working").count(),
+        1,
+        "the failure is logged once, with what to do"
+    );
+
+    // Restarted on the full disk, it refuses to start and says why.
+    server.terminate();
+    server.spawn_unready();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(child) = server.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+        }
+        assert!(Instant::now() < deadline, "started on a full disk");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    server.child = None;
+    assert!(!exit.success());
+    let log = server.log_text();
+    assert!(
+        log.lines()
+            .last()
+            .is_some_and(|l| l.contains("No space left on device")),
+        "the start error names the cause:\n{log}"
+    );
+
+    // With room again it starts, with every acknowledged push.
+    ns.resize_disk(&disk, 64 * MIB);
+    server.spawn();
+    let (status, text) = scrape(&server, "");
+    assert_eq!(status, 200);
+    assert_holds(&acked, &text, "after the restart");
+    server.put_ok("/metrics/job/after", &body(7));
+}
+
+#[test]
+fn a_leader_whose_disk_fills_is_replaced_and_nothing_acknowledged_is_lost() {
+    let Some(ns) = namespace_or_skip("disk_full leader") else {
+        return;
+    };
+    let dir = temp_dir("disk-full-cluster");
+    let disks: BTreeMap<u64, _> = (1..=3)
+        .map(|id| (id, ns.mount_disk(&dir.path().join(format!("node{id}")), 64 * MIB)))
+        .collect();
+    let mut cluster = TestCluster::start_in(dir, 3, &[], ns.wrap());
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let entry = *cluster.nodes.keys().find(|id| **id != leader).expect("a follower");
+
+    // Pushes go through a follower; the leader's disk gets room for about
+    // 1 MiB more, far less than the pushes below need.
+    let mut acked = BTreeMap::new();
+    for n in 0..20u64 {
+        cluster.node(entry).put_ok(&format!("/metrics/job/g{n}"), &body(n));
+        acked.insert(format!("g{n}"), n);
+    }
+    ns.leave_free(&disks[&leader], MIB);
+    let started = Instant::now();
+    let mut first_failure: Option<Instant> = None;
+    let mut late_failures = Vec::new();
+    let mut ok_in_a_row = 0;
+    for n in 20..5_000u64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "pushes did not recover within 60 s"
+        );
+        let r = cluster.node(entry).put(&format!("/metrics/job/g{n}"), &body(n));
+        match r.status().as_u16() {
+            200 => {
+                acked.insert(format!("g{n}"), n);
+                ok_in_a_row += 1;
+            }
+            503 => {
+                ok_in_a_row = 0;
+                let since = *first_failure.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(5) {
+                    late_failures.push(r.text().unwrap_or_default());
+                }
+            }
+            other => panic!("push {n}: {other} {}", r.text().unwrap_or_default()),
+        }
+        if ok_in_a_row >= 50 && cluster.status(leader).is_some_and(|s| !s["failure"].is_null()) {
+            break;
+        }
+    }
+    eprintln!(
+        "{} pushes acknowledged; first failure {:?} after the disk shrank",
+        acked.len(),
+        first_failure.map(|t| t - started)
+    );
+    assert!(
+        late_failures.is_empty(),
+        "pushes failed more than 5 s after the first failure: {late_failures:?}"
+    );
+    let status = cluster.status(leader).expect("the old leader still answers");
+    assert!(
+        status["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("No space left on device")),
+        "the full leader reports why it stopped: {status}"
+    );
+    wait_for_status(cluster.node(leader), "/-/healthy", 503, Duration::from_secs(5));
+    let new_leader = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader && cluster.status(*id).is_some_and(|s| s["state"] == "Leader"))
+        .expect("another node leads");
+
+    // Every acknowledged push on both healthy replicas (consistent reads).
+    for id in [entry, new_leader] {
+        let (status, text) = scrape(cluster.node(id), "");
+        assert_eq!(status, 200, "node {id}");
+        assert_holds(&acked, &text, &format!("node {id}"));
+    }
+
+    // The old leader, restarted with room, catches up.
+    cluster.node_mut(leader).terminate();
+    ns.resize_disk(&disks[&leader], 64 * MIB);
+    cluster.node_mut(leader).spawn();
+    let (status, text) = scrape(cluster.node(leader), "");
+    assert_eq!(status, 200);
+    assert_holds(&acked, &text, "the restarted node");
+}
