@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -172,6 +173,11 @@ fn host_of(id: usize) -> &'static str {
     HOSTS[id - 1]
 }
 
+/// The index in `HOSTS` of `host`.
+fn host_index(host: &str) -> usize {
+    HOSTS.iter().position(|h| *h == host).unwrap_or(0)
+}
+
 fn node_flags(id: usize, peers: &[usize], dir: &std::path::Path) -> Result<pushgate::config::ServerFlags, String> {
     let peers: Vec<String> = peers
         .iter()
@@ -192,20 +198,26 @@ fn node_flags(id: usize, peers: &[usize], dir: &std::path::Path) -> Result<pushg
         .map_err(|e| e.to_string())
 }
 
-/// The simulated wall clock, for the leader's push timestamps.
-fn sim_clock() -> pushgate::cluster::Clock {
-    Arc::new(|| turmoil::since_epoch().map_or(0, |d| d.as_nanos() as i64))
+/// How far each host's wall clock is off the simulation's (ns), by host
+/// index; faults move them. Kept across a host's restarts, like a machine's.
+type ClockOffsets = Arc<[AtomicI64; HOSTS.len()]>;
+
+/// The simulated wall clock of host `index`, for the leader's push timestamps.
+fn sim_clock(offsets: ClockOffsets, index: usize) -> pushgate::cluster::Clock {
+    Arc::new(move || turmoil::since_epoch().map_or(0, |d| d.as_nanos() as i64) + offsets[index].load(Ordering::Relaxed))
 }
 
 /// Starts node `id` (knowing `peers`) on its host, with its data in `dir`.
-fn start_node(sim: &mut turmoil::Sim<'_>, id: usize, peers: Vec<usize>, dir: PathBuf) {
+fn start_node(sim: &mut turmoil::Sim<'_>, id: usize, peers: Vec<usize>, dir: PathBuf, clocks: &ClockOffsets) {
+    let clocks = clocks.clone();
     sim.host(host_of(id), move || {
         let dir = dir.clone();
         let peers = peers.clone();
+        let clock = sim_clock(clocks.clone(), id - 1);
         async move {
             let flags = node_flags(id, &peers, &dir)?;
             let env = Environment {
-                clock: sim_clock(),
+                clock,
                 transport: Arc::new(Simulated),
             };
             pushgate::server::serve(flags, env, std::future::pending()).await?;
@@ -331,8 +343,9 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
         .build();
 
     let voters: Vec<usize> = (1..=scenario.nodes()).collect();
+    let clocks: ClockOffsets = Arc::new(std::array::from_fn(|_| AtomicI64::new(0)));
     for id in &voters {
-        start_node(&mut sim, *id, voters.clone(), dirs[id - 1].clone());
+        start_node(&mut sim, *id, voters.clone(), dirs[id - 1].clone(), &clocks);
     }
     let members: Members = Rc::new(RefCell::new(voters.iter().map(|id| host_of(*id)).collect()));
 
@@ -551,17 +564,25 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                 Fault::LoseDisk => {
                     let victim = pick_follower();
                     sim.crash(victim);
-                    let id = HOSTS.iter().position(|h| *h == victim).map_or(0, |i| i + 1);
+                    let id = host_index(victim) + 1;
                     let _ = std::fs::remove_dir_all(&dirs[id - 1]);
                     members.borrow_mut().retain(|h| *h != victim);
                     lost = Some(id);
+                }
+                Fault::FollowerClocksBack(secs) => {
+                    for follower in &followers {
+                        clocks[host_index(follower)].fetch_sub(secs * 1_000_000_000, Ordering::Relaxed);
+                    }
+                }
+                Fault::LeaderClockBack(secs) => {
+                    clocks[host_index(current)].fetch_sub(secs * 1_000_000_000, Ordering::Relaxed);
                 }
                 Fault::ReplaceLost => {
                     let Some(lost) = lost.take() else { continue };
                     let new = voters.len() + 1;
                     let mut peers: Vec<usize> = voters.iter().copied().filter(|v| *v != lost).collect();
                     peers.push(new);
-                    start_node(&mut sim, new, peers, dirs[new - 1].clone());
+                    start_node(&mut sim, new, peers, dirs[new - 1].clone(), &clocks);
                     members.borrow_mut().push(host_of(new));
                     *replacement.borrow_mut() = Some(Replacement { lost, new });
                 }

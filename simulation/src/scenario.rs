@@ -45,6 +45,12 @@ pub enum Scenario {
     /// leader of its old term: its first reads must still reflect every
     /// push acknowledged before the crash.
     FullRestart,
+    /// Wall clocks disagree and jump: every follower's clock falls an hour
+    /// behind, the leader crashes (so one of them leads and stamps the
+    /// pushes), the new leader's clock jumps back two hours more, and the
+    /// crashed node comes back. Push and failure times must stay monotonic
+    /// per group (the checker follows which is later).
+    ClockSkew,
 }
 
 /// One fault action at a simulated time.
@@ -71,10 +77,14 @@ pub enum Fault {
     /// The lost node's id is removed, a node with a new id is started on a
     /// new host with an empty directory, and it is added.
     ReplaceLost,
+    /// Every follower's wall clock is set back by this many seconds.
+    FollowerClocksBack(i64),
+    /// The leader's wall clock jumps back by this many seconds.
+    LeaderClockBack(i64),
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Calm,
         Scenario::LeaderCrash,
         Scenario::LeaderIsolated,
@@ -89,6 +99,7 @@ impl Scenario {
         Scenario::TwoCrash,
         Scenario::DiskLoss,
         Scenario::FullRestart,
+        Scenario::ClockSkew,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +118,7 @@ impl Scenario {
             Scenario::TwoCrash => "two-crash-5",
             Scenario::DiskLoss => "disk-loss",
             Scenario::FullRestart => "full-restart",
+            Scenario::ClockSkew => "clock-skew",
         }
     }
 
@@ -146,6 +158,12 @@ impl Scenario {
                 (s(11), Fault::RestartCrashed),
             ],
             Scenario::DiskLoss => vec![(s(6), Fault::LoseDisk), (s(8), Fault::ReplaceLost)],
+            Scenario::ClockSkew => vec![
+                (s(6), Fault::FollowerClocksBack(3_600)),
+                (s(7), Fault::CrashLeader),
+                (s(9), Fault::LeaderClockBack(7_200)),
+                (s(11), Fault::RestartCrashed),
+            ],
             Scenario::FullRestart => vec![
                 (s(6), Fault::CrashAll),
                 (s(7), Fault::RestartCrashed),

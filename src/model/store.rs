@@ -121,10 +121,18 @@ pub struct Store {
     /// Series identity hash -> how many stored series have it (duplicate check).
     series_index: IdentityMap<u32>,
     series_count: u64,
-    /// Monotonic clock of the state machine (Unix ns): the maximum of every
-    /// leader time seen, so push times never go backwards after a failover.
+    /// Clock of the state machine (Unix ns): the last time stamped. Every
+    /// mutation is stamped later than the one before (see `tick`), so push
+    /// and failure times never go backwards, or stand still, after a
+    /// failover to a leader whose clock is behind.
     clock: i64,
 }
+
+/// The least step between two stamps. One microsecond, so that two stamps
+/// also differ in the exposition's float seconds (which resolve about
+/// 0.24 µs at today's Unix times) and "did the last push fail" (failure time
+/// after push time) is always decided by which came last.
+const MIN_STAMP_STEP_NANOS: i64 = 1_000;
 
 impl Store {
     pub fn new() -> Self {
@@ -153,12 +161,20 @@ impl Store {
         time_unix_nanos: i64,
         mutations: impl IntoIterator<Item = &'a pb::Mutation>,
     ) -> Vec<Outcome> {
-        let now = self.tick(time_unix_nanos);
-        mutations.into_iter().map(|m| self.apply(now, m)).collect()
+        mutations
+            .into_iter()
+            .map(|m| {
+                let now = self.tick(time_unix_nanos);
+                self.apply(now, m)
+            })
+            .collect()
     }
 
+    /// The stamp of the next mutation: the leader's time, unless that is not
+    /// after the last stamp (a leader whose clock is behind, or mutations
+    /// that share an entry); then the last stamp plus the least step.
     fn tick(&mut self, time: i64) -> i64 {
-        self.clock = self.clock.max(time);
+        self.clock = time.max(self.clock.saturating_add(MIN_STAMP_STEP_NANOS));
         self.clock
     }
 

@@ -111,10 +111,10 @@ fn empty_put_keeps_group_and_bumps_push_time() {
     let mut s = Store::new();
     let k = key(&[("job", "j")]);
     push(&mut s, T1, &k, true, "a 1\n");
-    push(&mut s, T1 + 5, &k, true, "");
+    push(&mut s, T1 + 5_000, &k, true, "");
     let g = s.group(&k).unwrap();
     assert!(g.families.is_empty());
-    assert_eq!(g.push_time, T1 + 5);
+    assert_eq!(g.push_time, T1 + 5_000);
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn timestamps_are_rejected_and_failure_recorded() {
     let mut s = Store::new();
     let k = key(&[("job", "tj")]);
     push(&mut s, T1, &k, true, "ts_ok 1\n");
-    let o = push(&mut s, T1 + 10, &k, true, "ts_metric 1 1700000000000\n");
+    let o = push(&mut s, T1 + 10_000, &k, true, "ts_metric 1 1700000000000\n");
     match o {
         Outcome::Rejected { message } => {
             assert!(message.ends_with("pushed metrics must not have timestamps"))
@@ -144,7 +144,7 @@ fn timestamps_are_rejected_and_failure_recorded() {
     }
     let g = s.group(&k).unwrap();
     assert!(g.families.contains_key("ts_ok"));
-    assert_eq!((g.push_time, g.failure_time), (T1, T1 + 10));
+    assert_eq!((g.push_time, g.failure_time), (T1, T1 + 10_000));
     assert!(!g.last_push_successful());
 }
 
@@ -284,13 +284,13 @@ fn pushed_timestamp_gauges_are_overridden() {
     );
     push(
         &mut s,
-        T1 + 1,
+        T1 + 1_000,
         &k,
         true,
         "# TYPE push_failure_time_seconds gauge\npush_failure_time_seconds 123\n",
     );
     let g = s.group(&k).unwrap();
-    assert_eq!((g.push_time, g.failure_time), (T1 + 1, 0));
+    assert_eq!((g.push_time, g.failure_time), (T1 + 1_000, 0));
     assert!(g.families.is_empty());
 }
 
@@ -331,8 +331,52 @@ fn clock_is_monotonic_even_if_a_leader_is_behind() {
     let mut s = Store::new();
     let k = key(&[("job", "mono")]);
     push(&mut s, T1, &k, true, "a 1\n");
+    assert_eq!(s.group(&k).unwrap().push_time, T1, "the leader's time when it is ahead");
     push(&mut s, T1 - 1_000_000_000, &k, true, "a 2\n");
-    assert_eq!(s.group(&k).unwrap().push_time, T1);
+    assert_eq!(
+        s.group(&k).unwrap().push_time,
+        T1 + 1_000,
+        "one step after the last stamp"
+    );
+}
+
+/// Behind a leader whose clock is behind, a push and a rejected push still
+/// get distinct stamps in the order applied, so the group's "last push
+/// failed" follows what came last, in the exposition's float seconds too.
+#[test]
+fn failure_state_follows_the_order_of_mutations_when_the_leader_is_behind() {
+    let mut s = Store::new();
+    let k = key(&[("job", "skew")]);
+    push(&mut s, T1, &k, true, "a 1\n");
+    let behind = T1 - 3_600_000_000_000;
+    assert!(rejected(&push(&mut s, behind, &k, false, "a 1 1234\n")));
+    let g = s.group(&k).unwrap();
+    assert!(!g.last_push_successful(), "the rejected push came last");
+    assert!((g.failure_time as f64 / 1e9) > (g.push_time as f64 / 1e9));
+    push(&mut s, behind, &k, true, "a 2\n");
+    let g = s.group(&k).unwrap();
+    assert!(g.last_push_successful(), "the successful push came last");
+    assert!((g.push_time as f64 / 1e9) > (g.failure_time as f64 / 1e9));
+}
+
+/// Mutations that share one log entry are stamped in their order, one step
+/// apart: the first at the leader's time.
+#[test]
+fn mutations_of_one_entry_get_increasing_stamps() {
+    let mut s = Store::new();
+    let a = key(&[("job", "a")]);
+    let b = key(&[("job", "b")]);
+    let m = |k: &GroupingKey| pb::Mutation {
+        op: Some(pb::mutation::Op::Push(pb::Push {
+            grouping_key: key_to_pb(k),
+            replace: true,
+            families: parse_text(b"x 1\n").unwrap(),
+            consistency_check: true,
+        })),
+    };
+    s.apply_batch(T1, &[m(&a), m(&b)]);
+    assert_eq!(s.group(&a).unwrap().push_time, T1);
+    assert_eq!(s.group(&b).unwrap().push_time, T1 + 1_000);
 }
 
 #[test]
