@@ -3,7 +3,9 @@
 //! a `503` that names the cause, refuses the ones after it at once ("the
 //! change was not made"), fails its health checks so a supervisor restarts it,
 //! loses nothing it acknowledged, and starts again once there is room. In a
-//! cluster the other replicas elect a new leader and go on.
+//! cluster the other replicas elect a new leader and go on; a follower whose
+//! disk fills stops alone while the other two go on, and catches up once it
+//! restarts with room.
 
 mod common;
 
@@ -259,4 +261,83 @@ fn a_leader_whose_disk_fills_is_replaced_and_nothing_acknowledged_is_lost() {
     let (status, text) = scrape(cluster.node(leader), "");
     assert_eq!(status, 200);
     assert_holds(&acked, &text, "the restarted node");
+}
+
+#[test]
+fn a_follower_whose_disk_fills_stops_alone_and_catches_up_after_a_restart() {
+    let Some(ns) = namespace_or_skip("disk_full follower") else {
+        return;
+    };
+    let dir = temp_dir("disk-full-follower");
+    let disks: BTreeMap<u64, _> = (1..=3)
+        .map(|id| (id, ns.mount_disk(&dir.path().join(format!("node{id}")), 64 * MIB)))
+        .collect();
+    let mut cluster = TestCluster::start_in(dir, 3, &[], ns.wrap());
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let mut followers = cluster.nodes.keys().copied().filter(|id| *id != leader);
+    let (full, healthy) = (
+        followers.next().expect("a follower"),
+        followers.next().expect("two followers"),
+    );
+
+    // One follower's disk gets room for about 1 MiB more; pushes through the
+    // leader and the other follower go on, every one of them acknowledged.
+    let mut acked = BTreeMap::new();
+    ns.leave_free(&disks[&full], MIB);
+    let started = Instant::now();
+    let mut n = 0u64;
+    while cluster.status(full).is_none_or(|s| s["failure"].is_null()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the follower's disk did not fill within 60 s ({n} pushes)"
+        );
+        let entry = if n.is_multiple_of(2) { leader } else { healthy };
+        cluster.node(entry).put_ok(&format!("/metrics/job/g{n}"), &body(n));
+        acked.insert(format!("g{n}"), n);
+        n += 1;
+    }
+    // And after it stopped, as many again.
+    for n in n..2 * n {
+        let entry = if n.is_multiple_of(2) { leader } else { healthy };
+        cluster.node(entry).put_ok(&format!("/metrics/job/g{n}"), &body(n));
+        acked.insert(format!("g{n}"), n);
+    }
+    eprintln!("{} pushes acknowledged, none refused", acked.len());
+    assert_eq!(
+        cluster.status(leader).map(|s| s["state"].clone()),
+        Some("Leader".into()),
+        "the leader kept its place"
+    );
+
+    // The full follower says why it stopped, fails its health checks and
+    // refuses pushes at once rather than forwarding them.
+    let status = cluster.status(full).expect("the full follower still answers");
+    assert!(
+        status["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("No space left on device")),
+        "{status}"
+    );
+    wait_for_status(cluster.node(full), "/-/healthy", 503, Duration::from_secs(5));
+    let r = cluster.node(full).put("/metrics/job/refused", &body(1));
+    assert_eq!(r.status(), 503);
+    let text = r.text().unwrap_or_default();
+    assert!(text.contains("the change was not made"), "{text}");
+    let (status, _) = scrape(cluster.node(full), "");
+    assert_eq!(status, 503, "no consistent read from a stopped node");
+
+    for id in [leader, healthy] {
+        let (status, text) = scrape(cluster.node(id), "");
+        assert_eq!(status, 200, "node {id}");
+        assert_holds(&acked, &text, &format!("node {id}"));
+        assert!(!text.contains("job=\"refused\""), "node {id} holds the refused push");
+    }
+
+    // Restarted with room, it catches up with everything it missed.
+    cluster.node_mut(full).terminate();
+    ns.resize_disk(&disks[&full], 64 * MIB);
+    cluster.node_mut(full).spawn();
+    let (status, text) = scrape(cluster.node(full), "");
+    assert_eq!(status, 200);
+    assert_holds(&acked, &text, "the restarted follower");
 }
