@@ -15,6 +15,8 @@ command -v python3 >/dev/null || need_pkgs+=(python3 python3-pip)
 command -v nginx >/dev/null || need_pkgs+=(nginx-light)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+# A C compiler, for the failing-sync library of tests/failing_disk.rs.
+command -v cc >/dev/null || need_pkgs+=(gcc libc6-dev)
 # The reference Pushgateway, for tests/reference_parity.rs.
 command -v "${PUSHGATE_REFERENCE_BIN:-prometheus-pushgateway}" >/dev/null || need_pkgs+=(prometheus-pushgateway)
 if ((${#need_pkgs[@]})); then

@@ -41,10 +41,28 @@ struct Syncer {
     blob_dir: PathBuf,
     synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
     stats: Arc<ClusterStats>,
+    /// The first sync that failed, as its kind and text. A failed sync is
+    /// never tried again: Linux may drop the dirty pages it could not write
+    /// and report success to the next fsync (PostgreSQL's "fsyncgate", 2018),
+    /// so a later success would vouch for writes that are already lost.
+    failed: Mutex<Option<(io::ErrorKind, String)>>,
 }
 
 impl Syncer {
+    /// Makes everything written so far durable, or fails as the first
+    /// failed sync did, without touching the disk again.
     fn sync(&self) -> io::Result<()> {
+        if let Some((kind, text)) = &*self.failed.lock() {
+            return Err(io::Error::new(*kind, text.clone()));
+        }
+        let result = self.sync_once();
+        if let Err(e) = &result {
+            *self.failed.lock() = Some((e.kind(), e.to_string()));
+        }
+        result
+    }
+
+    fn sync_once(&self) -> io::Result<()> {
         // sled hands an OS error back as itself, so that it reads "No space
         // left on device (os error 28)" rather than as a debug dump.
         self.db.flush().map_err(io::Error::from)?;
@@ -520,6 +538,7 @@ impl LogStore {
             blob_dir: dir.join("blobs"),
             synced_blobs: Mutex::new(HashSet::new()),
             stats: stats.clone(),
+            failed: Mutex::new(None),
         });
         if record_layout {
             meta.insert(KEY_LAYOUT, layout.to_pb().encode_to_vec())
@@ -1111,6 +1130,31 @@ mod tests {
         let mut log = reopen(&path).await;
         assert_eq!(indexes(&mut log, 1).await, (1..=10).collect::<Vec<_>>());
         assert!(!empty.exists() && !cut.exists(), "unfinished snapshots removed");
+    }
+
+    /// After a failed sync every later sync fails the same way without
+    /// touching the disk, even once the cause is gone (fsyncgate).
+    #[tokio::test]
+    async fn a_failed_sync_is_never_retried() {
+        crate::blocking::run_inline_on_this_thread();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log");
+        let mut log = reopen(&path).await;
+        log.blocking_append((1..=3).map(entry)).await.expect("append");
+        // A socket among the blob files: opening it to sync it fails (ENXIO),
+        // which no permission or free space changes.
+        std::fs::create_dir_all(path.join("blobs")).expect("blob dir");
+        let socket = path.join("blobs").join("socket");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind a socket");
+        let first = log.sync_now().expect_err("syncing a socket fails").to_string();
+        drop(listener);
+        std::fs::remove_file(&socket).expect("remove the socket");
+        for _ in 0..2 {
+            let again = log.sync_now().expect_err("a failed sync stays failed").to_string();
+            assert_eq!(again, first);
+        }
+        let appended = log.blocking_append([entry(4)]).await;
+        assert!(appended.is_err(), "an append after a failed sync was made durable");
     }
 
     /// openraft's own storage conformance suite (log, vote, purge, truncate,

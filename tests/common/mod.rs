@@ -5,6 +5,8 @@
 
 pub mod cluster;
 pub mod disk;
+pub mod failing_syncs;
+pub mod numbered;
 pub mod proxy;
 
 use std::net::TcpListener;

@@ -1,0 +1,150 @@
+//! A disk whose syncs fail (`EIO` from `fsync`/`fdatasync`, injected into the
+//! real process by a preloaded library): the node stops for good at the first
+//! failed sync and never tries again, even when the disk would answer again,
+//! because Linux may drop the writes it could not sync and report success
+//! next time. Nothing it acknowledged is lost, a write whose sync failed is
+//! never shown, and in a cluster the other replicas elect a new leader and go
+//! on. A full disk, where the write itself fails, is `tests/disk_full.rs`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::TestCluster;
+use common::failing_syncs::FailingSyncs;
+use common::numbered::{assert_holds, body, scrape, wait_for_status};
+use common::{free_port, temp_dir, Server};
+
+const EIO: &str = "Input/output error";
+
+#[test]
+fn a_failed_sync_stops_the_node_for_good_and_nothing_acknowledged_is_lost() {
+    let syncs = FailingSyncs::new();
+    let dir = temp_dir("failing-disk");
+    let cluster_port = format!("--cluster.listen-address=127.0.0.1:{}", free_port());
+    let mut server = Server::unstarted("127.0.0.1", free_port(), &dir.path().join("data"), &[&cluster_port]);
+    server.wrap = syncs.wrap();
+    server.spawn();
+
+    let mut acked = BTreeMap::new();
+    for n in 0..20u64 {
+        server.put_ok(&format!("/metrics/job/g{n}"), &body(n));
+        acked.insert(format!("g{n}"), n);
+    }
+
+    // The disk stops syncing: the push being written is not acknowledged.
+    syncs.fail(server.pid());
+    let r = server.put("/metrics/job/unsynced", &body(1));
+    assert_eq!(r.status(), 503);
+    let text = r.text().unwrap_or_default();
+    assert!(text.contains(EIO), "the 503 names the cause: {text}");
+
+    // The disk answers again, but the node stays stopped: it refuses pushes
+    // at once, fails its health checks and shows nothing it could not sync.
+    syncs.heal(server.pid());
+    let unhealthy = wait_for_status(&server, "/-/healthy", 503, Duration::from_secs(5));
+    assert!(
+        unhealthy.contains(EIO) && unhealthy.contains("restarted"),
+        "{unhealthy}"
+    );
+    for _ in 0..3 {
+        let r = server.put("/metrics/job/after", &body(1));
+        assert_eq!(r.status(), 503);
+        let text = r.text().unwrap_or_default();
+        assert!(text.contains("the change was not made") && text.contains(EIO), "{text}");
+    }
+    let (status, stale) = scrape(&server, "?consistency=stale");
+    assert_eq!(status, 200, "stale reads are still served");
+    assert_holds(&acked, &stale, "stale read after the failure");
+    assert!(!stale.contains("job=\"unsynced\""), "a push whose sync failed is shown");
+    assert!(server.is_running(), "the process stays up until it is restarted");
+
+    // Restarted, it has every acknowledged push and takes new ones.
+    server.terminate();
+    server.spawn();
+    let (status, text) = scrape(&server, "");
+    assert_eq!(status, 200);
+    assert_holds(&acked, &text, "after the restart");
+    server.put_ok("/metrics/job/after", &body(7));
+}
+
+#[test]
+fn a_leader_whose_syncs_fail_is_replaced_and_nothing_acknowledged_is_lost() {
+    let syncs = FailingSyncs::new();
+    let mut cluster = TestCluster::start_in(temp_dir("failing-disk-cluster"), 3, &[], syncs.wrap());
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let entry = *cluster.nodes.keys().find(|id| **id != leader).expect("a follower");
+
+    let mut acked = BTreeMap::new();
+    for n in 0..20u64 {
+        cluster.node(entry).put_ok(&format!("/metrics/job/g{n}"), &body(n));
+        acked.insert(format!("g{n}"), n);
+    }
+
+    // The leader's disk stops syncing; pushes through a follower wait for
+    // the election and go on.
+    syncs.fail(cluster.node(leader).pid());
+    let started = Instant::now();
+    let mut first_failure: Option<Instant> = None;
+    let mut late_failures = Vec::new();
+    let mut ok_in_a_row = 0;
+    for n in 20..5_000u64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "pushes did not recover within 60 s"
+        );
+        let r = cluster.node(entry).put(&format!("/metrics/job/g{n}"), &body(n));
+        match r.status().as_u16() {
+            200 => {
+                acked.insert(format!("g{n}"), n);
+                ok_in_a_row += 1;
+            }
+            503 => {
+                ok_in_a_row = 0;
+                let since = *first_failure.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(5) {
+                    late_failures.push(r.text().unwrap_or_default());
+                }
+            }
+            other => panic!("push {n}: {other} {}", r.text().unwrap_or_default()),
+        }
+        if ok_in_a_row >= 50 && cluster.status(leader).is_some_and(|s| !s["failure"].is_null()) {
+            break;
+        }
+    }
+    eprintln!(
+        "{} pushes acknowledged; first failure {:?} after the syncs began to fail",
+        acked.len(),
+        first_failure.map(|t| t - started)
+    );
+    assert!(
+        late_failures.is_empty(),
+        "pushes failed more than 5 s after the first failure: {late_failures:?}"
+    );
+    let status = cluster.status(leader).expect("the old leader still answers");
+    assert!(
+        status["failure"].as_str().is_some_and(|f| f.contains(EIO)),
+        "the old leader reports why it stopped: {status}"
+    );
+    wait_for_status(cluster.node(leader), "/-/healthy", 503, Duration::from_secs(5));
+    let new_leader = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader && cluster.status(*id).is_some_and(|s| s["state"] == "Leader"))
+        .expect("another node leads");
+    for id in [entry, new_leader] {
+        let (status, text) = scrape(cluster.node(id), "");
+        assert_eq!(status, 200, "node {id}");
+        assert_holds(&acked, &text, &format!("node {id}"));
+    }
+
+    // Restarted on a disk that syncs again, the old leader catches up.
+    syncs.heal(cluster.node(leader).pid());
+    cluster.node_mut(leader).terminate();
+    cluster.node_mut(leader).spawn();
+    let (status, text) = scrape(cluster.node(leader), "");
+    assert_eq!(status, 200);
+    assert_holds(&acked, &text, "the restarted node");
+}
