@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::disk::namespace_or_skip;
-use common::numbered::{assert_holds, body, scrape, wait_for_status};
+use common::numbered::{assert_holds, body, push_through_leader_failure, scrape, wait_for_status};
 use common::{free_port, temp_dir, Server};
 
 const MIB: u64 = 1 << 20;
@@ -137,64 +137,7 @@ fn a_leader_whose_disk_fills_is_replaced_and_nothing_acknowledged_is_lost() {
         acked.insert(format!("g{n}"), n);
     }
     ns.leave_free(&disks[&leader], MIB);
-    let started = Instant::now();
-    let mut first_failure: Option<Instant> = None;
-    let mut late_failures = Vec::new();
-    let mut ok_in_a_row = 0;
-    for n in 20..5_000u64 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "pushes did not recover within 60 s"
-        );
-        let r = cluster.node(entry).put(&format!("/metrics/job/g{n}"), &body(n));
-        match r.status().as_u16() {
-            200 => {
-                acked.insert(format!("g{n}"), n);
-                ok_in_a_row += 1;
-            }
-            503 => {
-                ok_in_a_row = 0;
-                let since = *first_failure.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(5) {
-                    late_failures.push(r.text().unwrap_or_default());
-                }
-            }
-            other => panic!("push {n}: {other} {}", r.text().unwrap_or_default()),
-        }
-        if ok_in_a_row >= 50 && cluster.status(leader).is_some_and(|s| !s["failure"].is_null()) {
-            break;
-        }
-    }
-    eprintln!(
-        "{} pushes acknowledged; first failure {:?} after the disk shrank",
-        acked.len(),
-        first_failure.map(|t| t - started)
-    );
-    assert!(
-        late_failures.is_empty(),
-        "pushes failed more than 5 s after the first failure: {late_failures:?}"
-    );
-    let status = cluster.status(leader).expect("the old leader still answers");
-    assert!(
-        status["failure"]
-            .as_str()
-            .is_some_and(|f| f.contains("No space left on device")),
-        "the full leader reports why it stopped: {status}"
-    );
-    wait_for_status(cluster.node(leader), "/-/healthy", 503, Duration::from_secs(5));
-    let new_leader = cluster
-        .nodes
-        .keys()
-        .copied()
-        .find(|id| *id != leader && cluster.status(*id).is_some_and(|s| s["state"] == "Leader"))
-        .expect("another node leads");
-
-    // Every acknowledged push on both healthy replicas (consistent reads).
-    for id in [entry, new_leader] {
-        let (status, text) = scrape(cluster.node(id), "");
-        assert_eq!(status, 200, "node {id}");
-        assert_holds(&acked, &text, &format!("node {id}"));
-    }
+    push_through_leader_failure(&cluster, entry, leader, 20, "No space left on device", &mut acked);
 
     // The old leader, restarted with room, catches up.
     cluster.node_mut(leader).terminate();

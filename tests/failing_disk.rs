@@ -9,11 +9,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::TestCluster;
 use common::failing_syncs::FailingSyncs;
-use common::numbered::{assert_holds, body, scrape, wait_for_status};
+use common::numbered::{assert_holds, body, push_through_leader_failure, scrape, wait_for_status};
 use common::{free_port, temp_dir, Server};
 
 const EIO: &str = "Input/output error";
@@ -85,60 +85,7 @@ fn a_leader_whose_syncs_fail_is_replaced_and_nothing_acknowledged_is_lost() {
     // The leader's disk stops syncing; pushes through a follower wait for
     // the election and go on.
     syncs.fail(cluster.node(leader).pid());
-    let started = Instant::now();
-    let mut first_failure: Option<Instant> = None;
-    let mut late_failures = Vec::new();
-    let mut ok_in_a_row = 0;
-    for n in 20..5_000u64 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "pushes did not recover within 60 s"
-        );
-        let r = cluster.node(entry).put(&format!("/metrics/job/g{n}"), &body(n));
-        match r.status().as_u16() {
-            200 => {
-                acked.insert(format!("g{n}"), n);
-                ok_in_a_row += 1;
-            }
-            503 => {
-                ok_in_a_row = 0;
-                let since = *first_failure.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(5) {
-                    late_failures.push(r.text().unwrap_or_default());
-                }
-            }
-            other => panic!("push {n}: {other} {}", r.text().unwrap_or_default()),
-        }
-        if ok_in_a_row >= 50 && cluster.status(leader).is_some_and(|s| !s["failure"].is_null()) {
-            break;
-        }
-    }
-    eprintln!(
-        "{} pushes acknowledged; first failure {:?} after the syncs began to fail",
-        acked.len(),
-        first_failure.map(|t| t - started)
-    );
-    assert!(
-        late_failures.is_empty(),
-        "pushes failed more than 5 s after the first failure: {late_failures:?}"
-    );
-    let status = cluster.status(leader).expect("the old leader still answers");
-    assert!(
-        status["failure"].as_str().is_some_and(|f| f.contains(EIO)),
-        "the old leader reports why it stopped: {status}"
-    );
-    wait_for_status(cluster.node(leader), "/-/healthy", 503, Duration::from_secs(5));
-    let new_leader = cluster
-        .nodes
-        .keys()
-        .copied()
-        .find(|id| *id != leader && cluster.status(*id).is_some_and(|s| s["state"] == "Leader"))
-        .expect("another node leads");
-    for id in [entry, new_leader] {
-        let (status, text) = scrape(cluster.node(id), "");
-        assert_eq!(status, 200, "node {id}");
-        assert_holds(&acked, &text, &format!("node {id}"));
-    }
+    push_through_leader_failure(&cluster, entry, leader, 20, EIO, &mut acked);
 
     // Restarted on a disk that syncs again, the old leader catches up.
     syncs.heal(cluster.node(leader).pid());

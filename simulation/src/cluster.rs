@@ -161,8 +161,11 @@ pub struct Report {
 }
 
 type History = Rc<RefCell<Vec<Op>>>;
-/// The hosts of the cluster's current members (clients and the observer
-/// pick from them; a node whose disk was lost leaves, its replacement joins).
+/// The hosts of the cluster's current members (the operator and the final
+/// scrapes use them; a node whose disk was lost leaves, its replacement
+/// joins). Clients and the observer ask a list of the same type that also
+/// keeps nodes removed while cut off: they still run and must not answer
+/// as members.
 type Members = Rc<RefCell<Vec<&'static str>>>;
 
 fn now() -> Duration {
@@ -348,6 +351,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
         start_node(&mut sim, *id, voters.clone(), dirs[id - 1].clone(), &clocks);
     }
     let members: Members = Rc::new(RefCell::new(voters.iter().map(|id| host_of(*id)).collect()));
+    let askable: Members = Rc::new(RefCell::new(members.borrow().clone()));
 
     let history: History = Rc::new(RefCell::new(Vec::new()));
     let leader: Rc<RefCell<Option<&'static str>>> = Rc::new(RefCell::new(None));
@@ -360,10 +364,10 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
     // Observer: keeps track of the leader (for leader-directed faults) and of
     // every leadership claim (for the election-safety check).
     {
-        let (leader, claims, members) = (leader.clone(), claims.clone(), members.clone());
+        let (leader, claims, askable) = (leader.clone(), claims.clone(), askable.clone());
         sim.client("observer", async move {
             while now() < FAULTS_END + LIVENESS_BOUND {
-                if let Some(l) = observe_leaders(&members, &claims).await {
+                if let Some(l) = observe_leaders(&askable, &claims).await {
                     *leader.borrow_mut() = Some(l);
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -380,14 +384,14 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
     }
 
     for client in 0..CLIENTS {
-        let (history, live, members) = (history.clone(), live.clone(), members.clone());
+        let (history, live, askable) = (history.clone(), live.clone(), askable.clone());
         let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(client as u64));
         sim.client(format!("c{client}"), async move {
             // Let the cluster elect its first leader.
             tokio::time::sleep(Duration::from_secs(2)).await;
             let mut value = 0u64;
             while now() < FAULTS_END {
-                let node = pick(&members, &mut rng);
+                let node = pick(&askable, &mut rng);
                 let request = match rng.gen_range(0..100) {
                     0..35 => {
                         value += 1;
@@ -409,7 +413,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
             let deadline = now() + LIVENESS_BOUND;
             while now() < deadline {
                 value += 1;
-                let node = pick(&members, &mut rng);
+                let node = pick(&askable, &mut rng);
                 let request = Request::Put { group: client, value };
                 if let Ok(a) = record(&history, client, node, request).await {
                     if a.status == 200 {
@@ -425,7 +429,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
 
     // An administrator wipes the whole store now and then.
     {
-        let (history, members) = (history.clone(), members.clone());
+        let (history, askable) = (history.clone(), askable.clone());
         let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(ADMIN as u64));
         sim.client("admin", async move {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -436,7 +440,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                 if now() + Duration::from_secs(2) >= FAULTS_END {
                     break;
                 }
-                let node = pick(&members, &mut rng);
+                let node = pick(&askable, &mut rng);
                 let _ = record(&history, ADMIN, node, Request::Wipe).await;
             }
             Ok(())
@@ -475,8 +479,10 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
     // Partitioned host pairs, and whether only the first's messages to the
     // second are dropped.
     let mut cuts: Vec<(&'static str, &'static str, bool)> = Vec::new();
-    // The id of the node whose disk was lost, until it is replaced.
+    // The id of the node whose disk was lost, or that was cut off, until it
+    // is replaced.
     let mut lost: Option<usize> = None;
+    let mut isolated: Option<&'static str> = None;
     let mut fault_rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut faults = 0;
     loop {
@@ -535,6 +541,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                 }
                 Fault::IsolateFollower => {
                     let victim = pick_follower();
+                    isolated = Some(victim);
                     for other in hosts.iter().filter(|h| **h != victim) {
                         sim.partition(victim, *other);
                         cuts.push((victim, other, false));
@@ -567,6 +574,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     let id = host_index(victim) + 1;
                     let _ = std::fs::remove_dir_all(&dirs[id - 1]);
                     members.borrow_mut().retain(|h| *h != victim);
+                    askable.borrow_mut().retain(|h| *h != victim);
                     lost = Some(id);
                 }
                 Fault::FollowerClocksBack(secs) => {
@@ -577,13 +585,21 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                 Fault::LeaderClockBack(secs) => {
                     clocks[host_index(current)].fetch_sub(secs * 1_000_000_000, Ordering::Relaxed);
                 }
-                Fault::ReplaceLost => {
-                    let Some(lost) = lost.take() else { continue };
+                Fault::ReplaceLost | Fault::ReplaceIsolated => {
+                    let lost = match fault {
+                        Fault::ReplaceLost => lost.take(),
+                        _ => isolated.map(|host| host_index(host) + 1),
+                    };
+                    let Some(lost) = lost else { continue };
                     let new = voters.len() + 1;
                     let mut peers: Vec<usize> = voters.iter().copied().filter(|v| *v != lost).collect();
                     peers.push(new);
                     start_node(&mut sim, new, peers, dirs[new - 1].clone(), &clocks);
+                    // A node replaced while cut off keeps running: clients
+                    // may still ask it, nothing else treats it as a member.
+                    members.borrow_mut().retain(|h| *h != host_of(lost));
                     members.borrow_mut().push(host_of(new));
+                    askable.borrow_mut().push(host_of(new));
                     *replacement.borrow_mut() = Some(Replacement { lost, new });
                 }
             }

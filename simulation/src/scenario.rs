@@ -51,6 +51,12 @@ pub enum Scenario {
     /// crashed node comes back. Push and failure times must stay monotonic
     /// per group (the checker follows which is later).
     ClockSkew,
+    /// Membership changes under a partition: a follower is cut off and the
+    /// operator replaces it while it is (remove its id, start a node with a
+    /// new id, add it); then the partition heals. The removed node still
+    /// runs and clients still ask it: it must not serve a stale read or
+    /// take a push, nor disrupt the new configuration when it returns.
+    ReplaceIsolated,
 }
 
 /// One fault action at a simulated time.
@@ -77,6 +83,9 @@ pub enum Fault {
     /// The lost node's id is removed, a node with a new id is started on a
     /// new host with an empty directory, and it is added.
     ReplaceLost,
+    /// The same replacement for the follower cut off by `IsolateFollower`,
+    /// which keeps running.
+    ReplaceIsolated,
     /// Every follower's wall clock is set back by this many seconds.
     FollowerClocksBack(i64),
     /// The leader's wall clock jumps back by this many seconds.
@@ -84,7 +93,7 @@ pub enum Fault {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::Calm,
         Scenario::LeaderCrash,
         Scenario::LeaderIsolated,
@@ -100,6 +109,7 @@ impl Scenario {
         Scenario::DiskLoss,
         Scenario::FullRestart,
         Scenario::ClockSkew,
+        Scenario::ReplaceIsolated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +129,7 @@ impl Scenario {
             Scenario::DiskLoss => "disk-loss",
             Scenario::FullRestart => "full-restart",
             Scenario::ClockSkew => "clock-skew",
+            Scenario::ReplaceIsolated => "replace-isolated",
         }
     }
 
@@ -158,6 +169,11 @@ impl Scenario {
                 (s(11), Fault::RestartCrashed),
             ],
             Scenario::DiskLoss => vec![(s(6), Fault::LoseDisk), (s(8), Fault::ReplaceLost)],
+            Scenario::ReplaceIsolated => vec![
+                (s(6), Fault::IsolateFollower),
+                (s(7), Fault::ReplaceIsolated),
+                (s(12), Fault::Heal),
+            ],
             Scenario::ClockSkew => vec![
                 (s(6), Fault::FollowerClocksBack(3_600)),
                 (s(7), Fault::CrashLeader),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::cluster::TestCluster;
 use super::{client, Server};
 
 /// A push of about 9 KiB; every series carries `value`, so a scrape shows
@@ -64,5 +65,76 @@ pub fn wait_for_status(server: &Server, path: &str, status: u16, timeout: Durati
             "{path} did not answer {status} within {timeout:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Pushes numbered groups from `first` on through node `entry` while node
+/// `leader`'s storage fails, until `leader` reports its failure and 50 pushes
+/// in a row were acknowledged (at most 60 s), adding each acknowledged push to
+/// `acked`. Then checks the failover: no push failed more than 5 s after the
+/// first failure, the old leader names `cause` and fails its health check,
+/// another node leads, and both healthy replicas hold every acknowledged push.
+pub fn push_through_leader_failure(
+    cluster: &TestCluster,
+    entry: u64,
+    leader: u64,
+    first: u64,
+    cause: &str,
+    acked: &mut BTreeMap<String, u64>,
+) {
+    let started = Instant::now();
+    let mut first_failure: Option<Instant> = None;
+    let mut late_failures = Vec::new();
+    let mut ok_in_a_row = 0;
+    for n in first..first + 5_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "pushes did not recover within 60 s"
+        );
+        let r = cluster.node(entry).put(&format!("/metrics/job/g{n}"), &body(n));
+        match r.status().as_u16() {
+            200 => {
+                acked.insert(format!("g{n}"), n);
+                ok_in_a_row += 1;
+            }
+            503 => {
+                ok_in_a_row = 0;
+                let since = *first_failure.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(5) {
+                    late_failures.push(r.text().unwrap_or_default());
+                }
+            }
+            other => panic!("push {n}: {other} {}", r.text().unwrap_or_default()),
+        }
+        if ok_in_a_row >= 50 && cluster.status(leader).is_some_and(|s| !s["failure"].is_null()) {
+            break;
+        }
+    }
+    eprintln!(
+        "{} pushes acknowledged; first failure {:?} after the leader's storage began to fail",
+        acked.len(),
+        first_failure.map(|t| t - started)
+    );
+    assert!(
+        late_failures.is_empty(),
+        "pushes failed more than 5 s after the first failure: {late_failures:?}"
+    );
+    let status = cluster.status(leader).expect("the old leader still answers");
+    assert!(
+        status["failure"].as_str().is_some_and(|f| f.contains(cause)),
+        "the old leader reports why it stopped: {status}"
+    );
+    wait_for_status(cluster.node(leader), "/-/healthy", 503, Duration::from_secs(5));
+    let new_leader = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader && cluster.status(*id).is_some_and(|s| s["state"] == "Leader"))
+        .expect("another node leads");
+    // Consistent reads on both healthy replicas.
+    for id in [entry, new_leader] {
+        let (status, text) = scrape(cluster.node(id), "");
+        assert_eq!(status, 200, "node {id}");
+        assert_holds(acked, &text, &format!("node {id}"));
     }
 }
