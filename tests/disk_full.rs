@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::disk::namespace_or_skip;
-use common::numbered::{assert_holds, body, push_through_leader_failure, scrape, wait_for_status};
+use common::numbered::{assert_holds, assert_serves, body, push_through_leader_failure, scrape, wait_for_status};
 use common::{free_port, temp_dir, Server};
 
 const MIB: u64 = 1 << 20;
@@ -110,9 +110,7 @@ fn a_full_disk_refuses_pushes_keeps_what_was_acknowledged_and_the_node_restarts_
     // With room again it starts, with every acknowledged push.
     ns.resize_disk(&disk, 64 * MIB);
     server.spawn();
-    let (status, text) = scrape(&server, "");
-    assert_eq!(status, 200);
-    assert_holds(&acked, &text, "after the restart");
+    assert_serves(&server, &acked, "after the restart");
     server.put_ok("/metrics/job/after", &body(7));
 }
 
@@ -143,9 +141,7 @@ fn a_leader_whose_disk_fills_is_replaced_and_nothing_acknowledged_is_lost() {
     cluster.node_mut(leader).terminate();
     ns.resize_disk(&disks[&leader], 64 * MIB);
     cluster.node_mut(leader).spawn();
-    let (status, text) = scrape(cluster.node(leader), "");
-    assert_eq!(status, 200);
-    assert_holds(&acked, &text, "the restarted node");
+    assert_serves(cluster.node(leader), &acked, "the restarted node");
 }
 
 #[test]
@@ -212,9 +208,7 @@ fn a_follower_whose_disk_fills_stops_alone_and_catches_up_after_a_restart() {
     assert_eq!(status, 503, "no consistent read from a stopped node");
 
     for id in [leader, healthy] {
-        let (status, text) = scrape(cluster.node(id), "");
-        assert_eq!(status, 200, "node {id}");
-        assert_holds(&acked, &text, &format!("node {id}"));
+        let text = assert_serves(cluster.node(id), &acked, &format!("node {id}"));
         assert!(!text.contains("job=\"refused\""), "node {id} holds the refused push");
     }
 
@@ -222,7 +216,5 @@ fn a_follower_whose_disk_fills_stops_alone_and_catches_up_after_a_restart() {
     cluster.node_mut(full).terminate();
     ns.resize_disk(&disks[&full], 64 * MIB);
     cluster.node_mut(full).spawn();
-    let (status, text) = scrape(cluster.node(full), "");
-    assert_eq!(status, 200);
-    assert_holds(&acked, &text, "the restarted follower");
+    assert_serves(cluster.node(full), &acked, "the restarted follower");
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::cluster::TestCluster;
 use common::failing_syncs::FailingSyncs;
-use common::numbered::{assert_holds, body, push_through_leader_failure, scrape, wait_for_status};
+use common::numbered::{assert_holds, assert_serves, body, push_through_leader_failure, scrape, wait_for_status};
 use common::{free_port, temp_dir, Server};
 
 const EIO: &str = "Input/output error";
@@ -63,9 +63,7 @@ fn a_failed_sync_stops_the_node_for_good_and_nothing_acknowledged_is_lost() {
     // Restarted, it has every acknowledged push and takes new ones.
     server.terminate();
     server.spawn();
-    let (status, text) = scrape(&server, "");
-    assert_eq!(status, 200);
-    assert_holds(&acked, &text, "after the restart");
+    assert_serves(&server, &acked, "after the restart");
     server.put_ok("/metrics/job/after", &body(7));
 }
 
@@ -91,7 +89,5 @@ fn a_leader_whose_syncs_fail_is_replaced_and_nothing_acknowledged_is_lost() {
     syncs.heal(cluster.node(leader).pid());
     cluster.node_mut(leader).terminate();
     cluster.node_mut(leader).spawn();
-    let (status, text) = scrape(cluster.node(leader), "");
-    assert_eq!(status, 200);
-    assert_holds(&acked, &text, "the restarted node");
+    assert_serves(cluster.node(leader), &acked, "the restarted node");
 }

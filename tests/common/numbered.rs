@@ -50,6 +50,15 @@ pub fn assert_holds(acked: &BTreeMap<String, u64>, exposition: &str, what: &str)
     }
 }
 
+/// A consistent scrape of `server` answers 200 and holds every acknowledged
+/// push; returns the exposition.
+pub fn assert_serves(server: &Server, acked: &BTreeMap<String, u64>, what: &str) -> String {
+    let (status, text) = scrape(server, "");
+    assert_eq!(status, 200, "{what}: {text}");
+    assert_holds(acked, &text, what);
+    text
+}
+
 /// Waits (bounded) until `path` on `server` answers `status`; returns the body.
 pub fn wait_for_status(server: &Server, path: &str, status: u16, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
@@ -133,8 +142,6 @@ pub fn push_through_leader_failure(
         .expect("another node leads");
     // Consistent reads on both healthy replicas.
     for id in [entry, new_leader] {
-        let (status, text) = scrape(cluster.node(id), "");
-        assert_eq!(status, 200, "node {id}");
-        assert_holds(acked, &text, &format!("node {id}"));
+        assert_serves(cluster.node(id), acked, &format!("node {id}"));
     }
 }
