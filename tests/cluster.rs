@@ -451,6 +451,53 @@ fn scaling_three_to_five_to_three() {
     }
 }
 
+/// A node removed from the cluster while it keeps running (scaled down, or
+/// replaced while it was cut off) receives no more entries: it says so to
+/// every push and consistent read and fails `/-/ready` (so a load balancer
+/// stops sending it requests), instead of waiting out a timeout or taking
+/// pushes it could never show. `/-/healthy` stays 200: nothing is broken.
+#[test]
+fn a_removed_node_refuses_pushes_and_reads_and_says_why() {
+    let mut cluster = TestCluster::start("removed", 3, &["--web.enable-admin-api"]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    cluster.node(leader).put_ok("/metrics/job/before", "b 1\n");
+    let removed = (1..=3).find(|id| *id != leader).unwrap();
+    common::cli(
+        &cluster.node(leader).url(""),
+        &["cluster", "remove", &format!("--node-id={removed}")],
+    );
+    let node = cluster.node(removed);
+    let why = format!("node {removed} is not a member of the cluster");
+
+    let r = node.put("/metrics/job/after", "a 1\n");
+    assert_eq!(r.status(), 503);
+    let text = r.text().unwrap();
+    assert!(
+        text.contains(&why) && text.contains("the change was not made"),
+        "{text}"
+    );
+    let r = node.get("/metrics");
+    assert_eq!(r.status(), 503);
+    let text = r.text().unwrap();
+    assert!(text.contains(&why), "{text}");
+    let r = node.get("/-/ready");
+    assert_eq!(r.status(), 503);
+    let text = r.text().unwrap();
+    assert!(text.contains(&why), "{text}");
+    assert_eq!(node.get("/-/healthy").status(), 200);
+
+    // The refused push was not made; the two members carry on.
+    let member = (1..=3).find(|id| *id != leader && *id != removed).unwrap();
+    cluster.node(member).put_ok("/metrics/job/later", "l 1\n");
+    for id in [leader, member] {
+        let text = cluster.node(id).pushed_exposition();
+        assert!(
+            text.contains("job=\"later\"") && !text.contains("job=\"after\""),
+            "node {id}: {text}"
+        );
+    }
+}
+
 /// A whole cluster that stops and starts again (a rolling deploy gone wrong,
 /// a power cut) serves, on every node and from the first read it answers,
 /// everything it acknowledged before: a read may be refused (503) while the

@@ -24,6 +24,10 @@ pub enum WriteError {
     /// Not proposed: this node leads but is cut off from the quorum.
     #[error("{0}; the change was not made")]
     NoQuorum(String),
+    /// Not proposed: the leader says this node is not a member of the
+    /// cluster (it was removed, or was never added).
+    #[error("{0}; the change was not made, push to another replica")]
+    NotMember(String),
     /// Not proposed: the leader refused it (its queue was full).
     #[error("the leader refused the change: {0}")]
     RefusedByLeader(String),
@@ -57,6 +61,10 @@ pub enum ReadError {
     Timeout(Duration),
     #[error("this node stopped ({0})")]
     Stopped(String),
+    /// The leader says this node is not a member of the cluster: it
+    /// receives no more entries, so it cannot catch up to any read index.
+    #[error("{0}; read from another replica")]
+    NotMember(String),
 }
 
 /// Why a node could not start.

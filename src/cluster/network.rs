@@ -5,7 +5,8 @@
 //! connection that died in a partition is noticed and replaced instead of
 //! wedging (research/raft-stack.md §3.7), and every call has a deadline.
 //! Every request carries the sender's cluster id, so a node never takes Raft
-//! traffic from another cluster.
+//! traffic from another cluster, and its node id, so a leader can tell a node
+//! that was removed from the cluster (or never added) that it is not a member.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ use crate::transport::Transport;
 
 /// Metadata key carrying the sender's cluster id.
 pub const CLUSTER_ID_HEADER: &str = "x-pushgate-cluster-id";
+/// Metadata key carrying the sender's node id.
+pub const NODE_ID_HEADER: &str = "x-pushgate-node-id";
 /// Largest gRPC message (a batch entry or a snapshot chunk is far smaller).
 pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -70,13 +73,14 @@ impl Peers {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// A request with a deadline and this node's cluster id attached.
+    /// A request with a deadline and this node's cluster and node ids attached.
     pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         req.set_timeout(timeout);
         if let Ok(v) = self.identity.cluster_id().parse() {
             req.metadata_mut().insert(CLUSTER_ID_HEADER, v);
         }
+        req.metadata_mut().insert(NODE_ID_HEADER, self.identity.node_id.into());
         req
     }
 }

@@ -518,6 +518,7 @@ impl ClusterNode {
         {
             Ok(r) => Ok(r.into_inner().read_index),
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(ReadError::NoLeader),
+            Err(s) if s.code() == tonic::Code::PermissionDenied => Err(ReadError::NotMember(s.message().to_string())),
             Err(s) => Err(ReadError::LeaderUnreachable(s.message().to_string())),
         }
     }
@@ -620,6 +621,7 @@ fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
             leader_addr: (!f.leader_addr.is_empty()).then_some(f.leader_addr),
         },
         Kind::NoLeader => WriteError::NoLeader,
+        Kind::NotMember => WriteError::NotMember(f.message),
         Kind::Timeout | Kind::Stopped | Kind::Unspecified => WriteError::Uncertain(f.message),
     }
 }

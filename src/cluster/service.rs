@@ -14,9 +14,9 @@ use super::batcher::Batcher;
 use super::error::WriteError;
 use super::identity::Identity;
 use super::membership;
-use super::network::CLUSTER_ID_HEADER;
+use super::network::{CLUSTER_ID_HEADER, NODE_ID_HEADER};
 use super::rpc_codec;
-use super::types::Raft;
+use super::types::{NodeId, Raft};
 use crate::pb::pushgate::v1 as pb;
 use crate::pb::pushgate::v1::replica_server::Replica;
 
@@ -52,6 +52,38 @@ impl ReplicaService {
         }
         Ok(())
     }
+
+    /// The leader takes forwarded changes and read-index calls only from
+    /// members: a node that was removed (or has not been added yet) receives
+    /// no entries, so it could neither show what it forwarded nor catch up to
+    /// a read index; it is told so at once instead of timing out. Callers
+    /// that do not send their node id (older versions) are not checked.
+    fn check_member<T>(&self, req: &Request<T>) -> Result<(), String> {
+        let Some(from) = req
+            .metadata()
+            .get(NODE_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<NodeId>().ok())
+        else {
+            return Ok(());
+        };
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.state != openraft::ServerState::Leader {
+            return Ok(());
+        }
+        let membership = m.membership_config.membership();
+        if membership.get_node(&from).is_some() {
+            return Ok(());
+        }
+        let members: Vec<String> = membership.nodes().map(|(id, _)| id.to_string()).collect();
+        Err(format!(
+            "the leader (node {}) says node {from} is not a member of the cluster (members: {}): \
+             it was removed, or has not been added yet",
+            self.identity.node_id,
+            members.join(", ")
+        ))
+    }
 }
 
 fn fatal(e: impl std::fmt::Display) -> Status {
@@ -76,10 +108,15 @@ fn failure(e: &WriteError) -> pb::WriteFailure {
         WriteError::NoLeader | WriteError::NoQuorum(_) | WriteError::Failed(_) => (Kind::NoLeader, 0, String::new()),
         WriteError::Timeout(_) | WriteError::Uncertain(_) => (Kind::Timeout, 0, String::new()),
         WriteError::Stopped(_) => (Kind::Stopped, 0, String::new()),
+        WriteError::NotMember(_) => (Kind::NotMember, 0, String::new()),
     };
     pb::WriteFailure {
         kind: kind as i32,
-        message: e.to_string(),
+        // The forwarding node wraps a refusal in its own `NotMember`.
+        message: match e {
+            WriteError::NotMember(why) => why.clone(),
+            _ => e.to_string(),
+        },
         leader_id,
         leader_addr,
     }
@@ -142,14 +179,18 @@ impl Replica for ReplicaService {
 
     async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
         self.check_cluster(&request)?;
+        let member = self.check_member(&request).map_err(WriteError::NotMember);
         let mutation = request
             .into_inner()
             .mutation
             .ok_or_else(|| bad("forward without a mutation"))?;
         // Served only as the leader, and never forwarded again.
-        let result = match self.quorum.check() {
+        let result = match member {
             Err(e) => Err(e),
-            Ok(()) => self.batcher.submit(Arc::new(mutation)).await,
+            Ok(()) => match self.quorum.check() {
+                Err(e) => Err(e),
+                Ok(()) => self.batcher.submit(Arc::new(mutation)).await,
+            },
         };
         let resp = match result {
             Ok(c) => pb::ForwardResponse {
@@ -171,6 +212,7 @@ impl Replica for ReplicaService {
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
         self.check_cluster(&request)?;
+        self.check_member(&request).map_err(Status::permission_denied)?;
         if let Err(e) = self.quorum.check() {
             return Err(Status::unavailable(e.to_string()));
         }

@@ -40,9 +40,11 @@ impl From<WriteError> for GatewayError {
     fn from(e: WriteError) -> Self {
         match &e {
             WriteError::QueueFull { .. } | WriteError::RefusedByLeader(_) => GatewayError::Overloaded(e.to_string()),
-            WriteError::NotLeader { .. } | WriteError::NoLeader | WriteError::NoQuorum(_) | WriteError::Failed(_) => {
-                GatewayError::Unavailable(e.to_string())
-            }
+            WriteError::NotLeader { .. }
+            | WriteError::NoLeader
+            | WriteError::NoQuorum(_)
+            | WriteError::NotMember(_)
+            | WriteError::Failed(_) => GatewayError::Unavailable(e.to_string()),
             WriteError::Timeout(_) | WriteError::Uncertain(_) | WriteError::Stopped(_) => {
                 GatewayError::OutcomeUnknown(e.to_string())
             }
