@@ -67,6 +67,67 @@ fn a_failed_sync_stops_the_node_for_good_and_nothing_acknowledged_is_lost() {
     server.put_ok("/metrics/job/after", &body(7));
 }
 
+/// A snapshot whose sync fails stops the node like a failed log sync. The
+/// file it was writing never replaces the last good snapshot and the log
+/// behind that snapshot is kept, so a restart has every acknowledged push.
+#[test]
+fn a_failed_snapshot_sync_stops_the_node_and_a_restart_has_every_acknowledged_push() {
+    let syncs = FailingSyncs::new();
+    let dir = temp_dir("failing-snapshot");
+    let cluster_port = format!("--cluster.listen-address=127.0.0.1:{}", free_port());
+    let mut server = Server::unstarted(
+        "127.0.0.1",
+        free_port(),
+        &dir.path().join("data"),
+        &[&cluster_port, "--storage.snapshot-every=5"],
+    );
+    server.wrap = syncs.wrap();
+    server.spawn();
+
+    // A first snapshot is written while the disk works.
+    let mut acked = BTreeMap::new();
+    let mut n = 0u64;
+    while server.self_metric("pushgate_snapshots_built_total") < 1.0 {
+        assert!(n < 50, "no snapshot after {n} pushes with --storage.snapshot-every=5");
+        server.put_ok(&format!("/metrics/job/g{n}"), &body(n));
+        acked.insert(format!("g{n}"), n);
+        n += 1;
+    }
+
+    // Then syncs of the snapshot being written fail (the log still syncs):
+    // pushes are acknowledged until the next snapshot fails, then refused.
+    syncs.fail_paths_containing(server.pid(), "current.snapshot.tmp");
+    let refused = loop {
+        assert!(
+            n < 100,
+            "the node still takes pushes after {n} with failing snapshot syncs"
+        );
+        let r = server.put(&format!("/metrics/job/g{n}"), &body(n));
+        match r.status().as_u16() {
+            200 => {
+                acked.insert(format!("g{n}"), n);
+            }
+            503 => break r.text().unwrap_or_default(),
+            other => panic!("push answered {other}: {}", r.text().unwrap_or_default()),
+        }
+        n += 1;
+    };
+    assert!(refused.contains(EIO), "the 503 names the cause: {refused}");
+    let unhealthy = wait_for_status(&server, "/-/healthy", 503, Duration::from_secs(5));
+    assert!(
+        unhealthy.contains(EIO) && unhealthy.contains("current.snapshot.tmp"),
+        "the failure names the snapshot file: {unhealthy}"
+    );
+
+    // Restarted on a disk that syncs again: the last good snapshot and the
+    // log after it hold every acknowledged push.
+    syncs.heal(server.pid());
+    server.terminate();
+    server.spawn();
+    assert_serves(&server, &acked, "after the restart");
+    server.put_ok("/metrics/job/after", &body(7));
+}
+
 #[test]
 fn a_leader_whose_syncs_fail_is_replaced_and_nothing_acknowledged_is_lost() {
     let syncs = FailingSyncs::new();

@@ -179,15 +179,19 @@ fn write_atomically_with(
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
     let tmp = dir.join(format!("{name}.tmp"));
+    // An operator reads these errors in a node's failure: name the file.
+    fn at(path: &Path) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
+        move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    }
     let written = {
-        let mut out = BufWriter::with_capacity(256 << 10, File::create(&tmp)?);
-        write(&mut out)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        file.metadata()?.len()
+        let mut out = BufWriter::with_capacity(256 << 10, File::create(&tmp).map_err(at(&tmp))?);
+        write(&mut out).map_err(at(&tmp))?;
+        let file = out.into_inner().map_err(|e| at(&tmp)(e.into_error()))?;
+        file.sync_all().map_err(at(&tmp))?;
+        file.metadata().map_err(at(&tmp))?.len()
     };
-    std::fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(at(&tmp))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))?;
     Ok(written)
 }
 

@@ -1,8 +1,9 @@
 //! A disk whose syncs fail, for fault tests: `failing_syncs.c`, compiled with
 //! the machine's C compiler and preloaded into the test's pushgate processes,
-//! fails every `fsync` and `fdatasync` of one process with `EIO` while the
-//! test says so. The process and its disk are real; only the answer of the
-//! sync calls is chosen, as a failing disk would give it.
+//! fails every `fsync` and `fdatasync` of one process (or those of the files
+//! whose path contains a given part) with `EIO` while the test says so. The
+//! process and its disk are real; only the answer of the sync calls is
+//! chosen, as a failing disk would give it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +40,12 @@ impl FailingSyncs {
     /// From now on every sync of process `pid` fails with EIO.
     pub fn fail(&self, pid: u32) {
         std::fs::write(self.trigger(pid), b"").expect("write the trigger file");
+    }
+
+    /// From now on the syncs of process `pid` fail with EIO for files whose
+    /// path contains `part`; other files sync as usual.
+    pub fn fail_paths_containing(&self, pid: u32, part: &str) {
+        std::fs::write(self.trigger(pid), part).expect("write the trigger file");
     }
 
     /// Syncs of process `pid` succeed again.
