@@ -19,6 +19,8 @@ command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 command -v cc >/dev/null || need_pkgs+=(gcc libc6-dev)
 # The reference Pushgateway, for tests/reference_parity.rs.
 command -v "${PUSHGATE_REFERENCE_BIN:-prometheus-pushgateway}" >/dev/null || need_pkgs+=(prometheus-pushgateway)
+# A real Prometheus, for tests/prometheus.rs.
+command -v "${PUSHGATE_PROMETHEUS_BIN:-prometheus}" >/dev/null || need_pkgs+=(prometheus)
 if ((${#need_pkgs[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing ${need_pkgs[*]}"
