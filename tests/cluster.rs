@@ -451,6 +451,61 @@ fn scaling_three_to_five_to_three() {
     }
 }
 
+/// A membership change that cannot be made says why with a status that
+/// tells a script whether to retry: 404 for a node that is not a member, 409
+/// for one that already is a voter, 503 (the change was not made) from a
+/// leader cut off from its quorum, at once rather than when the partition
+/// heals. Through a follower, each gets the leader's answer.
+#[test]
+fn membership_changes_that_cannot_be_made_say_why() {
+    let mut cluster = TestCluster::start("membership-errors", 3, &["--web.enable-admin-api"]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let c = client();
+
+    let r = c
+        .delete(cluster.node(follower).url("/api/v1/cluster/members/9"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let text = r.text().unwrap();
+    assert!(text.contains("node 9 is not a member"), "{text}");
+
+    // The address does not matter: a voter is never added again.
+    let add_leader = format!("{{\"node_id\":{leader},\"address\":\"127.0.0.1:1\"}}");
+    let r = c
+        .post(cluster.node(follower).url("/api/v1/cluster/members"))
+        .body(add_leader)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let text = r.text().unwrap();
+    assert!(text.contains(&format!("node {leader} is already a voter")), "{text}");
+
+    cluster.isolate(leader, true);
+    assert_unavailable_quickly(&cluster, leader);
+    let started = Instant::now();
+    let r = c
+        .delete(cluster.node(leader).url(&format!("/api/v1/cluster/members/{follower}")))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let text = r.text().unwrap();
+    assert!(
+        text.contains("has not heard from a quorum") && text.contains("the change was not made"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the cut-off leader took {:?} to refuse",
+        started.elapsed()
+    );
+    cluster.isolate(leader, false);
+    let status = cluster.status(follower).unwrap();
+    assert_eq!(status["voters"].as_array().map(Vec::len), Some(3), "{status}");
+}
+
 /// A node removed from the cluster while it keeps running (scaled down, or
 /// replaced while it was cut off) receives no more entries: it says so to
 /// every push and consistent read and fails `/-/ready` (so a load balancer

@@ -279,12 +279,12 @@ async fn observe_leaders(members: &Members, claims: &RefCell<Vec<LeaderClaim>>) 
     best.and_then(|(_, id)| HOSTS.get((id as usize).checked_sub(1)?).copied())
 }
 
-/// A membership change the operator carries out: remove the lost node's id,
-/// then add its replacement.
+/// A membership change the operator carries out: remove a node's id (one
+/// that was lost or cut off), then add a new node, either or both.
 #[derive(Clone, Copy)]
 struct Replacement {
-    lost: usize,
-    new: usize,
+    lost: Option<usize>,
+    new: Option<usize>,
 }
 
 /// The operator: retries each step of a replacement until it succeeds, as
@@ -296,15 +296,15 @@ async fn operate(members: Members, task: Rc<RefCell<Option<Replacement>>>, log: 
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let steps = [
-            ("DELETE", format!("/api/v1/cluster/members/{lost}"), String::new()),
+        let remove = lost.map(|lost| ("DELETE", format!("/api/v1/cluster/members/{lost}"), String::new()));
+        let add = new.map(|new| {
             (
                 "POST",
                 "/api/v1/cluster/members".to_string(),
                 format!("{{\"node_id\": {new}, \"address\": \"{}:{RAFT_PORT}\"}}", host_of(new)),
-            ),
-        ];
-        for (method, path, body) in &steps {
+            )
+        });
+        for (method, path, body) in remove.iter().chain(add.iter()) {
             loop {
                 let node = pick(&members, &mut rng);
                 let start = now();
@@ -527,6 +527,9 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     }
                 }
                 Fault::Split { with_leader } => {
+                    if with_leader == 1 {
+                        isolated = Some(current);
+                    }
                     let mut side = vec![current];
                     let mut others = followers.clone();
                     while side.len() < with_leader && !others.is_empty() {
@@ -600,7 +603,31 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     members.borrow_mut().retain(|h| *h != host_of(lost));
                     members.borrow_mut().push(host_of(new));
                     askable.borrow_mut().push(host_of(new));
-                    *replacement.borrow_mut() = Some(Replacement { lost, new });
+                    *replacement.borrow_mut() = Some(Replacement {
+                        lost: Some(lost),
+                        new: Some(new),
+                    });
+                }
+                Fault::RemoveIsolated => {
+                    let Some(host) = isolated else { continue };
+                    // It keeps running and clients may still ask it.
+                    members.borrow_mut().retain(|h| *h != host);
+                    *replacement.borrow_mut() = Some(Replacement {
+                        lost: Some(host_index(host) + 1),
+                        new: None,
+                    });
+                }
+                Fault::AddNode => {
+                    let new = voters.len() + 1;
+                    let mut peers = voters.clone();
+                    peers.push(new);
+                    start_node(&mut sim, new, peers, dirs[new - 1].clone(), &clocks);
+                    members.borrow_mut().push(host_of(new));
+                    askable.borrow_mut().push(host_of(new));
+                    *replacement.borrow_mut() = Some(Replacement {
+                        lost: None,
+                        new: Some(new),
+                    });
                 }
             }
         }

@@ -57,6 +57,15 @@ pub enum Scenario {
     /// runs and clients still ask it: it must not serve a stale read or
     /// take a push, nor disrupt the new configuration when it returns.
     ReplaceIsolated,
+    /// A membership change while the leader is cut off: the operator adds a
+    /// fourth node (through whichever node answers, so the majority's new
+    /// leader carries it out), then the partition heals and the old leader
+    /// must step down and catch up with the new configuration.
+    AddDuringSplit,
+    /// The leader is cut off and the operator removes it through the
+    /// majority (the cluster goes on with two voters); then the partition
+    /// heals. The removed node still runs and clients still ask it.
+    RemoveIsolatedLeader,
 }
 
 /// One fault action at a simulated time.
@@ -86,6 +95,12 @@ pub enum Fault {
     /// The same replacement for the follower cut off by `IsolateFollower`,
     /// which keeps running.
     ReplaceIsolated,
+    /// The node cut off by a `Split` that left the leader alone, or by
+    /// `IsolateFollower`, is removed (and keeps running).
+    RemoveIsolated,
+    /// A node with a new id is started on a new host with an empty
+    /// directory, and the operator adds it.
+    AddNode,
     /// Every follower's wall clock is set back by this many seconds.
     FollowerClocksBack(i64),
     /// The leader's wall clock jumps back by this many seconds.
@@ -93,7 +108,7 @@ pub enum Fault {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 16] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::Calm,
         Scenario::LeaderCrash,
         Scenario::LeaderIsolated,
@@ -110,6 +125,8 @@ impl Scenario {
         Scenario::FullRestart,
         Scenario::ClockSkew,
         Scenario::ReplaceIsolated,
+        Scenario::AddDuringSplit,
+        Scenario::RemoveIsolatedLeader,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +147,8 @@ impl Scenario {
             Scenario::FullRestart => "full-restart",
             Scenario::ClockSkew => "clock-skew",
             Scenario::ReplaceIsolated => "replace-isolated",
+            Scenario::AddDuringSplit => "add-during-split",
+            Scenario::RemoveIsolatedLeader => "remove-isolated-leader",
         }
     }
 
@@ -172,6 +191,12 @@ impl Scenario {
             Scenario::ReplaceIsolated => vec![
                 (s(6), Fault::IsolateFollower),
                 (s(7), Fault::ReplaceIsolated),
+                (s(12), Fault::Heal),
+            ],
+            Scenario::AddDuringSplit => vec![(s(6), isolate_leader), (s(7), Fault::AddNode), (s(12), Fault::Heal)],
+            Scenario::RemoveIsolatedLeader => vec![
+                (s(6), isolate_leader),
+                (s(7), Fault::RemoveIsolated),
                 (s(12), Fault::Heal),
             ],
             Scenario::ClockSkew => vec![

@@ -9,18 +9,69 @@ use openraft::{BasicNode, ChangeMembers};
 use super::types::{NodeId, Raft};
 use crate::pb::pushgate::v1 as pb;
 
+/// Why a membership change was not carried out. Each kind keeps its meaning
+/// when a follower forwards the change to the leader (see `to_status` and
+/// `from_status`).
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
-    #[error("this node is not the leader")]
+    /// Not made: this node is not the leader (a forwarding node retries).
+    #[error("this node is not the leader; the change was not made")]
     NotLeader,
-    #[error("node {0} is not a member")]
-    NoSuchNode(NodeId),
-    #[error("node {0} is already a voter")]
-    AlreadyVoter(NodeId),
-    #[error("removing node {0} would leave no voter")]
-    LastVoter(NodeId),
+    /// Not made: the node to remove is not a member.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not made: the change contradicts the membership (already a voter,
+    /// the last voter).
+    #[error("{0}")]
+    Conflict(String),
+    /// Not made: no leader, or a leader cut off from its quorum; retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Started, but not confirmed: it may or may not have been made.
     #[error("{0}")]
     Raft(String),
+}
+
+impl MembershipError {
+    /// The gRPC status a leader answers a forwarded change with.
+    pub fn to_status(&self) -> tonic::Status {
+        let message = self.to_string();
+        match self {
+            MembershipError::NotLeader => tonic::Status::failed_precondition(message),
+            MembershipError::NotFound(_) => tonic::Status::not_found(message),
+            MembershipError::Conflict(_) => tonic::Status::already_exists(message),
+            MembershipError::Unavailable(_) => tonic::Status::unavailable(message),
+            MembershipError::Raft(_) => tonic::Status::internal(message),
+        }
+    }
+
+    /// The error a forwarding node reports for the leader's `status`.
+    /// Transport failures that may have reached the leader are `Raft`
+    /// (outcome unknown); a connection never made is `Unavailable`.
+    pub fn from_status(leader: NodeId, status: &tonic::Status) -> MembershipError {
+        let message = status.message().to_string();
+        match status.code() {
+            tonic::Code::FailedPrecondition => MembershipError::NotLeader,
+            tonic::Code::NotFound => MembershipError::NotFound(message),
+            tonic::Code::AlreadyExists => MembershipError::Conflict(message),
+            tonic::Code::Unavailable if message.contains("connect") => MembershipError::Unavailable(format!(
+                "the leader (node {leader}) is unreachable ({message}); the change was not made"
+            )),
+            tonic::Code::Unavailable if message.contains("the change was not made") => {
+                MembershipError::Unavailable(message)
+            }
+            _ => MembershipError::Raft(format!(
+                "forwarding the change to the leader (node {leader}) failed: {message}; it may or may not \
+                 have been made: see `pushgate cluster status`"
+            )),
+        }
+    }
+
+    /// Whether asking again (once a leader is known) may succeed and cannot
+    /// repeat a change that was made.
+    pub fn retryable(&self) -> bool {
+        matches!(self, MembershipError::NotLeader | MembershipError::Unavailable(_))
+    }
 }
 
 fn map_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> MembershipError {
@@ -46,12 +97,15 @@ pub async fn apply_locally(
     match change {
         pb::change_members_request::Change::Add(node) => {
             if voters.contains(&node.id) {
-                return Err(MembershipError::AlreadyVoter(node.id));
+                return Err(MembershipError::Conflict(format!(
+                    "node {} is already a voter",
+                    node.id
+                )));
             }
             // The new node must belong to this cluster before it takes Raft traffic.
             let mut client = peers
                 .client(&node.addr)
-                .map_err(|e| MembershipError::Raft(e.to_string()))?;
+                .map_err(|e| MembershipError::Conflict(e.to_string()))?;
             let req = peers.request(
                 pb::AdoptRequest {
                     cluster_id: identity.cluster_id(),
@@ -59,12 +113,15 @@ pub async fn apply_locally(
                 std::time::Duration::from_secs(5),
             );
             client.adopt(req).await.map_err(|e| {
-                MembershipError::Raft(format!(
-                    "node {} at {} refused to join: {}",
-                    node.id,
-                    node.addr,
-                    e.message()
-                ))
+                let why = format!("node {} at {}", node.id, node.addr);
+                if e.code() == tonic::Code::Unavailable {
+                    MembershipError::Unavailable(format!(
+                        "{why} is unreachable ({}); the change was not made",
+                        e.message()
+                    ))
+                } else {
+                    MembershipError::Conflict(format!("{why} refused to join: {}", e.message()))
+                }
             })?;
             tracing::info!(node_id = node.id, addr = %node.addr, "adding node as learner; waiting for it to catch up");
             raft.add_learner(
@@ -86,7 +143,9 @@ pub async fn apply_locally(
         pb::change_members_request::Change::Remove(id) => {
             if voters.contains(&id) {
                 if voters.len() == 1 {
-                    return Err(MembershipError::LastVoter(id));
+                    return Err(MembershipError::Conflict(format!(
+                        "removing node {id} would leave no voter"
+                    )));
                 }
                 tracing::info!(node_id = id, "removing voter");
                 let resp = raft
@@ -101,7 +160,7 @@ pub async fn apply_locally(
                     .map_err(map_err)?;
                 Ok(voters.into_iter().collect())
             } else {
-                Err(MembershipError::NoSuchNode(id))
+                Err(MembershipError::NotFound(format!("node {id} is not a member")))
             }
         }
     }

@@ -26,4 +26,5 @@ pub mod types;
 pub use batcher::Clock;
 pub use batcher::Committed;
 pub use error::{ReadError, StartError, WriteError};
+pub use membership::MembershipError;
 pub use node::{ClusterNode, Environment, NodeConfig, NodeStatus};

@@ -523,30 +523,64 @@ impl ClusterNode {
         }
     }
 
-    /// Adds or removes a member (on the leader, or forwarded to it).
+    /// Adds or removes a member (on the leader, or forwarded to it). Like a
+    /// push, it waits up to the leader wait for a leader, and is never sent
+    /// twice once it may have reached one.
     pub async fn change_members(
         &self,
         change: pb::change_members_request::Change,
     ) -> Result<Vec<NodeId>, MembershipError> {
-        match self.route() {
-            Route::Local => membership::apply_locally(&self.raft, &self.peers, &self.identity, change).await,
-            Route::Remote(_, addr) => {
-                let mut client = self
-                    .peers
-                    .client(&addr)
-                    .map_err(|e| MembershipError::Raft(e.to_string()))?;
-                let req = self.peers.request(
-                    pb::ChangeMembersRequest { change: Some(change) },
-                    Duration::from_secs(120),
-                );
-                client
-                    .change_members(req)
-                    .await
-                    .map(|r| r.into_inner().voters)
-                    .map_err(|s| MembershipError::Raft(s.message().to_string()))
+        let deadline = Instant::now() + self.config.leader_wait;
+        loop {
+            let result = match self.route() {
+                Route::Local => match self.quorum.check() {
+                    Err(e) => return Err(MembershipError::Unavailable(e.to_string())),
+                    Ok(()) => membership::apply_locally(&self.raft, &self.peers, &self.identity, change.clone()).await,
+                },
+                Route::Remote(leader, addr) => self.forward_change(leader, &addr, change.clone()).await,
+                Route::NoLeader => Err(MembershipError::Unavailable(
+                    "no leader is reachable (an election is in progress or this node cannot reach a quorum); \
+                     the change was not made, retry later"
+                        .into(),
+                )),
+            };
+            match result {
+                Err(e) if e.retryable() && Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "membership change: waiting for a leader");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(MembershipError::NotLeader) => {
+                    return Err(MembershipError::Unavailable(
+                        "no leader took the change in time (an election is in progress or this node cannot reach \
+                         a quorum); the change was not made, retry later"
+                            .into(),
+                    ))
+                }
+                other => return other,
             }
-            Route::NoLeader => Err(MembershipError::Raft("no leader is known; retry".into())),
         }
+    }
+
+    async fn forward_change(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        change: pb::change_members_request::Change,
+    ) -> Result<Vec<NodeId>, MembershipError> {
+        let mut client = self
+            .peers
+            .client(addr)
+            .map_err(|e| MembershipError::Unavailable(e.to_string()))?;
+        // Adding a node waits until it has caught up: allow for a snapshot.
+        let req = self.peers.request(
+            pb::ChangeMembersRequest { change: Some(change) },
+            Duration::from_secs(120),
+        );
+        client
+            .change_members(req)
+            .await
+            .map(|r| r.into_inner().voters)
+            .map_err(|s| MembershipError::from_status(leader, &s))
     }
 
     /// The applied state (store, applied log id, membership), for rendering.

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::batcher::Batcher;
 use super::error::WriteError;
 use super::identity::Identity;
-use super::membership;
+use super::membership::{self, MembershipError};
 use super::network::{CLUSTER_ID_HEADER, NODE_ID_HEADER};
 use super::rpc_codec;
 use super::types::{NodeId, Raft};
@@ -256,9 +256,13 @@ impl Replica for ReplicaService {
             .into_inner()
             .change
             .ok_or_else(|| bad("no membership change given"))?;
+        // Carried out only by a leader that still has its quorum, as pushes.
+        if let Err(e) = self.quorum.check() {
+            return Err(MembershipError::Unavailable(e.to_string()).to_status());
+        }
         let voters = membership::apply_locally(&self.raft, &self.peers, &self.identity, change)
             .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ChangeMembersResponse { voters }))
     }
 

@@ -13,7 +13,7 @@ use parking_lot::RawRwLock;
 use thiserror::Error;
 
 use crate::cluster::state_machine::AppliedState;
-use crate::cluster::{ClusterNode, NodeStatus, ReadError, WriteError};
+use crate::cluster::{ClusterNode, MembershipError, NodeStatus, ReadError, WriteError};
 use crate::model::store::key_to_pb;
 use crate::model::{GroupingKey, Outcome, Store};
 use crate::pb::io::prometheus::client::MetricFamily;
@@ -31,9 +31,27 @@ pub enum GatewayError {
     /// Proposed but not confirmed: the change may or may not have been made.
     #[error("{0}")]
     OutcomeUnknown(String),
+    /// A membership change names a node that is not a member.
+    #[error("{0}")]
+    NotFound(String),
+    /// A membership change that contradicts the membership (already a
+    /// voter, the last voter, a node that refuses to join).
+    #[error("{0}")]
+    Conflict(String),
     /// A bug or a broken node.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<MembershipError> for GatewayError {
+    fn from(e: MembershipError) -> Self {
+        match e {
+            MembershipError::NotFound(m) => GatewayError::NotFound(m),
+            MembershipError::Conflict(m) => GatewayError::Conflict(m),
+            MembershipError::NotLeader | MembershipError::Unavailable(_) => GatewayError::Unavailable(e.to_string()),
+            MembershipError::Raft(m) => GatewayError::OutcomeUnknown(m),
+        }
+    }
 }
 
 impl From<WriteError> for GatewayError {
@@ -182,19 +200,13 @@ impl Gateway {
             id: node_id,
             addr: address,
         });
-        self.node
-            .change_members(change)
-            .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+        self.node.change_members(change).await.map_err(GatewayError::from)
     }
 
     /// Removes a node from the cluster; returns the voters after.
     pub async fn remove_member(&self, node_id: u64) -> Result<Vec<u64>, GatewayError> {
         let change = pb::change_members_request::Change::Remove(node_id);
-        self.node
-            .change_members(change)
-            .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+        self.node.change_members(change).await.map_err(GatewayError::from)
     }
 
     pub async fn shutdown(&self) {

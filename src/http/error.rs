@@ -63,7 +63,11 @@ impl IntoResponse for HttpError {
             HttpError::Gateway(e) => {
                 let status = match e {
                     GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                    GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+                    GatewayError::Conflict(_) => StatusCode::CONFLICT,
+                    GatewayError::Overloaded(_) | GatewayError::Unavailable(_) | GatewayError::OutcomeUnknown(_) => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
                 };
                 let mut r = plain(status, e.to_string());
                 if status == StatusCode::SERVICE_UNAVAILABLE {
