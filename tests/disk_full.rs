@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::disk::namespace_or_skip;
-use common::numbered::{assert_holds, assert_serves, body, push_through_leader_failure, scrape, wait_for_status};
+use common::numbered::{
+    assert_holds, assert_serves, body, push_numbered, push_through_leader_failure, scrape, wait_for_status,
+};
 use common::{free_port, temp_dir, Server};
 
 const MIB: u64 = 1 << 20;
@@ -130,10 +132,7 @@ fn a_leader_whose_disk_fills_is_replaced_and_nothing_acknowledged_is_lost() {
     // Pushes go through a follower; the leader's disk gets room for about
     // 1 MiB more, far less than the pushes below need.
     let mut acked = BTreeMap::new();
-    for n in 0..20u64 {
-        cluster.node(entry).put_ok(&format!("/metrics/job/g{n}"), &body(n));
-        acked.insert(format!("g{n}"), n);
-    }
+    push_numbered(cluster.node(entry), 0..20, &mut acked);
     ns.leave_free(&disks[&leader], MIB);
     push_through_leader_failure(&cluster, entry, leader, 20, "No space left on device", &mut acked);
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use common::cluster::TestCluster;
 use common::failing_syncs::FailingSyncs;
-use common::numbered::{assert_holds, assert_serves, body, push_through_leader_failure, scrape, wait_for_status};
+use common::numbered::{
+    assert_holds, assert_serves, body, push_numbered, push_through_leader_failure, scrape, wait_for_status,
+};
 use common::{free_port, temp_dir, Server};
 
 const EIO: &str = "Input/output error";
@@ -28,10 +30,7 @@ fn a_failed_sync_stops_the_node_for_good_and_nothing_acknowledged_is_lost() {
     server.spawn();
 
     let mut acked = BTreeMap::new();
-    for n in 0..20u64 {
-        server.put_ok(&format!("/metrics/job/g{n}"), &body(n));
-        acked.insert(format!("g{n}"), n);
-    }
+    push_numbered(&server, 0..20, &mut acked);
 
     // The disk stops syncing: the push being written is not acknowledged.
     syncs.fail(server.pid());
@@ -136,10 +135,7 @@ fn a_leader_whose_syncs_fail_is_replaced_and_nothing_acknowledged_is_lost() {
     let entry = *cluster.nodes.keys().find(|id| **id != leader).expect("a follower");
 
     let mut acked = BTreeMap::new();
-    for n in 0..20u64 {
-        cluster.node(entry).put_ok(&format!("/metrics/job/g{n}"), &body(n));
-        acked.insert(format!("g{n}"), n);
-    }
+    push_numbered(cluster.node(entry), 0..20, &mut acked);
 
     // The leader's disk stops syncing; pushes through a follower wait for
     // the election and go on.

@@ -17,6 +17,15 @@ pub fn body(value: u64) -> String {
         .collect()
 }
 
+/// Pushes `body(n)` to the group `g{n}` through `server` for every `n` in
+/// `numbers`, each acknowledged with 200, and records them in `acked`.
+pub fn push_numbered(server: &Server, numbers: std::ops::Range<u64>, acked: &mut BTreeMap<String, u64>) {
+    for n in numbers {
+        server.put_ok(&format!("/metrics/job/g{n}"), &body(n));
+        acked.insert(format!("g{n}"), n);
+    }
+}
+
 /// `job` -> value of `filler_0` in a scrape.
 pub fn values(exposition: &str) -> BTreeMap<String, u64> {
     exposition
