@@ -359,6 +359,14 @@ fn a_node_whose_disk_was_lost_does_not_rejoin_and_is_replaced() {
     );
     let mut node = cluster.launch(new_id, grpc, proxy, &peers);
     std::thread::sleep(Duration::from_millis(500));
+    // Until it is added, it says so rather than that it found no leader.
+    let r = node.server.put("/metrics/job/early", "e 1\n");
+    assert_eq!(r.status(), 503);
+    let text = r.text().unwrap();
+    assert!(
+        text.contains("not a member of a cluster yet") && text.contains("the change was not made"),
+        "{text}"
+    );
     let r = c
         .post(cluster.node(leader).url("/api/v1/cluster/members"))
         .body(format!(

@@ -145,6 +145,10 @@ impl RestartFloor {
     }
 }
 
+/// What a node without a membership says when it cannot serve.
+const NOT_A_MEMBER_YET: &str = "this node is not a member of a cluster yet (the cluster is still forming, or the node \
+                                waits to be added with `pushgate cluster add`; its log says which)";
+
 pub struct ClusterNode {
     pub id: NodeId,
     raft: Raft,
@@ -400,6 +404,7 @@ impl ClusterNode {
             }
             if Instant::now() >= deadline {
                 return Err(match last {
+                    _ if self.not_a_member_yet() => WriteError::NotMember(NOT_A_MEMBER_YET.into()),
                     WriteError::NotLeader { .. } => WriteError::NoLeader,
                     other => other,
                 });
@@ -454,6 +459,9 @@ impl ClusterNode {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
+                if self.not_a_member_yet() {
+                    return Err(ReadError::NotMember(NOT_A_MEMBER_YET.into()));
+                }
                 return Err(ReadError::Timeout(timeout));
             }
             if bugs::active(Bug::StaleFollowerReads) && !matches!(self.route(), Route::Local) {
@@ -549,6 +557,11 @@ impl ClusterNode {
                     tracing::debug!(error = %e, "membership change: waiting for a leader");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                Err(e) if e.retryable() && self.not_a_member_yet() => {
+                    return Err(MembershipError::Unavailable(format!(
+                        "{NOT_A_MEMBER_YET}; the change was not made, ask a member"
+                    )))
+                }
                 Err(MembershipError::NotLeader) => {
                     return Err(MembershipError::Unavailable(
                         "no leader took the change in time (an election is in progress or this node cannot reach \
@@ -581,6 +594,16 @@ impl ClusterNode {
             .await
             .map(|r| r.into_inner().voters)
             .map_err(|s| MembershipError::from_status(leader, &s))
+    }
+
+    /// Whether this node has no membership at all: the cluster is still
+    /// forming, or the node waits to be added (or lost its disk), so it
+    /// knows no leader to ask.
+    fn not_a_member_yet(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let empty = m.membership_config.membership().nodes().next().is_none();
+        empty
     }
 
     /// The applied state (store, applied log id, membership), for rendering.
