@@ -29,6 +29,9 @@ if ((${#need_pkgs[@]})); then
     echo "missing packages: ${need_pkgs[*]} (install them, or run as root to have this script do it)" >&2
   fi
 fi
+# The Kubernetes API schemas, to check deploy/kubernetes/pushgate.yaml offline.
+python3 -c 'import kubernetes_validate' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check 'kubernetes-validate==1.37.0'
 if [[ -d $SHARED/conformance ]]; then
   python3 -c 'import pytest, requests, prometheus_client' 2>/dev/null ||
     python3 -m pip install -q --disable-pip-version-check -r "$SHARED/conformance/requirements.txt"
@@ -40,6 +43,14 @@ log "cargo test (unit and black-box tests)"
 # mount namespace) must run rather than skip.
 if [[ $(id -u) == 0 ]]; then export PUSHGATE_TEST_NAMESPACES=required; fi
 cargo test --release --workspace
+
+# ---- the Kubernetes manifest ---------------------------------------------------
+# No Kubernetes cluster here: check it against the API's schemas (strict: no
+# unknown fields) for the oldest and newest versions the README names.
+log "Kubernetes manifest against the API schemas (1.28 and 1.37)"
+for version in 1.28.0 1.37.0; do
+  python3 -m kubernetes_validate --strict --quiet -k "$version" deploy/kubernetes/pushgate.yaml
+done
 
 # ---- fault simulation (real nodes on turmoil hosts) -------------------------
 log "fault simulation: the checker catches each deliberate bug (feature bug-injection)"
