@@ -36,7 +36,10 @@ pub fn free_port() -> u16 {
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    let addresses: Vec<IpAddr> = std::iter::once(IpAddr::from([127, 0, 0, 1]))
+    // The wildcard address too: it cannot be bound while any address holds
+    // the port for listening.
+    let addresses: Vec<IpAddr> = [IpAddr::from([0, 0, 0, 0]), IpAddr::from([127, 0, 0, 1])]
+        .into_iter()
         .chain((1..=9).map(cluster::node_ip))
         .collect();
     let bindable = |port: u16| {

@@ -48,7 +48,23 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
 impl Proxy {
     /// Listens on `listen` and forwards to `upstream`.
     pub fn start(listen: SocketAddr, upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind(listen).expect("proxy listen");
+        // `free_port` checked the port a moment ago; a socket that held it
+        // only briefly since (seen once in CI, cause not found) gets up to a
+        // second to let go before the test fails naming the address.
+        let mut attempts = 0;
+        let listener = loop {
+            match TcpListener::bind(listen) {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("proxy cannot listen on {listen}: {e}"),
+            }
+        };
+        if attempts > 0 {
+            eprintln!("proxy: {listen} was in use; bound after {attempts} retries");
+        }
         listener.set_nonblocking(true).expect("nonblocking");
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
