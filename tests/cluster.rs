@@ -459,6 +459,43 @@ fn scaling_three_to_five_to_three() {
     }
 }
 
+/// A node removed while it was cut off never gets the entry that removes it;
+/// once the network is back it asks the other members, learns it from them
+/// and says so in its 503s, instead of "no leader is reachable".
+#[test]
+fn a_node_removed_while_cut_off_learns_it_from_the_others() {
+    let mut cluster = TestCluster::start("removed-cut-off", 3, &["--web.enable-admin-api"]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let cut = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.isolate(cut, true);
+    common::cli(
+        &cluster.node(leader).url(""),
+        &["cluster", "remove", &format!("--node-id={cut}")],
+    );
+    cluster.isolate(cut, false);
+
+    let why = format!("say node {cut} is no longer a member of the cluster");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = cluster.node(cut).put("/metrics/job/late", "l 1\n");
+        assert_eq!(r.status(), 503);
+        let text = r.text().unwrap();
+        if text.contains(&why) {
+            assert!(text.contains("the change was not made"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not told within 30 s: {text}");
+    }
+    let r = cluster.node(cut).get("/metrics");
+    assert_eq!(r.status(), 503);
+    let text = r.text().unwrap();
+    assert!(text.contains(&why), "{text}");
+    let status = cluster.status(cut).expect("its status");
+    assert!(status["removed"].as_str().is_some_and(|r| r.contains(&why)), "{status}");
+    let text = cluster.node(leader).pushed_exposition();
+    assert!(!text.contains("job=\"late\""), "{text}");
+}
+
 /// A membership change that cannot be made says why with a status that
 /// tells a script whether to retry: 404 for a node that is not a member, 409
 /// for one that already is a voter, 503 (the change was not made) from a

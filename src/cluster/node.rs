@@ -86,6 +86,9 @@ pub struct NodeStatus {
     pub replication_lag: Option<BTreeMap<NodeId, u64>>,
     /// Why this node stopped working for good (see `ClusterNode::failure`).
     pub failure: Option<String>,
+    /// Set when a majority of the other members say this node was removed
+    /// (see `watch_for_removal`).
+    pub removed: Option<String>,
 }
 
 /// A leader that has not heard from a quorum for a while answers 503 at
@@ -160,6 +163,9 @@ pub struct ClusterNode {
     identity: Arc<Identity>,
     quorum: QuorumCheck,
     restart_floor: RestartFloor,
+    /// Set while a majority of the other members say this node is not a
+    /// member any more (see `watch_for_removal`).
+    removal: Arc<parking_lot::Mutex<Option<String>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -345,10 +351,18 @@ impl ClusterNode {
             identity,
             quorum,
             restart_floor,
+            removal: Arc::new(parking_lot::Mutex::new(None)),
             stop,
         });
         if !node.config.peers.is_empty() {
             tokio::spawn(quorum_watchdog(node.raft.clone(), node.stop.subscribe()));
+            tokio::spawn(watch_for_removal(
+                node.raft.clone(),
+                node.peers.clone(),
+                node.identity.clone(),
+                node.removal.clone(),
+                node.stop.subscribe(),
+            ));
         }
         tokio::spawn(report_failure(node.raft.clone(), node.stop.subscribe()));
         tokio::spawn(size_based_snapshots(
@@ -403,6 +417,9 @@ impl ClusterNode {
                 other => return other,
             }
             if Instant::now() >= deadline {
+                if let Some(why) = self.removal.lock().clone() {
+                    return Err(WriteError::NotMember(why));
+                }
                 return Err(match last {
                     _ if self.not_a_member_yet() => WriteError::NotMember(NOT_A_MEMBER_YET.into()),
                     WriteError::NotLeader { .. } => WriteError::NoLeader,
@@ -461,6 +478,9 @@ impl ClusterNode {
             if remaining.is_zero() {
                 if self.not_a_member_yet() {
                     return Err(ReadError::NotMember(NOT_A_MEMBER_YET.into()));
+                }
+                if let Some(why) = self.removal.lock().clone() {
+                    return Err(ReadError::NotMember(why));
                 }
                 return Err(ReadError::Timeout(timeout));
             }
@@ -657,6 +677,7 @@ impl ClusterNode {
                     .collect()
             }),
             failure: describe_failure(&m.running_state),
+            removed: self.removal.lock().clone(),
         }
     }
 
@@ -690,6 +711,74 @@ fn describe_failure(running: &Result<(), Fatal<NodeId>>) -> Option<String> {
         Ok(()) | Err(Fatal::Stopped) => None,
         Err(Fatal::StorageError(e)) => Some(format!("its storage failed {e}")),
         Err(Fatal::Panicked) => Some("its Raft core panicked, a bug: please report it with this node's log".into()),
+    }
+}
+
+/// A node removed from the cluster while it was cut off gets no entry that
+/// says so, and no leader answers it again. While it knows no leader, it asks
+/// the other nodes of its membership (`Hello`) whether they still count it as
+/// a member; when a majority of them do not, its 503s say so instead of "no
+/// leader is reachable". Only messages depend on this: the node serves again
+/// as soon as it has a leader.
+async fn watch_for_removal(
+    raft: Raft,
+    peers: Peers,
+    identity: Arc<Identity>,
+    removal: Arc<parking_lot::Mutex<Option<String>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let me = identity.node_id;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let (others, leader) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            let others: Vec<(NodeId, String)> = m
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != me)
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect();
+            (others, m.current_leader)
+        };
+        if leader.is_some() || others.is_empty() {
+            *removal.lock() = None;
+            continue;
+        }
+        let cluster = identity.cluster_id();
+        let mut without_me = Vec::new();
+        let mut their_members = Vec::new();
+        for (id, addr) in &others {
+            let Ok(mut client) = peers.client(addr) else { continue };
+            let request = peers.request(pb::HelloRequest { from_node_id: me }, Duration::from_millis(500));
+            if let Ok(answer) = client.hello(request).await {
+                let answer = answer.into_inner();
+                if answer.cluster_id == cluster && answer.initialized && !answer.members.contains(&me) {
+                    without_me.push(id.to_string());
+                    their_members = answer.members;
+                }
+            }
+        }
+        let removed = (without_me.len() * 2 > others.len()).then(|| {
+            let members: Vec<String> = their_members.iter().map(u64::to_string).collect();
+            format!(
+                "nodes {} say node {me} is no longer a member of the cluster (their members: {}): it was removed; \
+                 stop it (see the README, \"Replace a node that is cut off\")",
+                without_me.join(", "),
+                members.join(", ")
+            )
+        });
+        if removed.is_some() && removal.lock().is_none() {
+            tracing::warn!(
+                nodes = %without_me.join(","),
+                "a majority of the other members say this node was removed from the cluster; stop it"
+            );
+        }
+        *removal.lock() = removed;
     }
 }
 
