@@ -88,8 +88,7 @@ fn a_failed_snapshot_sync_stops_the_node_and_a_restart_has_every_acknowledged_pu
     let mut n = 0u64;
     while server.self_metric("pushgate_snapshots_built_total") < 1.0 {
         assert!(n < 50, "no snapshot after {n} pushes with --storage.snapshot-every=5");
-        server.put_ok(&format!("/metrics/job/g{n}"), &body(n));
-        acked.insert(format!("g{n}"), n);
+        push_numbered(&server, n..n + 1, &mut acked);
         n += 1;
     }
 

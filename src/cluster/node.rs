@@ -417,11 +417,10 @@ impl ClusterNode {
                 other => return other,
             }
             if Instant::now() >= deadline {
-                if let Some(why) = self.removal.lock().clone() {
+                if let Some(why) = self.not_a_member() {
                     return Err(WriteError::NotMember(why));
                 }
                 return Err(match last {
-                    _ if self.not_a_member_yet() => WriteError::NotMember(NOT_A_MEMBER_YET.into()),
                     WriteError::NotLeader { .. } => WriteError::NoLeader,
                     other => other,
                 });
@@ -476,10 +475,7 @@ impl ClusterNode {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                if self.not_a_member_yet() {
-                    return Err(ReadError::NotMember(NOT_A_MEMBER_YET.into()));
-                }
-                if let Some(why) = self.removal.lock().clone() {
+                if let Some(why) = self.not_a_member() {
                     return Err(ReadError::NotMember(why));
                 }
                 return Err(ReadError::Timeout(timeout));
@@ -577,17 +573,18 @@ impl ClusterNode {
                     tracing::debug!(error = %e, "membership change: waiting for a leader");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(e) if e.retryable() && self.not_a_member_yet() => {
-                    return Err(MembershipError::Unavailable(format!(
-                        "{NOT_A_MEMBER_YET}; the change was not made, ask a member"
-                    )))
-                }
-                Err(MembershipError::NotLeader) => {
-                    return Err(MembershipError::Unavailable(
-                        "no leader took the change in time (an election is in progress or this node cannot reach \
-                         a quorum); the change was not made, retry later"
-                            .into(),
-                    ))
+                Err(e) if e.retryable() => {
+                    return Err(match (self.not_a_member(), e) {
+                        (Some(why), _) => {
+                            MembershipError::Unavailable(format!("{why}; the change was not made, ask a member"))
+                        }
+                        (None, MembershipError::NotLeader) => MembershipError::Unavailable(
+                            "no leader took the change in time (an election is in progress or this node cannot \
+                             reach a quorum); the change was not made, retry later"
+                                .into(),
+                        ),
+                        (None, e) => e,
+                    })
                 }
                 other => return other,
             }
@@ -616,14 +613,21 @@ impl ClusterNode {
             .map_err(|s| MembershipError::from_status(leader, &s))
     }
 
-    /// Whether this node has no membership at all: the cluster is still
-    /// forming, or the node waits to be added (or lost its disk), so it
-    /// knows no leader to ask.
-    fn not_a_member_yet(&self) -> bool {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        let empty = m.membership_config.membership().nodes().next().is_none();
-        empty
+    /// Why this node, which knows no leader, is not a member, if it is not:
+    /// it has no membership at all (the cluster is still forming, or it waits
+    /// to be added, or lost its disk), or a majority of the other members say
+    /// it was removed (`watch_for_removal`). Said when a request times out.
+    fn not_a_member(&self) -> Option<String> {
+        let no_membership = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let empty = m.membership_config.membership().nodes().next().is_none();
+            empty
+        };
+        if no_membership {
+            return Some(NOT_A_MEMBER_YET.into());
+        }
+        self.removal.lock().clone()
     }
 
     /// The applied state (store, applied log id, membership), for rendering.

@@ -185,12 +185,9 @@ impl Replica for ReplicaService {
             .mutation
             .ok_or_else(|| bad("forward without a mutation"))?;
         // Served only as the leader, and never forwarded again.
-        let result = match member {
+        let result = match member.and_then(|()| self.quorum.check()) {
             Err(e) => Err(e),
-            Ok(()) => match self.quorum.check() {
-                Err(e) => Err(e),
-                Ok(()) => self.batcher.submit(Arc::new(mutation)).await,
-            },
+            Ok(()) => self.batcher.submit(Arc::new(mutation)).await,
         };
         let resp = match result {
             Ok(c) => pb::ForwardResponse {

@@ -39,11 +39,12 @@ impl FailingSyncs {
 
     /// From now on every sync of process `pid` fails with EIO.
     pub fn fail(&self, pid: u32) {
-        std::fs::write(self.trigger(pid), b"").expect("write the trigger file");
+        self.fail_paths_containing(pid, "");
     }
 
     /// From now on the syncs of process `pid` fail with EIO for files whose
-    /// path contains `part`; other files sync as usual.
+    /// path contains `part` (every file if `part` is empty); other files sync
+    /// as usual.
     pub fn fail_paths_containing(&self, pid: u32, part: &str) {
         std::fs::write(self.trigger(pid), part).expect("write the trigger file");
     }
