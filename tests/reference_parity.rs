@@ -232,6 +232,21 @@ fn cases() -> Vec<Case> {
         case("POST", "/-/healthy", "", Exact),
         case("GET", "/api/v1", "", Exact),
         case("GET", "/metrics/", "", Exact),
+        // Trailing-slash redirects only for a method with the route (§1.2).
+        case("PUT", "/metrics/", "", Exact),
+        case("GET", "/metrics/job/", "", Exact),
+        case("OPTIONS", "/metrics/job/", "", Exact),
+        case("DELETE", "/metrics/job/", "", Exact),
+        case("PUT", "/metrics/job@base64/", "x 1\n", Exact),
+        case("PUT", "/-/ready/", "", Exact),
+        case("POST", "/status/", "", Exact),
+        case("GET", "/-/quit/", "", Exact),
+        case("POST", "/-/quit/", "", Exact),
+        case("DELETE", "/-/quit/", "", Exact),
+        case("DELETE", "/-/quit", "", Exact),
+        case("OPTIONS", "/-/quit", "", Exact),
+        case("HEAD", "/-/quit", "", Exact),
+        case("PUT", "/api/v1", "", Exact),
     ];
     // Text parser (§8.9): every body to a group of its own.
     const PARSE: &[(&str, Compare)] = &[
@@ -275,6 +290,11 @@ fn cases() -> Vec<Case> {
         ("# HELP m_h a\\nb\\\\c\\x\nm_h 1\n", Exact),
         ("# TYPE m_hs histogram\nm_hs_sum 1\n", Exact),
         ("m_neg -\n", Exact),
+        ("m_sn +nan\n", Exact),
+        ("m_sn2 -NaN\n", Exact),
+        ("# TYPE hn histogram\nhn_bucket{le=\"NaN\"} 7\nhn_bucket{le=\"+Inf\"} 2\nhn_sum 1\nhn_count 2\n", Exact),
+        ("# TYPE sn summary\nsn{quantile=\"nan\"} 7\nsn{quantile=\"0.5\"} 2\nsn_sum 1\nsn_count 2\n", Exact),
+        ("# TYPE hf histogram\nhf_bucket{le=\"1\"} 1.9\nhf_bucket{le=\"+Inf\"} 2.5\nhf_sum 1\nhf_count 2.5\n", Exact),
     ];
     for (i, (body, compare)) in PARSE.iter().enumerate() {
         let path: &'static str = Box::leak(format!("/metrics/job/parse{i}").into_boxed_str());
@@ -449,6 +469,16 @@ fn pushgate_answers_like_the_reference_under_a_route_prefix() {
         case("GET", "/pg/-/quit", "", Exact),
         case("PUT", "/pg/metrics/job/rp2/instance/i", "rp_metric 2\n", Exact),
         case("PUT", "/pg/api/v1/admin/wipe", "", Exact),
+        case("GET", "/-/quit/", "", Exact),
+        case("PUT", "/-/quit/", "", Exact),
+        case("PUT", "/-/quit", "", Exact),
+        case("OPTIONS", "/-/quit", "", Exact),
+        case("OPTIONS", "/pg/-/quit", "", Exact),
+        case("GET", "/pg/-/quit/", "", Exact),
+        case("PUT", "/pg/-/quit/", "", Exact),
+        case("HEAD", "/pg", "", Exact),
+        case("PUT", "/pg/metrics/", "", Exact),
+        case("DELETE", "/pg/api/v1", "", Exact),
     ];
     let differences = differences(&["--web.route-prefix=/pg", "--web.enable-admin-api"], cases);
     assert!(differences.is_empty(), "{}", differences.join("\n\n"));

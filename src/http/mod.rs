@@ -4,9 +4,10 @@
 //! Routing is done by hand in `dispatch` rather than with axum's router,
 //! because compatibility depends on details a generic router does not give:
 //! Go's path cleaning (301 for `//` and dot segments, on the decoded path),
-//! trailing-slash redirects (301 for GET, 307 otherwise), `405` with an
-//! `Allow` list that includes `OPTIONS`, automatic `OPTIONS`, and the route
-//! prefix applying to every route.
+//! trailing-slash redirects (301 for GET, 307 otherwise, and only for a
+//! method that has the route without the slash), `405` with an `Allow` list
+//! that includes `OPTIONS`, automatic `OPTIONS`, and the route prefix applying
+//! to every route.
 
 pub mod error;
 pub mod push;
@@ -177,13 +178,25 @@ fn options(allow: &'static str) -> Response {
     r
 }
 
-fn trailing_slash_redirect(method: &Method, path: &[u8], query: Option<&str>) -> Response {
+/// The reference's router (httprouter) redirects a path with a trailing
+/// slash to the one without only for a method that has a route there (`GET
+/// /metrics/` goes to the scrape, `PUT /metrics/` is a 404): `routed` lists
+/// those methods. 301 for GET, 307 otherwise (which keeps the method).
+fn trailing_slash_redirect(
+    method: &Method,
+    routed: &[Method],
+    path: &[u8],
+    query: Option<&str>,
+) -> Result<Response, HttpError> {
+    if !routed.contains(method) {
+        return Err(HttpError::NotFound);
+    }
     let status = if method == Method::GET {
         StatusCode::MOVED_PERMANENTLY
     } else {
         StatusCode::TEMPORARY_REDIRECT
     };
-    redirect(method, status, path, query)
+    Ok(redirect(method, status, path, query))
 }
 
 type Dispatched = (Option<&'static str>, Result<Response, HttpError>);
@@ -203,22 +216,37 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
     }
     let prefix = state.config.route_prefix.as_bytes();
     if !prefix.is_empty() && decoded == prefix {
-        // The reference redirects only GET (and HEAD) from the prefix to its UI.
-        if method != Method::GET && method != Method::HEAD {
+        // The reference redirects only GET from the prefix to its UI.
+        if method != Method::GET {
             return (None, Err(HttpError::NotFound));
         }
         let mut to = decoded.clone();
         to.push(b'/');
         return (None, Ok(redirect(&method, StatusCode::MOVED_PERMANENTLY, &to, query)));
     }
-    // The reference registers `GET /-/quit` without the prefix.
-    if decoded == b"/-/quit" && method == Method::GET {
+    // The reference registers `GET /-/quit` without the prefix (and its
+    // router then lists GET among the methods of that path).
+    if decoded == b"/-/quit" {
+        if method == Method::GET {
+            return (
+                None,
+                Ok(plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Only POST or PUT requests allowed.",
+                )),
+            );
+        }
+        if !prefix.is_empty() {
+            return match method {
+                Method::OPTIONS => (None, Ok(options("GET, OPTIONS"))),
+                _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
+            };
+        }
+    }
+    if decoded == b"/-/quit/" && !prefix.is_empty() {
         return (
             None,
-            Ok(plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Only POST or PUT requests allowed.",
-            )),
+            trailing_slash_redirect(&method, &[Method::GET], b"/-/quit", query),
         );
     }
     let Some(rest) = decoded.strip_prefix(prefix) else {
@@ -243,7 +271,7 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
     if rest.strip_suffix(b"/") == Some(telemetry) {
         return (
             None,
-            Ok(trailing_slash_redirect(&method, &[prefix, telemetry].concat(), query)),
+            trailing_slash_redirect(&method, &[Method::GET], &[prefix, telemetry].concat(), query),
         );
     }
     if let Some(api) = rest.strip_prefix(b"/api/v1/") {
@@ -272,14 +300,33 @@ async fn dispatch(state: &AppState, req: Request) -> Dispatched {
             // Only GET reaches the reference's handler (and its request counter).
             (Some(handler).filter(|_| method == Method::GET), r)
         }
-        b"/-/healthy/" | b"/-/ready/" | b"/-/quit/" | b"/status/" => (
+        b"/-/healthy/" | b"/-/ready/" | b"/status/" => (
             None,
-            Ok(trailing_slash_redirect(&method, &decoded[..decoded.len() - 1], query)),
+            trailing_slash_redirect(&method, &[Method::GET], &decoded[..decoded.len() - 1], query),
         ),
+        b"/-/quit/" => {
+            // Unprefixed, GET has the route too.
+            let routed: &[Method] = if prefix.is_empty() {
+                &[Method::GET, Method::POST, Method::PUT]
+            } else {
+                &[Method::POST, Method::PUT]
+            };
+            (
+                None,
+                trailing_slash_redirect(&method, routed, &decoded[..decoded.len() - 1], query),
+            )
+        }
         b"/-/quit" => (None, quit(state, &method)),
+        // The API is mounted on a Go `ServeMux` subtree, which redirects
+        // every method with 301.
         b"/api/v1" => (
             None,
-            Ok(trailing_slash_redirect(&method, &[prefix, b"/api/v1/"].concat(), query)),
+            Ok(redirect(
+                &method,
+                StatusCode::MOVED_PERMANENTLY,
+                &[prefix, b"/api/v1/"].concat(),
+                query,
+            )),
         ),
         b"/" | b"/status" => match method {
             Method::GET => (Some("status"), ui_page(state).await),
@@ -318,10 +365,15 @@ async fn push_route(
         None => (after, &b""[..]),
     };
     if job.is_empty() {
-        // `/metrics/job/` only matches after dropping the slash.
+        // The reference's router redirects `/metrics/job/` (a quirk of its
+        // tree: the target is a 404), but not `/metrics/job@base64/`.
+        if is_base64 {
+            return (None, Err(HttpError::NotFound));
+        }
+        let routed = [Method::DELETE, Method::POST, Method::PUT];
         return (
             None,
-            Ok(trailing_slash_redirect(method, &full[..full.len() - 1], query)),
+            trailing_slash_redirect(method, &routed, &full[..full.len() - 1], query),
         );
     }
     // Like the reference, only requests that reach a handler are counted:
@@ -405,8 +457,19 @@ fn quit(state: &AppState, method: &Method) -> Result<Response, HttpError> {
             );
             Ok(r)
         }
-        Method::OPTIONS => Ok(options("OPTIONS, POST, PUT")),
-        _ => Err(HttpError::MethodNotAllowed("OPTIONS, POST, PUT")),
+        // Unprefixed, the path also has the reference's `GET /-/quit` route.
+        _ => {
+            let allow = if state.config.route_prefix.is_empty() {
+                "GET, OPTIONS, POST, PUT"
+            } else {
+                "OPTIONS, POST, PUT"
+            };
+            if *method == Method::OPTIONS {
+                Ok(options(allow))
+            } else {
+                Err(HttpError::MethodNotAllowed(allow))
+            }
+        }
     }
 }
 

@@ -342,6 +342,22 @@ impl Parser<'_> {
             None => return self.err(format!("expected float as value, got {token:?}")),
         };
 
+        // The reference's parser uses NaN as "no quantile" / "no bucket": a
+        // `quantile="NaN"` or `le="NaN"` line is dropped there, so it is here.
+        let special = special.filter(|v| !v.is_nan());
+        // Counts are whole numbers from 0; fractions are truncated as Go's
+        // `uint64(v)` does, but what Go would turn into garbage there (-1 into
+        // 2^64-1, NaN into 2^63 on amd64) is refused.
+        let is_count = part == Part::Count || (is_histogram && part == Part::Plain && special.is_some());
+        let count = if (is_summary || is_histogram) && is_count {
+            match count_of(value) {
+                Some(c) => Some(c),
+                None => return self.err(format!("expected a count (a number from 0) as value, got {token:?}")),
+            }
+        } else {
+            None
+        };
+
         let metric_index = if is_summary || is_histogram {
             signature.sort();
             let metrics = &mut self.families[family].metric;
@@ -373,7 +389,7 @@ impl Parser<'_> {
         } else if is_summary {
             let summary = metric.summary.get_or_insert_with(Default::default);
             match (part, special) {
-                (Part::Count, _) => summary.sample_count = Some(value as u64),
+                (Part::Count, _) => summary.sample_count = count,
                 (Part::Sum, _) => summary.sample_sum = Some(value),
                 (Part::Plain, Some(q)) => summary.quantile.push(pm::Quantile {
                     quantile: Some(q),
@@ -384,11 +400,11 @@ impl Parser<'_> {
         } else {
             let histogram = metric.histogram.get_or_insert_with(Default::default);
             match (part, special) {
-                (Part::Count, _) => histogram.sample_count = Some(value as u64),
+                (Part::Count, _) => histogram.sample_count = count,
                 (Part::Sum, _) => histogram.sample_sum = Some(value),
                 (Part::Plain, Some(le)) => histogram.bucket.push(pm::Bucket {
                     upper_bound: Some(le),
-                    cumulative_count: Some(value as u64),
+                    cumulative_count: count,
                     ..Default::default()
                 }),
                 (Part::Plain, None) => {}
@@ -453,15 +469,27 @@ impl Parser<'_> {
     }
 }
 
+/// A pushed count (`_count`, or a histogram bucket) as a whole number:
+/// fractions truncated as Go's `uint64(v)` does, `None` where that cast gives
+/// no meaningful number (negative, NaN, infinite, 2^64 and above).
+fn count_of(value: f64) -> Option<u64> {
+    // 2^64 as an f64 is exact; everything below it converts without saturating.
+    (0.0..18_446_744_073_709_551_616.0).contains(&value).then_some(value as u64)
+}
+
 /// Go's `strconv.ParseFloat` as the exposition format uses it: decimal and
-/// exponent forms, `Inf`/`Infinity`/`NaN` in any case with optional sign; no
-/// hex, no `_`. A finite number too large for an f64 (`1e400`) is an error
+/// exponent forms, `Inf`/`Infinity` in any case with optional sign, `NaN` in
+/// any case without one (Go refuses `+nan` and `-NaN`; Rust would take them);
+/// no hex, no `_`. A finite number too large for an f64 (`1e400`) is an error
 /// there (`ErrRange`), not infinity; one too small becomes 0, as in Go.
 pub fn parse_float(s: &str) -> Option<f64> {
     if s.is_empty() || s.contains(['_', 'x', 'X', 'p', 'P']) {
         return None;
     }
     let value = s.parse::<f64>().ok()?;
+    if value.is_nan() && s.starts_with(['+', '-']) {
+        return None;
+    }
     if value.is_infinite() {
         let word = s.trim_start_matches(['+', '-']);
         if !word.eq_ignore_ascii_case("inf") && !word.eq_ignore_ascii_case("infinity") {
@@ -488,6 +516,57 @@ mod tests {
         assert_eq!(parse_float("1e-400"), Some(0.0));
         assert_eq!(parse_float("-Infinity"), Some(f64::NEG_INFINITY));
         assert_eq!(parse_float("+inf"), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn a_nan_bucket_or_quantile_line_is_dropped_as_by_the_reference() {
+        let h = one("# TYPE h histogram\nh_bucket{le=\"NaN\"} 5\nh_bucket{le=\"+Inf\"} 2\nh_count 2\n");
+        let buckets = &h.metric[0].histogram.as_ref().unwrap().bucket;
+        assert_eq!(buckets.len(), 1, "{buckets:?}");
+        assert_eq!(buckets[0].upper_bound, Some(f64::INFINITY));
+        let s = one("# TYPE s summary\ns{quantile=\"nan\"} 1\ns{quantile=\"0.5\"} 2\n");
+        let quantiles = &s.metric[0].summary.as_ref().unwrap().quantile;
+        assert_eq!(quantiles.len(), 1, "{quantiles:?}");
+        assert_eq!(quantiles[0].quantile, Some(0.5));
+    }
+
+    #[test]
+    fn counts_must_be_numbers_from_zero() {
+        for (body, got) in [
+            ("# TYPE h histogram\nh_bucket{le=\"1\"} -1\n", "-1"),
+            ("# TYPE h histogram\nh_count NaN\n", "NaN"),
+            ("# TYPE s summary\ns_count -0.5\n", "-0.5"),
+            ("# TYPE s summary\ns_count +Inf\n", "+Inf"),
+            ("# TYPE h histogram\nh_count 2e19\n", "2e19"),
+        ] {
+            assert_eq!(
+                err(body),
+                format!(
+                    "text format parsing error in line 2: expected a count (a number from 0) as value, got {got:?}"
+                ),
+                "{body}"
+            );
+        }
+        // Fractions are truncated, as Go's uint64() does; sums and quantile
+        // values are plain floats.
+        let h = one("# TYPE h histogram\nh_bucket{le=\"1\"} 2.9\nh_count -0\nh_sum -3\n");
+        let histogram = h.metric[0].histogram.as_ref().unwrap();
+        assert_eq!(histogram.bucket[0].cumulative_count, Some(2));
+        assert_eq!(histogram.sample_count, Some(0));
+        assert_eq!(histogram.sample_sum, Some(-3.0));
+        let s = one("# TYPE s summary\ns{quantile=\"0.5\"} -1\ns_sum NaN\n");
+        assert_eq!(s.metric[0].summary.as_ref().unwrap().quantile[0].value, Some(-1.0));
+    }
+
+    #[test]
+    fn nan_takes_no_sign_as_in_go_parse_float() {
+        assert!(parse_float("nan").is_some_and(f64::is_nan));
+        assert!(parse_float("NaN").is_some_and(f64::is_nan));
+        assert_eq!(
+            err("m +nan\n"),
+            "text format parsing error in line 1: expected float as value, got \"+nan\""
+        );
+        assert_eq!(parse_float("-NaN"), None);
     }
 
     fn err(body: &str) -> String {
