@@ -316,7 +316,39 @@ fn cases() -> Vec<Case> {
         headers: &[("content-type", PROTOBUF)],
         ..case("PUT", "/metrics/job/pb_empty", "", Exact)
     });
+    // A later family of a name replaces an earlier one, whose timestamp then
+    // does not count.
+    for (path, families) in [
+        ("/metrics/job/pb_dup1", [("pbdup", 1.0, true), ("pbdup", 2.0, false)]),
+        ("/metrics/job/pb_dup2", [("pbdup2", 1.0, false), ("pbdup2", 2.0, true)]),
+    ] {
+        v.push(Case {
+            headers: &[("content-type", PROTOBUF)],
+            body: families
+                .iter()
+                .flat_map(|&(n, v, ts)| delimited_gauge(n, v, ts))
+                .collect(),
+            ..case("PUT", path, "", Phrases)
+        });
+    }
     v
+}
+
+/// One length-delimited protobuf `MetricFamily`: a gauge with one unlabelled
+/// series, with a timestamp if asked.
+fn delimited_gauge(name: &str, value: f64, timestamp: bool) -> Vec<u8> {
+    let mut metric = vec![0x12, 9, 0x09]; // gauge { value (double) }
+    metric.extend_from_slice(&value.to_le_bytes());
+    if timestamp {
+        metric.extend_from_slice(&[0x30, 0xd2, 0x09]); // timestamp_ms 1234
+    }
+    let mut family = vec![0x0a, name.len() as u8];
+    family.extend_from_slice(name.as_bytes());
+    family.extend_from_slice(&[0x18, 1, 0x22, metric.len() as u8]); // type GAUGE, metric
+    family.extend_from_slice(&metric);
+    let mut out = vec![family.len() as u8];
+    out.extend_from_slice(&family);
+    out
 }
 
 /// Sends every case to a reference and a pushgate started with `flags`, and

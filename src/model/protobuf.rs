@@ -19,7 +19,29 @@ pub enum ProtobufError {
 }
 
 /// Decodes every message of a delimited stream. An empty body is no families.
-pub fn decode_delimited(mut body: &[u8]) -> Result<Vec<pm::MetricFamily>, ProtobufError> {
+///
+/// A later family of a name replaces an earlier one before anything else
+/// sees the body, as in the reference (which decodes into a map by name): a
+/// replaced family's timestamps or errors do not count. Done here, where the
+/// push enters, so the replicated log holds only what survives and every
+/// replica's apply rules stay as they were.
+pub fn decode_delimited(body: &[u8]) -> Result<Vec<pm::MetricFamily>, ProtobufError> {
+    let mut families = decode_every_message(body)?;
+    let mut last_of_name: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, f) in families.iter().enumerate() {
+        last_of_name.insert(f.name(), i);
+    }
+    if last_of_name.len() < families.len() {
+        let keep: Vec<bool> = (0..families.len())
+            .map(|i| last_of_name.get(families[i].name()) == Some(&i))
+            .collect();
+        let mut keep = keep.into_iter();
+        families.retain(|_| keep.next().unwrap_or(true));
+    }
+    Ok(families)
+}
+
+fn decode_every_message(mut body: &[u8]) -> Result<Vec<pm::MetricFamily>, ProtobufError> {
     let mut families = Vec::new();
     let mut index = 0;
     while !body.is_empty() {
@@ -96,6 +118,18 @@ mod tests {
         let decoded = decode_delimited(&body).unwrap();
         assert_eq!(decoded, vec![family("a", 1.0), family("b", 2.0)]);
         assert!(decode_delimited(b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_later_family_of_a_name_replaces_an_earlier_one() {
+        let mut with_timestamp = family("a", 1.0);
+        with_timestamp.metric[0].timestamp_ms = Some(5);
+        let mut body = Vec::new();
+        encode_delimited(&[with_timestamp, family("b", 2.0), family("a", 3.0)], &mut body);
+        assert_eq!(
+            decode_delimited(&body).unwrap(),
+            vec![family("b", 2.0), family("a", 3.0)]
+        );
     }
 
     #[test]

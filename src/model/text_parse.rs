@@ -474,7 +474,9 @@ impl Parser<'_> {
 /// no meaningful number (negative, NaN, infinite, 2^64 and above).
 fn count_of(value: f64) -> Option<u64> {
     // 2^64 as an f64 is exact; everything below it converts without saturating.
-    (0.0..18_446_744_073_709_551_616.0).contains(&value).then_some(value as u64)
+    (0.0..18_446_744_073_709_551_616.0)
+        .contains(&value)
+        .then_some(value as u64)
 }
 
 /// Go's `strconv.ParseFloat` as the exposition format uses it: decimal and
