@@ -179,6 +179,9 @@ impl Parser<'_> {
             _ => return self.err("invalid metric name in comment"),
         }
         let (family, _) = self.family_for(&name);
+        // Errors name the family the line went to, as the reference's parser
+        // does: `# TYPE s_count gauge` after a summary `s` is about `s`.
+        let family_name = self.families[family].name.clone().unwrap_or_default();
         self.skip_blank();
         if self.cur()? == b'\n' {
             self.pos += 1;
@@ -186,7 +189,7 @@ impl Parser<'_> {
         }
         if keyword == b"HELP" {
             if self.families[family].help.is_some() {
-                return self.err(format!("second HELP line for metric name {name:?}"));
+                return self.err(format!("second HELP line for metric name {family_name:?}"));
             }
             let help = self.read_until_newline(true)?;
             match String::from_utf8(help) {
@@ -196,7 +199,7 @@ impl Parser<'_> {
         } else {
             if self.families[family].r#type.is_some() {
                 return self.err(format!(
-                    "second TYPE line for metric name {name:?}, or TYPE reported after samples"
+                    "second TYPE line for metric name {family_name:?}, or TYPE reported after samples"
                 ));
             }
             let word = self.read_until_newline(false)?;
@@ -558,6 +561,18 @@ mod tests {
         assert_eq!(histogram.sample_sum, Some(-3.0));
         let s = one("# TYPE s summary\ns{quantile=\"0.5\"} -1\ns_sum NaN\n");
         assert_eq!(s.metric[0].summary.as_ref().unwrap().quantile[0].value, Some(-1.0));
+    }
+
+    #[test]
+    fn a_type_or_help_line_of_a_summary_part_is_about_the_summary() {
+        assert_eq!(
+            err("# TYPE s summary\ns_sum 1\n# TYPE s_count gauge\n"),
+            "text format parsing error in line 3: second TYPE line for metric name \"s\", or TYPE reported after samples"
+        );
+        assert_eq!(
+            err("# TYPE h histogram\n# HELP h a\n# HELP h_bucket b\n"),
+            "text format parsing error in line 3: second HELP line for metric name \"h\""
+        );
     }
 
     #[test]
