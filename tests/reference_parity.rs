@@ -17,6 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{client, free_port, own_lines_removed, temp_dir, Server, PROTOBUF};
+use prost::Message;
+use pushgate::pb::io::prometheus::client as pm;
 
 /// The reference, stopped by PID when dropped.
 struct Reference {
@@ -337,18 +339,17 @@ fn cases() -> Vec<Case> {
 /// One length-delimited protobuf `MetricFamily`: a gauge with one unlabelled
 /// series, with a timestamp if asked.
 fn delimited_gauge(name: &str, value: f64, timestamp: bool) -> Vec<u8> {
-    let mut metric = vec![0x12, 9, 0x09]; // gauge { value (double) }
-    metric.extend_from_slice(&value.to_le_bytes());
-    if timestamp {
-        metric.extend_from_slice(&[0x30, 0xd2, 0x09]); // timestamp_ms 1234
-    }
-    let mut family = vec![0x0a, name.len() as u8];
-    family.extend_from_slice(name.as_bytes());
-    family.extend_from_slice(&[0x18, 1, 0x22, metric.len() as u8]); // type GAUGE, metric
-    family.extend_from_slice(&metric);
-    let mut out = vec![family.len() as u8];
-    out.extend_from_slice(&family);
-    out
+    let family = pm::MetricFamily {
+        name: Some(name.into()),
+        r#type: Some(pm::MetricType::Gauge as i32),
+        metric: vec![pm::Metric {
+            gauge: Some(pm::Gauge { value: Some(value) }),
+            timestamp_ms: timestamp.then_some(1234),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    family.encode_length_delimited_to_vec()
 }
 
 /// Sends every case to a reference and a pushgate started with `flags`, and
@@ -519,9 +520,8 @@ fn pushgate_answers_like_the_reference_under_a_route_prefix() {
 /// Random pushes from a grammar of valid and broken text-format lines (odd
 /// values, escapes, TYPE and HELP lines in every place, assembled histograms
 /// and summaries), sent to the reference and to pushgate side by side, with
-/// the pushed part of `/metrics` (lines sorted) compared after every step. The seed
-/// (`PUSHGATE_FUZZ_SEED`, default 1) and the number of steps
-/// (`PUSHGATE_FUZZ_STEPS`, default 300) reproduce a run; a failure names both.
+/// the pushed part of `/metrics` compared after every step (`RandomRun`); a
+/// failure names the seed and step that reproduce it.
 ///
 /// Left out of the grammar or of the comparison, as deliberate differences
 /// (README): HELP lines of pushed families (the reference picks one group's at
@@ -532,13 +532,9 @@ fn pushgate_answers_like_the_reference_under_a_route_prefix() {
 /// to go on from the same state).
 #[test]
 fn pushgate_answers_random_pushes_like_the_reference() {
-    use rand::{Rng, SeedableRng};
-    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let (seed, steps) = (env("PUSHGATE_FUZZ_SEED", 1), env("PUSHGATE_FUZZ_STEPS", 300));
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let reference = Reference::start(&[]);
-    let tmp = temp_dir("parity-fuzz");
-    let ours = Server::start_in(&tmp.path().join("data"), &[]);
+    use rand::Rng;
+    let mut run = RandomRun::start("parity-fuzz");
+    let seed = run.seed;
     let groups = [
         "/metrics/job/j",
         "/metrics/job/j/instance/i",
@@ -546,22 +542,11 @@ fn pushgate_answers_random_pushes_like_the_reference() {
         "/metrics/job/j/a/x",
         "/metrics/job@base64/ag/b/1/a/1",
     ];
-    let scrape = |url: String| {
-        let text = client().get(url).send().and_then(|r| r.text()).unwrap_or_default();
-        let keep = |l: &&str| !l.starts_with("# HELP ") || l.starts_with("# HELP push_");
-        let mut lines: Vec<String> = pushed_part(&text).lines().filter(keep).map(str::to_string).collect();
-        // Series order is compared by the cases above; here groups' series
-        // may interleave (the same body labels in several groups), where
-        // pushgate keeps each group's series together (README).
-        lines.sort();
-        lines.join("\n")
-    };
-    for step in 0..steps {
-        let method = ["PUT", "PUT", "POST", "POST", "DELETE"][rng.gen_range(0..5)];
-        let path = groups[rng.gen_range(0..groups.len())];
-        let body = random_body(&mut rng);
-        let c = case(method, path, &body, Compare::Exact);
-        let (theirs, mine) = (send(&|p| reference.url(p), &c), send(&|p| ours.url(p), &c));
+    for step in 0..run.steps {
+        let method = ["PUT", "PUT", "POST", "POST", "DELETE"][run.rng.gen_range(0..5)];
+        let path = groups[run.rng.gen_range(0..groups.len())];
+        let body = random_body(&mut run.rng);
+        let (theirs, mine) = run.send(&case(method, path, &body, Compare::Exact));
         let what = || {
             format!(
                 "seed {seed}, step {step}: {method} {path} {body:?}\n  reference: {} {:?}\n  pushgate:  {} {:?}",
@@ -572,9 +557,7 @@ fn pushgate_answers_random_pushes_like_the_reference() {
             // Deliberate: the reference stores what Go's uint64() makes of it
             // (or fails on a later line). Start both from the same state again.
             assert_eq!(mine.status, 400, "{}", what());
-            for base in [reference.url(path), ours.url(path)] {
-                client().delete(base).send().expect("delete");
-            }
+            run.delete_on_both(path);
             continue;
         }
         // Parse errors word for word; of a refused push only that it was
@@ -584,7 +567,68 @@ fn pushgate_answers_random_pushes_like_the_reference() {
             && (!text_error || theirs.body == mine.body)
             && theirs.body.starts_with(PREFIX) == mine.body.starts_with(PREFIX);
         assert!(agree, "{}", what());
-        let (theirs, mine) = (scrape(reference.url("/metrics")), scrape(ours.url("/metrics")));
+        run.assert_same_metrics(&what);
+    }
+}
+
+/// What the random side-by-side tests share: the reference and pushgate, the
+/// seeded generator (`PUSHGATE_FUZZ_SEED`, default 1) and the number of steps
+/// (`PUSHGATE_FUZZ_STEPS`, default 300), and the comparison of `/metrics`.
+struct RandomRun {
+    seed: u64,
+    steps: u64,
+    rng: rand::rngs::StdRng,
+    reference: Reference,
+    ours: Server,
+    _tmp: tempfile::TempDir,
+}
+
+impl RandomRun {
+    fn start(name: &str) -> RandomRun {
+        use rand::SeedableRng;
+        let env = |var: &str, default: u64| std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+        let seed = env("PUSHGATE_FUZZ_SEED", 1);
+        let reference = Reference::start(&[]);
+        let tmp = temp_dir(name);
+        let ours = Server::start_in(&tmp.path().join("data"), &[]);
+        RandomRun {
+            seed,
+            steps: env("PUSHGATE_FUZZ_STEPS", 300),
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            reference,
+            ours,
+            _tmp: tmp,
+        }
+    }
+
+    /// The reference's answer, then pushgate's.
+    fn send(&self, c: &Case) -> (Answer, Answer) {
+        (send(&|p| self.reference.url(p), c), send(&|p| self.ours.url(p), c))
+    }
+
+    /// After a deliberate difference: both go on from the same state.
+    fn delete_on_both(&self, path: &str) {
+        for url in [self.reference.url(path), self.ours.url(path)] {
+            client().delete(url).send().expect("delete");
+        }
+    }
+
+    /// The pushed part of both scrapes agrees, HELP lines of pushed families
+    /// left out (the reference picks one group's at random) and lines sorted
+    /// (the cases above check the order; here groups' series may interleave,
+    /// where pushgate keeps each group's series together, README).
+    fn assert_same_metrics(&self, what: &dyn Fn() -> String) {
+        let scrape = |url: String| {
+            let text = client().get(url).send().and_then(|r| r.text()).unwrap_or_default();
+            let keep = |l: &&str| !l.starts_with("# HELP ") || l.starts_with("# HELP push_");
+            let mut lines: Vec<String> = pushed_part(&text).lines().filter(keep).map(str::to_string).collect();
+            lines.sort();
+            lines.join("\n")
+        };
+        let (theirs, mine) = (
+            scrape(self.reference.url("/metrics")),
+            scrape(self.ours.url("/metrics")),
+        );
         assert!(
             theirs == mine,
             "{}\n--- reference /metrics\n{theirs}\n--- pushgate /metrics\n{mine}",
@@ -780,27 +824,16 @@ fn random_body(rng: &mut impl rand::Rng) -> String {
 /// order; the group is deleted on both sides to go on).
 #[test]
 fn pushgate_answers_random_protobuf_pushes_like_the_reference() {
-    use rand::{Rng, SeedableRng};
-    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let (seed, steps) = (env("PUSHGATE_FUZZ_SEED", 1), env("PUSHGATE_FUZZ_STEPS", 300));
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let reference = Reference::start(&[]);
-    let tmp = temp_dir("parity-fuzz-pb");
-    let ours = Server::start_in(&tmp.path().join("data"), &[]);
+    use rand::Rng;
+    let mut run = RandomRun::start("parity-fuzz-pb");
+    let seed = run.seed;
     let groups = ["/metrics/job/j", "/metrics/job/j/instance/i", "/metrics/job/k"];
-    let scrape = |url: String| {
-        let text = client().get(url).send().and_then(|r| r.text()).unwrap_or_default();
-        let keep = |l: &&str| !l.starts_with("# HELP ") || l.starts_with("# HELP push_");
-        let mut lines: Vec<String> = pushed_part(&text).lines().filter(keep).map(str::to_string).collect();
-        lines.sort();
-        lines.join("\n")
-    };
-    for step in 0..steps {
-        let method = ["PUT", "POST"][rng.gen_range(0..2)];
-        let path = groups[rng.gen_range(0..groups.len())];
+    for step in 0..run.steps {
+        let method = ["PUT", "POST"][run.rng.gen_range(0..2)];
+        let path = groups[run.rng.gen_range(0..groups.len())];
         let mut body = Vec::new();
-        for _ in 0..rng.gen_range(0..4) {
-            random_family(&mut rng)
+        for _ in 0..run.rng.gen_range(0..4) {
+            random_family(&mut run.rng)
                 .encode_length_delimited(&mut body)
                 .expect("encode");
         }
@@ -809,7 +842,7 @@ fn pushgate_answers_random_protobuf_pushes_like_the_reference() {
             body: body.clone(),
             ..case(method, path, "", Compare::Exact)
         };
-        let (theirs, mine) = (send(&|p| reference.url(p), &c), send(&|p| ours.url(p), &c));
+        let (theirs, mine) = run.send(&c);
         let what = || {
             format!(
                 "seed {seed}, step {step}: {method} {path} {:?}\n  reference: {} {:?}\n  pushgate:  {} {:?}",
@@ -825,25 +858,14 @@ fn pushgate_answers_random_protobuf_pushes_like_the_reference() {
             // always refuses it; the reference checks it against the type of
             // whichever group's family of that name its map order puts first,
             // so it takes it when another group has the name with that type.
-            // Start both from the same state again.
-            for base in [reference.url(path), ours.url(path)] {
-                client().delete(base).send().expect("delete");
-            }
+            run.delete_on_both(path);
             continue;
         }
         let agree = theirs.status == mine.status && theirs.body.starts_with(PREFIX) == mine.body.starts_with(PREFIX);
         assert!(agree, "{}", what());
-        let (theirs, mine) = (scrape(reference.url("/metrics")), scrape(ours.url("/metrics")));
-        assert!(
-            theirs == mine,
-            "{}\n--- reference /metrics\n{theirs}\n--- pushgate /metrics\n{mine}",
-            what()
-        );
+        run.assert_same_metrics(&what);
     }
 }
-
-use prost::Message;
-use pushgate::pb::io::prometheus::client as pm;
 
 fn decode_for_message(mut body: &[u8]) -> Vec<pm::MetricFamily> {
     let mut out = Vec::new();

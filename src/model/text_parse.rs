@@ -351,8 +351,9 @@ impl Parser<'_> {
         // Counts are whole numbers from 0; fractions are truncated as Go's
         // `uint64(v)` does, but what Go would turn into garbage there (-1 into
         // 2^64-1, NaN into 2^63 on amd64) is refused.
+        // (`Part::Count` only comes from a summary's or histogram's `_count`.)
         let is_count = part == Part::Count || (is_histogram && part == Part::Plain && special.is_some());
-        let count = if (is_summary || is_histogram) && is_count {
+        let count = if is_count {
             match count_of(value) {
                 Some(c) => Some(c),
                 None => return self.err(format!("expected a count (a number from 0) as value, got {token:?}")),
