@@ -168,6 +168,13 @@ pub struct ServerFlags {
     #[arg(long = "storage.cache-bytes", default_value_t = 64 << 20)]
     pub cache_bytes: u64,
 
+    /// A write, sync, truncation or purge of the Raft log that has not
+    /// finished after this long means the disk or the storage engine is
+    /// stuck: the node logs an error and exits (status 1) so that its
+    /// supervisor restarts it. 0 turns the check off.
+    #[arg(long = "storage.stall-timeout", default_value = "30s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
     /// This node's id in the cluster (1 for a single node).
     #[arg(long = "cluster.node-id", default_value_t = 1)]
     pub node_id: u64,
@@ -382,6 +389,7 @@ impl ServerFlags {
         m.insert("storage.path".into(), self.storage_path.display().to_string());
         m.insert("storage.snapshot-every".into(), self.snapshot_every.to_string());
         m.insert("storage.cache-bytes".into(), self.cache_bytes.to_string());
+        m.insert("storage.stall-timeout".into(), format_duration(self.stall_timeout));
         m.insert("cluster.node-id".into(), self.node_id.to_string());
         m.insert("cluster.listen-address".into(), self.cluster_listen_address.clone());
         m.insert(

@@ -76,6 +76,7 @@ pub async fn serve(
         read_timeout: flags.read_timeout,
         snapshot_every: flags.snapshot_every,
         cache_bytes: flags.cache_bytes,
+        stall_timeout: (!flags.stall_timeout.is_zero()).then_some(flags.stall_timeout),
     };
 
     // Bind first: a port in use should fail fast, before touching the data.

@@ -195,6 +195,9 @@ fn node_flags(id: usize, peers: &[usize], dir: &std::path::Path) -> Result<pushg
         format!("--cluster.advertise-address={}:{RAFT_PORT}", host_of(id)),
         format!("--cluster.peers={}", peers.join(",")),
         "--web.enable-admin-api".to_string(),
+        // Every node of a run shares this process, and a real-time watchdog
+        // that exits it has no place in simulated time.
+        "--storage.stall-timeout=0".to_string(),
     ];
     pushgate::config::Cli::try_parse_from(args)
         .map(|c| c.server)

@@ -24,6 +24,7 @@ use prost::Message;
 
 use super::codec::{self, FORMAT_VERSION};
 use super::recent_entries::RecentEntries;
+use super::stall::StallWatch;
 use super::stats::ClusterStats;
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::pb::pushgate::v1 as pb;
@@ -41,6 +42,7 @@ struct Syncer {
     blob_dir: PathBuf,
     synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
     stats: Arc<ClusterStats>,
+    stalls: Arc<StallWatch>,
     /// The first sync that failed, as its kind and text. A failed sync is
     /// never tried again: Linux may drop the dirty pages it could not write
     /// and report success to the next fsync (PostgreSQL's "fsyncgate", 2018),
@@ -55,7 +57,10 @@ impl Syncer {
         if let Some((kind, text)) = &*self.failed.lock() {
             return Err(io::Error::new(*kind, text.clone()));
         }
-        let result = self.sync_once();
+        let result = {
+            let _running = self.stalls.watch("syncing the Raft log");
+            self.sync_once()
+        };
         if let Err(e) = &result {
             *self.failed.lock() = Some((e.kind(), e.to_string()));
         }
@@ -369,6 +374,8 @@ pub struct LogStore {
     /// Entries appended and not yet applied, as appended (reads skip sled).
     recent: Arc<RecentEntries>,
     stats: Arc<ClusterStats>,
+    /// The storage calls in progress, for the stall watchdog.
+    stalls: Arc<StallWatch>,
 }
 
 /// Starts the thread that makes appended entries durable.
@@ -538,6 +545,7 @@ impl LogStore {
             blob_dir: dir.join("blobs"),
             synced_blobs: Mutex::new(HashSet::new()),
             stats: stats.clone(),
+            stalls: Arc::default(),
             failed: Mutex::new(None),
         });
         if record_layout {
@@ -554,6 +562,7 @@ impl LogStore {
         let store = LogStore {
             log,
             meta,
+            stalls: syncer.stalls.clone(),
             syncer,
             flusher,
             recent: Arc::default(),
@@ -571,6 +580,12 @@ impl LogStore {
     /// release what it has applied.
     pub fn recent_entries(&self) -> Arc<RecentEntries> {
         self.recent.clone()
+    }
+
+    /// The log's storage calls in progress, for the stall watchdog
+    /// ([`StallWatch::exit_process_on_stall`]) and the self metrics.
+    pub fn stall_watch(&self) -> Arc<StallWatch> {
+        self.stalls.clone()
     }
 
     fn sync_now(&self) -> Result<(), StorageError> {
@@ -593,6 +608,7 @@ impl LogStore {
     }
 
     fn put_meta(&self, key: &[u8], m: &impl Message) -> Result<(), StorageError> {
+        let _running = self.stalls.watch("writing the Raft log's metadata");
         self.meta.insert(key, m.encode_to_vec()).map_err(write_err)?;
         Ok(())
     }
@@ -747,6 +763,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             count += 1;
         }
+        let running = self.stalls.watch("writing Raft log entries");
         for (segment, batch) in batches {
             self.log
                 .tree(segment)
@@ -754,6 +771,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .apply_batch(batch)
                 .map_err(write_err)?;
         }
+        drop(running);
         self.recent.appended(&entries);
         ClusterStats::add(&self.stats.entries_appended, count);
         ClusterStats::add(&self.stats.log_bytes_appended, bytes);
@@ -768,6 +786,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.recent.truncated(log_id.index);
+        let running = self.stalls.watch("truncating the Raft log");
         for (_, tree) in self.log.existing(self.log.segment_of(log_id.index), u64::MAX) {
             let mut batch = sled::Batch::default();
             for item in tree.range(index_key(log_id.index)..) {
@@ -776,6 +795,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             tree.apply_batch(batch).map_err(write_err)?;
         }
+        drop(running);
         self.sync_off_thread(ErrorSubject::Logs).await
     }
 
@@ -786,6 +806,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.sync_off_thread(ErrorSubject::Logs).await?;
         let upto = log_id.index;
         self.recent.purged(upto);
+        let _running = self.stalls.watch("purging the Raft log");
         for (segment, tree) in self.log.existing(0, self.log.segment_of(upto)) {
             if self.log.last_index_of(segment) <= upto {
                 self.log.drop_segment(segment, &tree).map_err(write_err)?;

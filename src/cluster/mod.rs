@@ -19,6 +19,7 @@ pub mod recent_entries;
 pub mod rpc_codec;
 pub mod runtime;
 pub mod service;
+pub mod stall;
 pub mod state_machine;
 pub mod stats;
 pub mod types;

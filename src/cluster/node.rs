@@ -29,6 +29,7 @@ use super::membership::{self, MembershipError};
 use super::network::{Network, Peers, MAX_MESSAGE_BYTES};
 use super::rpc_codec;
 use super::service::ReplicaService;
+use super::stall::StallWatch;
 use super::state_machine::{AppliedState, SharedState, StateMachine};
 use super::stats::ClusterStats;
 use super::types::{NodeId, Raft};
@@ -60,6 +61,9 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// sled page cache size.
     pub cache_bytes: u64,
+    /// Exit the process when a log write or sync has not finished after this
+    /// long (`cluster::stall`); `None`: never.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// A point-in-time view of the node's Raft state, for status and metrics.
@@ -86,6 +90,10 @@ pub struct NodeStatus {
     pub replication_lag: Option<BTreeMap<NodeId, u64>>,
     /// Why this node stopped working for good (see `ClusterNode::failure`).
     pub failure: Option<String>,
+    /// How long the oldest Raft log write, sync, truncation or purge in
+    /// progress has been running, in seconds (0: none); the node stops itself
+    /// at `--storage.stall-timeout` (`cluster::stall`).
+    pub oldest_storage_call_seconds: f64,
     /// Set when a majority of the other members say this node was removed
     /// (see `watch_for_removal`).
     pub removed: Option<String>,
@@ -166,6 +174,8 @@ pub struct ClusterNode {
     /// Set while a majority of the other members say this node is not a
     /// member any more (see `watch_for_removal`).
     removal: Arc<parking_lot::Mutex<Option<String>>>,
+    /// The log's storage calls in progress (`cluster::stall`).
+    stalls: Arc<StallWatch>,
     stop: watch::Sender<bool>,
 }
 
@@ -214,6 +224,11 @@ impl ClusterNode {
             .map_err(|e| StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let log_store = LogStore::open(&config.data_dir.join("raft-log"), config.cache_bytes, stats.clone())
             .map_err(|e| StartError::Storage(e.to_string()))?;
+        let stalls = log_store.stall_watch();
+        if let Some(bound) = config.stall_timeout {
+            StallWatch::exit_process_on_stall(&stalls, bound)
+                .map_err(|e| StartError::Storage(format!("cannot start the storage stall watchdog: {e}")))?;
+        }
         let identity = Arc::new(
             Identity::load(log_store.clone(), config.node_id, &config.data_dir).map_err(StartError::Identity)?,
         );
@@ -352,6 +367,7 @@ impl ClusterNode {
             quorum,
             restart_floor,
             removal: Arc::new(parking_lot::Mutex::new(None)),
+            stalls,
             stop,
         });
         if !node.config.peers.is_empty() {
@@ -681,6 +697,7 @@ impl ClusterNode {
                     .collect()
             }),
             failure: describe_failure(&m.running_state),
+            oldest_storage_call_seconds: self.stalls.oldest(std::time::Instant::now()).as_secs_f64(),
             removed: self.removal.lock().clone(),
         }
     }

@@ -430,4 +430,48 @@ mod tests {
         );
         assert_eq!(metrics.push_size[method_index("put")].to_pb().sample_count, Some(2));
     }
+
+    /// A family missing from `SELF_FAMILIES` would never be rendered, and
+    /// adding one to it changes which pushes the consistency check refuses
+    /// (an apply rule of the replicated state machine): the two lists must be
+    /// the same, and a change to either is a deliberate one.
+    #[tokio::test]
+    async fn every_own_family_is_in_the_table_the_consistency_check_uses() {
+        use crate::cluster::{ClusterNode, Environment, NodeConfig};
+        use crate::gateway::{Gateway, GatewayConfig};
+        use crate::model::reserved::SELF_FAMILIES;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = NodeConfig {
+            node_id: 1,
+            advertise_addr: "127.0.0.1:0".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            peers: Default::default(),
+            queue_capacity: 16,
+            queue_bytes: 1 << 20,
+            write_timeout: std::time::Duration::from_secs(5),
+            read_timeout: std::time::Duration::from_secs(2),
+            leader_wait: std::time::Duration::from_secs(3),
+            snapshot_every: 1000,
+            cache_bytes: 1 << 20,
+            stall_timeout: None,
+        };
+        let node = ClusterNode::start(config, Environment::os(None)).await.expect("a node");
+        let gateway = Gateway::new(
+            node.clone(),
+            GatewayConfig {
+                consistency_check: true,
+            },
+        );
+        let mut exported: Vec<String> = SelfMetrics::new()
+            .families(&gateway, 0, 0)
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        exported.sort();
+        let table: Vec<&str> = SELF_FAMILIES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(exported, table);
+        node.shutdown().await;
+    }
 }

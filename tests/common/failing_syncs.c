@@ -4,7 +4,8 @@
  * holds. If that file names a part of a path, only syncs of files whose path
  * contains it fail (one kind of file, such as a snapshot being written).
  * Removing the file makes syncs succeed again, as Linux's next fsync after an
- * error does. */
+ * error does. While the file <pid>.hang exists there instead, the syncs do
+ * not return at all, as on a disk that stopped answering. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -12,7 +13,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+static void wait_while_hung(void) {
+    const char *dir = getenv("PUSHGATE_TEST_FAILING_SYNCS");
+    char trigger[4096];
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    if (dir == NULL) {
+        return;
+    }
+    snprintf(trigger, sizeof trigger, "%s/%d.hang", dir, (int)getpid());
+    while (access(trigger, F_OK) == 0) {
+        nanosleep(&tick, NULL);
+    }
+}
 
 static int failing(int fd) {
     const char *dir = getenv("PUSHGATE_TEST_FAILING_SYNCS");
@@ -44,6 +59,7 @@ static int failing(int fd) {
 
 int fsync(int fd) {
     static int (*real)(int);
+    wait_while_hung();
     if (failing(fd)) {
         errno = EIO;
         return -1;
@@ -56,6 +72,7 @@ int fsync(int fd) {
 
 int fdatasync(int fd) {
     static int (*real)(int);
+    wait_while_hung();
     if (failing(fd)) {
         errno = EIO;
         return -1;

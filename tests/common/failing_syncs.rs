@@ -1,7 +1,8 @@
 //! A disk whose syncs fail, for fault tests: `failing_syncs.c`, compiled with
 //! the machine's C compiler and preloaded into the test's pushgate processes,
 //! fails every `fsync` and `fdatasync` of one process (or those of the files
-//! whose path contains a given part) with `EIO` while the test says so. The
+//! whose path contains a given part) with `EIO`, or holds them without an
+//! answer, while the test says so. The
 //! process and its disk are real; only the answer of the sync calls is
 //! chosen, as a failing disk would give it.
 
@@ -47,6 +48,21 @@ impl FailingSyncs {
     /// as usual.
     pub fn fail_paths_containing(&self, pid: u32, part: &str) {
         std::fs::write(self.trigger(pid), part).expect("write the trigger file");
+    }
+
+    /// From now on no sync of process `pid` returns, as on a disk that
+    /// stopped answering (until [`FailingSyncs::unhang`]).
+    pub fn hang(&self, pid: u32) {
+        std::fs::write(self.hang_trigger(pid), "").expect("write the hang trigger file");
+    }
+
+    /// The syncs of process `pid` held by [`FailingSyncs::hang`] return.
+    pub fn unhang(&self, pid: u32) {
+        std::fs::remove_file(self.hang_trigger(pid)).expect("remove the hang trigger file");
+    }
+
+    fn hang_trigger(&self, pid: u32) -> PathBuf {
+        self.triggers.path().join(format!("{pid}.hang"))
     }
 
     /// Syncs of process `pid` succeed again.
