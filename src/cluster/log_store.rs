@@ -836,6 +836,13 @@ mod tests {
     use super::super::types::{Entry, LogId, LogPayload, StorageError, TypeConfig};
     use super::{LogStore, NewLog};
 
+    /// sled 0.34 runs its file IO on one thread pool per process, and two
+    /// logs written at once in one test process can deadlock it (a file
+    /// truncation queued behind writes that wait for the lock its waiter
+    /// holds; `cluster::stall`). A node has one log, so these tests write
+    /// one log at a time, as a node does.
+    static ONE_LOG_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     struct Builder;
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
@@ -904,6 +911,7 @@ mod tests {
     /// `SEGMENT_ENTRIES`; purge drops the trees it has passed.
     #[tokio::test]
     async fn new_log_uses_small_trees_and_drops_them_after_purge() {
+        let _one = ONE_LOG_AT_A_TIME.lock().await;
         // Synced inline: no sync thread keeps sled open after a drop.
         crate::blocking::run_inline_on_this_thread();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -975,6 +983,7 @@ mod tests {
     /// of 518 MB after 1M pushes before; 23-29 MB now).
     #[tokio::test]
     async fn purged_log_gives_its_disk_space_back() {
+        let _one = ONE_LOG_AT_A_TIME.lock().await;
         let (on_disk, blobs) = disk_after_purged_appends(super::Layout::CURRENT, 120).await;
         // 120 trees of 256 entries of 20 KB: 630 MB written, at most 1.5 trees (8 MB) live.
         // (Measured: 33-37 MB and no blob; the layout without pieces: 58 MB and 153 blobs
@@ -1024,6 +1033,7 @@ mod tests {
     /// purge and a restart.
     #[tokio::test]
     async fn entries_stored_in_pieces_read_back_whole() {
+        let _one = ONE_LOG_AT_A_TIME.lock().await;
         crate::blocking::run_inline_on_this_thread();
         let layout = super::Layout {
             segment_entries: 16,
@@ -1062,6 +1072,7 @@ mod tests {
     /// entry) keeps being read and written that way by this pushgate.
     #[tokio::test]
     async fn log_recorded_without_pieces_keeps_one_value_per_entry() {
+        let _one = ONE_LOG_AT_A_TIME.lock().await;
         crate::blocking::run_inline_on_this_thread();
         let unpieced = super::Layout {
             segment_entries: 256,
@@ -1101,6 +1112,7 @@ mod tests {
     /// tree, and no tree holding live entries is dropped.
     #[tokio::test]
     async fn log_written_before_the_layout_record_keeps_its_trees() {
+        let _one = ONE_LOG_AT_A_TIME.lock().await;
         crate::blocking::run_inline_on_this_thread();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("log");
@@ -1135,6 +1147,7 @@ mod tests {
     /// (spacejam/sled#1527). The log opens anyway, with every entry.
     #[tokio::test]
     async fn an_unfinished_sled_snapshot_does_not_stop_the_log_from_opening() {
+        let _one = ONE_LOG_AT_A_TIME.lock().await;
         crate::blocking::run_inline_on_this_thread();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("log");
@@ -1157,6 +1170,7 @@ mod tests {
     /// touching the disk, even once the cause is gone (fsyncgate).
     #[tokio::test]
     async fn a_failed_sync_is_never_retried() {
+        let _one = ONE_LOG_AT_A_TIME.lock().await;
         crate::blocking::run_inline_on_this_thread();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("log");
@@ -1182,6 +1196,7 @@ mod tests {
     /// snapshots, apply) against the sled log store and the state machine.
     #[test]
     fn openraft_storage_suite() -> Result<(), StorageError> {
+        let _one = ONE_LOG_AT_A_TIME.blocking_lock();
         Suite::test_all(Builder)
     }
 }
