@@ -321,7 +321,15 @@ async fn operate(members: Members, task: Rc<RefCell<Option<Replacement>>>, log: 
                     start.as_secs_f64(),
                     now().as_secs_f64()
                 ));
-                if answer.is_ok_and(|a| a.status == 200) {
+                // Done, or done already by an earlier attempt whose answer
+                // was lost (a retried add finds the node a voter, a retried
+                // remove finds it gone).
+                let done = answer.is_ok_and(|a| {
+                    a.status == 200
+                        || (a.status == 409 && a.body.contains("already a voter"))
+                        || (a.status == 404 && a.body.contains("is not a member"))
+                });
+                if done {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -477,7 +485,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
         });
     }
 
-    let mut schedule = scenario.schedule().into_iter().peekable();
+    let mut schedule = scenario.schedule(seed).into_iter().peekable();
     let mut crashed: Vec<&'static str> = Vec::new();
     // Partitioned host pairs, and whether only the first's messages to the
     // second are dropped.
@@ -548,6 +556,13 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                 Fault::IsolateFollower => {
                     let victim = pick_follower();
                     isolated = Some(victim);
+                    for other in hosts.iter().filter(|h| **h != victim) {
+                        sim.partition(victim, *other);
+                        cuts.push((victim, other, false));
+                    }
+                }
+                Fault::IsolateAdded => {
+                    let victim = host_of(voters.len() + 1);
                     for other in hosts.iter().filter(|h| **h != victim) {
                         sim.partition(victim, *other);
                         cuts.push((victim, other, false));

@@ -66,6 +66,18 @@ pub enum Scenario {
     /// majority (the cluster goes on with two voters); then the partition
     /// heals. The removed node still runs and clients still ask it.
     RemoveIsolatedLeader,
+    /// The leader crashes while the operator adds a fourth node: at a
+    /// moment between 0 and 700 ms after the request that the seed picks,
+    /// so that across seeds the crash falls while the new node catches up
+    /// as a learner, while the joint configuration is being committed, and
+    /// after the change. The operator retries until the change is made; the
+    /// crashed node comes back five seconds later.
+    AddLeaderCrash,
+    /// The node being added is cut off from every other node while it
+    /// catches up (at a moment the seed picks), then the partition heals.
+    /// The cluster must keep serving with its three voters meanwhile, and
+    /// finish the change once the new node is back.
+    AddCutOff,
 }
 
 /// One fault action at a simulated time.
@@ -95,6 +107,8 @@ pub enum Fault {
     /// The same replacement for the follower cut off by `IsolateFollower`,
     /// which keeps running.
     ReplaceIsolated,
+    /// The node added by `AddNode` is cut off from every other node.
+    IsolateAdded,
     /// The node cut off by a `Split` that left the leader alone, or by
     /// `IsolateFollower`, is removed (and keeps running).
     RemoveIsolated,
@@ -108,7 +122,7 @@ pub enum Fault {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 18] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::Calm,
         Scenario::LeaderCrash,
         Scenario::LeaderIsolated,
@@ -127,6 +141,8 @@ impl Scenario {
         Scenario::ReplaceIsolated,
         Scenario::AddDuringSplit,
         Scenario::RemoveIsolatedLeader,
+        Scenario::AddLeaderCrash,
+        Scenario::AddCutOff,
     ];
 
     pub fn name(self) -> &'static str {
@@ -149,6 +165,8 @@ impl Scenario {
             Scenario::ReplaceIsolated => "replace-isolated",
             Scenario::AddDuringSplit => "add-during-split",
             Scenario::RemoveIsolatedLeader => "remove-isolated-leader",
+            Scenario::AddLeaderCrash => "add-leader-crash",
+            Scenario::AddCutOff => "add-cut-off",
         }
     }
 
@@ -164,10 +182,12 @@ impl Scenario {
         }
     }
 
-    /// Faults by simulated time since the start. Every schedule has healed
-    /// by [`FAULTS_END`].
-    pub fn schedule(self) -> Vec<(Duration, Fault)> {
+    /// Faults by simulated time since the start; where a fault's moment
+    /// matters to the millisecond, `seed` picks it. Every schedule has
+    /// healed by [`FAULTS_END`].
+    pub fn schedule(self, seed: u64) -> Vec<(Duration, Fault)> {
         let s = Duration::from_secs;
+        let jitter = |step_ms: u64, steps: u64| Duration::from_millis(step_ms * (seed % steps));
         let isolate_leader = Fault::Split { with_leader: 1 };
         match self {
             Scenario::Calm | Scenario::CalmFive => vec![],
@@ -197,6 +217,16 @@ impl Scenario {
             Scenario::RemoveIsolatedLeader => vec![
                 (s(6), isolate_leader),
                 (s(7), Fault::RemoveIsolated),
+                (s(12), Fault::Heal),
+            ],
+            Scenario::AddLeaderCrash => vec![
+                (s(6), Fault::AddNode),
+                (s(6) + jitter(4, 15), Fault::CrashLeader),
+                (s(11), Fault::RestartCrashed),
+            ],
+            Scenario::AddCutOff => vec![
+                (s(6), Fault::AddNode),
+                (s(6) + jitter(5, 10), Fault::IsolateAdded),
                 (s(12), Fault::Heal),
             ],
             Scenario::ClockSkew => vec![
