@@ -171,7 +171,8 @@ pub struct ServerFlags {
     /// A write, sync, truncation or purge of the Raft log that has not
     /// finished after this long means the disk or the storage engine is
     /// stuck: the node logs an error and exits (status 1) so that its
-    /// supervisor restarts it. 0 turns the check off.
+    /// supervisor restarts it. A cluster leader hands leadership over after
+    /// a tenth of it (at least 1 s). 0 turns both off.
     #[arg(long = "storage.stall-timeout", default_value = "30s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
 

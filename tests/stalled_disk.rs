@@ -187,3 +187,89 @@ fn a_leader_whose_disk_hangs_is_replaced_and_nothing_acknowledged_is_lost() {
     cluster.wait_converged(leader, &want, Duration::from_secs(30));
     assert_serves(cluster.node(leader), &acked, "the restarted node");
 }
+
+/// Long before `--storage.stall-timeout`, a leader whose log is stuck stops
+/// heartbeating and refuses to propose, so another node is elected and
+/// pushes go on while the old leader still runs; once its disk answers again
+/// it follows the new leader and catches up, without a restart.
+#[test]
+fn a_leader_whose_disk_hangs_hands_over_long_before_it_stops_itself() {
+    let syncs = FailingSyncs::new();
+    let mut cluster = TestCluster::start_in(
+        temp_dir("stalled-disk-hand-over"),
+        3,
+        &["--storage.stall-timeout=60s"],
+        syncs.wrap(),
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let entry = *cluster.nodes.keys().find(|id| **id != leader).expect("a follower");
+    let mut acked = BTreeMap::new();
+    push_numbered(cluster.node(entry), 0..20, &mut acked);
+
+    let leader_pid = cluster.node(leader).pid();
+    syncs.hang(leader_pid);
+    let hung_at = Instant::now();
+    // Pushes through a follower: the first waits for the stuck leader, then
+    // another node leads (a tenth of the stall timeout, 6 s, plus an election).
+    let mut recovered_at = None;
+    let mut ok_in_a_row = 0;
+    for n in 20..5_000u64 {
+        assert!(
+            hung_at.elapsed() < Duration::from_secs(30),
+            "pushes did not recover within 30 s of the leader's disk hanging"
+        );
+        let r = client()
+            .put(cluster.node(entry).url(&format!("/metrics/job/g{n}")))
+            .body(body(n))
+            .timeout(Duration::from_secs(15))
+            .send();
+        if r.as_ref().is_ok_and(|r| r.status() == 200) {
+            acked.insert(format!("g{n}"), n);
+            recovered_at.get_or_insert_with(Instant::now);
+            ok_in_a_row += 1;
+            if ok_in_a_row >= 20 {
+                break;
+            }
+        } else {
+            ok_in_a_row = 0;
+            recovered_at = None;
+        }
+    }
+    let recovered_after = recovered_at.expect("pushes recovered") - hung_at;
+    eprintln!("pushes through a follower recovered {recovered_after:?} after the leader's disk hung");
+    assert!(
+        recovered_after < Duration::from_secs(15),
+        "pushes recovered only {recovered_after:?} after the hang"
+    );
+    assert!(
+        cluster.node_mut(leader).is_running(),
+        "the old leader stopped itself before the stall timeout"
+    );
+    // (The stuck node may still call itself the leader of its old term: it
+    // cannot store the new term's vote. It proposes nothing and serves no
+    // consistent read.)
+    let new_leader = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader && cluster.status(*id).is_some_and(|s| s["state"] == "Leader"))
+        .expect("another node leads");
+    let (status, text) = common::numbered::scrape(cluster.node(leader), "");
+    assert_eq!(status, 503, "a consistent read on the stuck node: {text}");
+    let log = cluster.node(leader).log_text();
+    assert!(
+        log.contains("stops heartbeating"),
+        "the old leader says why it went quiet:\n{log}"
+    );
+
+    // The disk answers again: the old leader follows and catches up as it runs.
+    syncs.unhang(leader_pid);
+    let want = cluster.node(new_leader).pushed_exposition();
+    cluster.wait_converged(leader, &want, Duration::from_secs(30));
+    assert_serves(
+        cluster.node(leader),
+        &acked,
+        "the old leader after its disk answered again",
+    );
+    assert!(cluster.node_mut(leader).is_running());
+}

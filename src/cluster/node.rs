@@ -105,6 +105,10 @@ pub struct NodeStatus {
 pub struct QuorumCheck {
     raft: Raft,
     max_silence: Duration,
+    /// The log's storage calls in progress, and how long one may run before
+    /// a leader of others hands leadership over (`None`: never).
+    stalls: Arc<StallWatch>,
+    hand_over_after: Option<Duration>,
 }
 
 impl QuorumCheck {
@@ -120,6 +124,13 @@ impl QuorumCheck {
         if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1 {
             return Ok(());
         }
+        if let Some(stuck) = self.storage_stuck() {
+            return Err(WriteError::NoQuorum(format!(
+                "this node leads, but a write or sync of its Raft log has not finished for {:.1} s (its disk is \
+                 stuck or very slow): it hands leadership over to another replica",
+                stuck.as_secs_f64()
+            )));
+        }
         match m.millis_since_quorum_ack {
             Some(ms) if ms > self.max_silence.as_millis() as u64 => Err(WriteError::NoQuorum(format!(
                 "this node leads but has not heard from a quorum for {ms} ms (it is cut off from the other replicas)"
@@ -127,6 +138,23 @@ impl QuorumCheck {
             _ => Ok(()),
         }
     }
+
+    /// How long the oldest storage call has run, if that is past the point
+    /// where a leader hands over: a leader whose log cannot be written commits
+    /// nothing, but it may still heartbeat, and the others would follow it
+    /// until `--storage.stall-timeout` stops the process.
+    fn storage_stuck(&self) -> Option<Duration> {
+        let bound = self.hand_over_after?;
+        let running = self.stalls.oldest(std::time::Instant::now());
+        (running >= bound).then_some(running)
+    }
+}
+
+/// How long a storage call may run before a leader of others hands over:
+/// a tenth of the stall timeout, at least a second (a sync that slow is no
+/// longer a busy disk).
+fn hand_over_after(stall_timeout: Option<Duration>) -> Option<Duration> {
+    stall_timeout.map(|t| (t / 10).max(Duration::from_secs(1)))
 }
 
 /// What a leader that restarted without losing its leadership must have
@@ -285,6 +313,8 @@ impl ClusterNode {
         let quorum = QuorumCheck {
             raft: raft.clone(),
             max_silence: Duration::from_millis(1000),
+            stalls: stalls.clone(),
+            hand_over_after: hand_over_after(config.stall_timeout),
         };
         let batcher = Batcher::start(
             raft.clone(),
@@ -298,6 +328,8 @@ impl ClusterNode {
         let quorum = QuorumCheck {
             raft: raft.clone(),
             max_silence: Duration::from_millis(1000),
+            stalls: stalls.clone(),
+            hand_over_after: hand_over_after(config.stall_timeout),
         };
         let (stop, _) = watch::channel(false);
 
@@ -371,7 +403,11 @@ impl ClusterNode {
             stop,
         });
         if !node.config.peers.is_empty() {
-            tokio::spawn(quorum_watchdog(node.raft.clone(), node.stop.subscribe()));
+            tokio::spawn(quorum_watchdog(
+                node.raft.clone(),
+                node.quorum.clone(),
+                node.stop.subscribe(),
+            ));
             tokio::spawn(watch_for_removal(
                 node.raft.clone(),
                 node.peers.clone(),
@@ -826,13 +862,43 @@ async fn report_failure(raft: Raft, mut stop: watch::Receiver<bool>) {
 /// Keeps the leader's `millis_since_quorum_ack` fresh. openraft 0.9 only
 /// recomputes it when its core loop wakes up, and a leader cut off from every
 /// follower may sleep with a stale value; an explicit heartbeat wakes it.
-async fn quorum_watchdog(raft: Raft, mut stop: watch::Receiver<bool>) {
+/// Also silences a leader whose log is stuck, until the log answers again.
+async fn quorum_watchdog(raft: Raft, quorum: QuorumCheck, mut stop: watch::Receiver<bool>) {
+    // Whether this task turned openraft's heartbeats off.
+    let mut paused = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let leader = raft.metrics().borrow().state == ServerState::Leader;
+        let (leader, others) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (
+                m.state == ServerState::Leader,
+                m.membership_config.membership().voter_ids().count() > 1,
+            )
+        };
+        // A leader whose log is stuck goes quiet: its batcher proposes
+        // nothing (QuorumCheck), and without heartbeats the followers' election
+        // timers run out and they elect a leader that can write.
+        if let (true, true, Some(stuck)) = (leader, others, quorum.storage_stuck()) {
+            if !paused {
+                raft.runtime_config().heartbeat(false);
+                paused = true;
+                tracing::warn!(
+                    stuck_seconds = stuck.as_secs_f64(),
+                    "a write or sync of the Raft log is stuck: this leader stops heartbeating so that another replica \
+                     takes over"
+                );
+            }
+            continue;
+        }
+        if paused {
+            raft.runtime_config().heartbeat(true);
+            paused = false;
+            tracing::info!("the Raft log answers again: heartbeats resumed");
+        }
         if leader && raft.trigger().heartbeat().await.is_err() {
             return;
         }
@@ -1039,5 +1105,23 @@ async fn bootstrap(node: Arc<ClusterNode>) {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_hands_over_after_a_tenth_of_the_stall_timeout_and_never_within_a_second() {
+        assert_eq!(
+            hand_over_after(Some(Duration::from_secs(30))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            hand_over_after(Some(Duration::from_secs(5))),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(hand_over_after(None), None, "no stall timeout: no hand-over either");
     }
 }
