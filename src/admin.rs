@@ -1,6 +1,6 @@
 //! `pushgate cluster ...`: a small client for a node's cluster admin API.
 
-use crate::config::{ClusterAction, ClusterCommand};
+use crate::config::{ClusterAction, ClusterCommand, StatusOutput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -63,7 +63,7 @@ fn dechunk(body: &str) -> String {
 
 pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
     let (method, path, body) = match &cmd.action {
-        ClusterAction::Status => ("GET", "/api/v1/cluster/status".to_string(), String::new()),
+        ClusterAction::Status { .. } => ("GET", "/api/v1/cluster/status?members=true".to_string(), String::new()),
         ClusterAction::Add { node_id, address } => (
             "POST",
             "/api/v1/cluster/members".to_string(),
@@ -72,12 +72,19 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
         ClusterAction::Remove { node_id } => ("DELETE", format!("/api/v1/cluster/members/{node_id}"), String::new()),
     };
     let (status, text) = request(&cmd.url, method, &path, &body).await?;
-    let pretty = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or(text);
+    let json = serde_json::from_str::<serde_json::Value>(&text).ok();
+    let table = match (&cmd.action, &json) {
+        (
+            ClusterAction::Status {
+                output: StatusOutput::Table,
+            },
+            Some(v),
+        ) => status_table(v),
+        _ => None,
+    };
+    let pretty = json.and_then(|v| serde_json::to_string_pretty(&v).ok()).unwrap_or(text);
     if (200..300).contains(&status) {
-        println!("{pretty}");
+        println!("{}", table.unwrap_or(pretty));
         Ok(())
     } else {
         Err(AdminError::Request(format!(
@@ -85,5 +92,125 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
             cmd.url,
             pretty.trim()
         )))
+    }
+}
+
+/// The cluster status as a table, one row per member, or `None` when the
+/// answer has no per-member part (a node of an older release): the caller
+/// then prints the JSON.
+fn status_table(answer: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let data = answer.get("data")?;
+    let nodes = data.get("nodes")?.as_object()?;
+    let text = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => "-".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    let mut rows = vec![[
+        "NODE",
+        "ADDRESS",
+        "ROLE",
+        "STATE",
+        "TERM",
+        "LEADER",
+        "LAST LOG",
+        "COMMITTED",
+        "APPLIED",
+        "LAG",
+        "VERSION",
+        "NOTE",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for (id, n) in nodes {
+        let mut notes = Vec::new();
+        for key in ["error", "failure", "removed"] {
+            if let Some(Value::String(s)) = n.get(key) {
+                notes.push(s.clone());
+            }
+        }
+        if let Some(stuck) = n.get("oldest_storage_call_seconds").and_then(Value::as_f64) {
+            if stuck >= 1.0 {
+                notes.push(format!("a write or sync of its Raft log has run for {stuck:.1} s"));
+            }
+        }
+        let me = data.get("node_id").and_then(Value::as_u64).map(|m| m.to_string()) == Some(id.clone());
+        rows.push(vec![
+            if me { format!("{id}*") } else { id.clone() },
+            text(n.get("address")),
+            text(n.get("role")),
+            text(n.get("state")),
+            text(n.get("term")),
+            text(n.get("leader_id")),
+            text(n.get("last_log_index")),
+            text(n.get("committed_index")),
+            text(n.get("applied_index")),
+            text(n.get("lag")),
+            text(n.get("version")),
+            notes.join("; "),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!(
+        "cluster {}, as seen from node {} (*); LAG: entries behind the leader\n",
+        text(data.get("cluster_id")),
+        text(data.get("node_id"))
+    );
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    Some(out.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_table_has_a_row_per_member_and_says_why_one_did_not_answer() {
+        let answer = serde_json::json!({"status": "success", "data": {
+        "node_id": 2, "cluster_id": "c1", "state": "Follower",
+        "nodes": {
+            "1": {"address": "h1:9092", "role": "voter", "lag": null, "version": "0.1.0", "state": "Leader",
+                  "term": 3, "leader_id": 1, "last_log_index": 12, "committed_index": 12, "applied_index": 12,
+                  "failure": null, "removed": null, "oldest_storage_call_seconds": 0.0, "error": null},
+            "2": {"address": "h2:9092", "role": "voter", "lag": 0, "version": "0.1.0", "state": "Follower",
+                  "term": 3, "leader_id": 1, "last_log_index": 12, "committed_index": 12, "applied_index": 11,
+                  "failure": null, "removed": null, "oldest_storage_call_seconds": 2.5, "error": null},
+            "3": {"address": "h3:9092", "role": "voter", "lag": 7, "error": "unreachable at h3:9092: timeout"}
+        }}});
+        let table = status_table(&answer).expect("a table");
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(
+            lines[0].contains("cluster c1") && lines[0].contains("node 2"),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("NODE") && lines[1].contains("COMMITTED"),
+            "{table}"
+        );
+        let cells = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            cells(lines[2])[..10],
+            ["1", "h1:9092", "voter", "Leader", "3", "1", "12", "12", "12", "-"]
+        );
+        assert_eq!(cells(lines[3])[0], "2*");
+        assert!(lines[3].contains("has run for 2.5 s"), "{table}");
+        assert!(
+            lines[4].contains("unreachable at h3:9092: timeout") && cells(lines[4])[9] == "7",
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn an_answer_without_members_is_printed_as_json() {
+        let answer = serde_json::json!({"status": "success", "data": {"node_id": 1}});
+        assert_eq!(status_table(&answer), None);
     }
 }

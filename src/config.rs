@@ -42,8 +42,13 @@ pub struct ClusterCommand {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum ClusterAction {
-    /// Members, leader, term, commit and applied index per node.
-    Status,
+    /// Members, leader, term, commit and applied index per node, and each
+    /// follower's lag: the node at --url asks every member.
+    Status {
+        /// `table` for people, `json` for scripts (the API's answer as is).
+        #[arg(long = "output", value_enum, default_value = "table")]
+        output: StatusOutput,
+    },
     /// Add a node: it joins as a learner, catches up, then becomes a voter.
     Add {
         /// Id of the new node (never reuse an id of a node that lost its disk).
@@ -58,6 +63,13 @@ pub enum ClusterAction {
         #[arg(long = "node-id")]
         node_id: u64,
     },
+}
+
+/// How `pushgate cluster status` prints.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusOutput {
+    Table,
+    Json,
 }
 
 #[derive(Args, Debug, Clone)]

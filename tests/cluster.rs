@@ -236,6 +236,74 @@ fn a_cut_off_follower_answers_503_and_catches_up_after() {
     cluster.node_mut(follower).wait_ready(Duration::from_secs(20));
 }
 
+/// `pushgate cluster status` on any node shows every member as the member
+/// reports itself, the leader's count of each follower's lag, and a member
+/// that is down as unreachable (not left out).
+#[test]
+fn cluster_status_on_any_node_shows_every_member_and_one_that_is_down() {
+    let mut cluster = TestCluster::start("status-all", 3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let down = (1..=3).find(|id| *id != leader && *id != follower).unwrap();
+    let r = client()
+        .put(cluster.node(leader).url("/metrics/job/s"))
+        .body("s 1\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pushed_at = index_of(&r);
+
+    let plain = cluster.status(follower).expect("status");
+    assert!(
+        plain.get("nodes").is_none(),
+        "only this node's status without ?members=true"
+    );
+    let text = client()
+        .get(cluster.node(follower).url("/api/v1/cluster/status?members=true"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let status = &status["data"];
+    let nodes = status["nodes"].as_object().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{status:#}");
+    for id in 1..=3u64 {
+        let n = &nodes[&id.to_string()];
+        assert_eq!(n["error"], serde_json::Value::Null, "node {id}: {n:#}");
+        assert_eq!(n["leader_id"], leader, "node {id}: {n:#}");
+        assert_eq!(n["role"], "voter");
+        let want = if id == leader { "Leader" } else { "Follower" };
+        assert_eq!(n["state"], want, "node {id}: {n:#}");
+        assert!(n["last_log_index"].as_u64().unwrap() >= pushed_at, "node {id}: {n:#}");
+        assert_eq!(n["version"], env!("CARGO_PKG_VERSION"));
+        assert!(n["lag"].is_u64(), "the leader counts node {id}'s lag: {n:#}");
+        if id == leader {
+            assert_eq!(n["lag"], 0, "the leader is not behind itself");
+        }
+    }
+
+    cluster.node_mut(down).kill9();
+    let table = common::cli(&cluster.node(follower).url(""), &["cluster", "status"]);
+    let row = |id: u64| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next().map(|c| c.trim_end_matches('*')) == Some(&id.to_string()))
+            .unwrap_or_else(|| panic!("no row for node {id}:\n{table}"))
+            .to_string()
+    };
+    eprintln!("{table}");
+    assert!(row(leader).contains("Leader"), "{table}");
+    assert!(
+        row(follower).starts_with(&format!("{follower}*")),
+        "the node asked is marked:\n{table}"
+    );
+    assert!(
+        row(down).contains("unreachable"),
+        "a node that is down is shown as such:\n{table}"
+    );
+}
+
 #[test]
 fn a_cut_off_leader_answers_503_and_the_majority_elects_another() {
     let mut cluster = TestCluster::start("cut-leader", 3, &[]);
@@ -345,7 +413,7 @@ fn a_node_whose_disk_was_lost_does_not_rejoin_and_is_replaced() {
     let cli = |args: &[&str]| common::cli(&via, args);
     let removed = cli(&["cluster", "remove", &format!("--node-id={lost}")]);
     assert!(removed.contains("voters"), "{removed}");
-    let status = cli(&["cluster", "status"]);
+    let status = cli(&["cluster", "status", "--output=json"]);
     assert!(
         status.contains("\"leader_id\"") && status.contains("replication_lag"),
         "{status}"

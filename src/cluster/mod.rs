@@ -22,10 +22,12 @@ pub mod service;
 pub mod stall;
 pub mod state_machine;
 pub mod stats;
+pub mod status;
 pub mod types;
 
 pub use batcher::Clock;
 pub use batcher::Committed;
 pub use error::{ReadError, StartError, WriteError};
 pub use membership::MembershipError;
-pub use node::{ClusterNode, Environment, NodeConfig, NodeStatus};
+pub use node::{ClusterNode, Environment, NodeConfig};
+pub use status::{ClusterStatus, NodeStatus};

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, ServerState};
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -32,6 +32,7 @@ use super::service::ReplicaService;
 use super::stall::StallWatch;
 use super::state_machine::{AppliedState, SharedState, StateMachine};
 use super::stats::ClusterStats;
+use super::status::{describe_failure, ClusterStatus, NodeStatus, StatusSource};
 use super::types::{NodeId, Raft};
 use crate::pb::pushgate::v1 as pb;
 use crate::transport::{incoming, Os, Transport};
@@ -64,39 +65,6 @@ pub struct NodeConfig {
     /// Exit the process when a log write or sync has not finished after this
     /// long (`cluster::stall`); `None`: never.
     pub stall_timeout: Option<Duration>,
-}
-
-/// A point-in-time view of the node's Raft state, for status and metrics.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct NodeStatus {
-    pub node_id: NodeId,
-    pub cluster_id: String,
-    pub state: String,
-    pub term: u64,
-    pub leader_id: Option<NodeId>,
-    pub last_log_index: u64,
-    pub committed_index: u64,
-    pub applied_index: u64,
-    /// Digest of the entries this process applied, in hex (see
-    /// `SharedState::applied_digest`).
-    pub applied_digest: String,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    pub millis_since_quorum_ack: Option<u64>,
-    pub members: BTreeMap<NodeId, String>,
-    pub voters: Vec<NodeId>,
-    pub learners: Vec<NodeId>,
-    /// On the leader: log entries each follower is behind.
-    pub replication_lag: Option<BTreeMap<NodeId, u64>>,
-    /// Why this node stopped working for good (see `ClusterNode::failure`).
-    pub failure: Option<String>,
-    /// How long the oldest Raft log write, sync, truncation or purge in
-    /// progress has been running, in seconds (0: none); the node stops itself
-    /// at `--storage.stall-timeout` (`cluster::stall`).
-    pub oldest_storage_call_seconds: f64,
-    /// Set when a majority of the other members say this node was removed
-    /// (see `watch_for_removal`).
-    pub removed: Option<String>,
 }
 
 /// A leader that has not heard from a quorum for a while answers 503 at
@@ -199,11 +167,10 @@ pub struct ClusterNode {
     identity: Arc<Identity>,
     quorum: QuorumCheck,
     restart_floor: RestartFloor,
-    /// Set while a majority of the other members say this node is not a
-    /// member any more (see `watch_for_removal`).
-    removal: Arc<parking_lot::Mutex<Option<String>>>,
-    /// The log's storage calls in progress (`cluster::stall`).
-    stalls: Arc<StallWatch>,
+    /// What the node reports about itself (`cluster::status`); also holds
+    /// why a majority of the other members say it was removed
+    /// (`watch_for_removal`).
+    status: StatusSource,
     stop: watch::Sender<bool>,
 }
 
@@ -316,6 +283,14 @@ impl ClusterNode {
             stalls: stalls.clone(),
             hand_over_after: hand_over_after(config.stall_timeout),
         };
+        let status = StatusSource {
+            raft: raft.clone(),
+            identity: identity.clone(),
+            shared: shared.clone(),
+            stats: stats.clone(),
+            stalls,
+            removal: Arc::new(parking_lot::Mutex::new(None)),
+        };
         let batcher = Batcher::start(
             raft.clone(),
             quorum.clone(),
@@ -325,12 +300,6 @@ impl ClusterNode {
             clock,
             stats.clone(),
         );
-        let quorum = QuorumCheck {
-            raft: raft.clone(),
-            max_silence: Duration::from_millis(1000),
-            stalls: stalls.clone(),
-            hand_over_after: hand_over_after(config.stall_timeout),
-        };
         let (stop, _) = watch::channel(false);
 
         let initialized = raft
@@ -367,6 +336,7 @@ impl ClusterNode {
                 peers: peers.clone(),
                 quorum: quorum.clone(),
                 restart_floor,
+                status: status.clone(),
             };
             let server = pb::replica_server::ReplicaServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -398,8 +368,7 @@ impl ClusterNode {
             identity,
             quorum,
             restart_floor,
-            removal: Arc::new(parking_lot::Mutex::new(None)),
-            stalls,
+            status,
             stop,
         });
         if !node.config.peers.is_empty() {
@@ -412,7 +381,7 @@ impl ClusterNode {
                 node.raft.clone(),
                 node.peers.clone(),
                 node.identity.clone(),
-                node.removal.clone(),
+                node.status.removal.clone(),
                 node.stop.subscribe(),
             ));
         }
@@ -679,7 +648,7 @@ impl ClusterNode {
         if no_membership {
             return Some(NOT_A_MEMBER_YET.into());
         }
-        self.removal.lock().clone()
+        self.status.removal.lock().clone()
     }
 
     /// The applied state (store, applied log id, membership), for rendering.
@@ -705,37 +674,12 @@ impl ClusterNode {
     }
 
     pub fn status(&self) -> NodeStatus {
-        let m = self.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let last = m.last_log_index.unwrap_or(0);
-        NodeStatus {
-            node_id: self.id,
-            cluster_id: self.identity.cluster_id(),
-            state: format!("{:?}", m.state),
-            term: m.current_term,
-            leader_id: m.current_leader,
-            last_log_index: last,
-            committed_index: ClusterStats::get(&self.stats.committed_index),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
-            applied_digest: format!(
-                "{:016x}",
-                self.shared.applied_digest.load(std::sync::atomic::Ordering::Relaxed)
-            ),
-            snapshot_index: m.snapshot.map(|l| l.index),
-            purged_index: m.purged.map(|l| l.index),
-            millis_since_quorum_ack: m.millis_since_quorum_ack,
-            members: membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
-            voters: membership.voter_ids().collect(),
-            learners: membership.learner_ids().collect(),
-            replication_lag: m.replication.as_ref().map(|r| {
-                r.iter()
-                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
-                    .collect()
-            }),
-            failure: describe_failure(&m.running_state),
-            oldest_storage_call_seconds: self.stalls.oldest(std::time::Instant::now()).as_secs_f64(),
-            removed: self.removal.lock().clone(),
-        }
+        self.status.status()
+    }
+
+    /// This node's status and every member's (`cluster::status`).
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        self.status.cluster_status(&self.peers).await
     }
 
     /// Stops Raft and the cluster server (in-flight writes get an error).
@@ -763,14 +707,6 @@ fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
 
 /// What a stopped Raft core means for an operator; `None` if it runs or was
 /// shut down on request.
-fn describe_failure(running: &Result<(), Fatal<NodeId>>) -> Option<String> {
-    match running {
-        Ok(()) | Err(Fatal::Stopped) => None,
-        Err(Fatal::StorageError(e)) => Some(format!("its storage failed {e}")),
-        Err(Fatal::Panicked) => Some("its Raft core panicked, a bug: please report it with this node's log".into()),
-    }
-}
-
 /// A node removed from the cluster while it was cut off gets no entry that
 /// says so, and no leader answers it again. While it knows no leader, it asks
 /// the other nodes of its membership (`Hello`) whether they still count it as

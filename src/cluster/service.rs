@@ -27,6 +27,7 @@ pub struct ReplicaService {
     pub peers: super::network::Peers,
     pub quorum: super::node::QuorumCheck,
     pub restart_floor: super::node::RestartFloor,
+    pub status: super::status::StatusSource,
 }
 
 impl ReplicaService {
@@ -242,6 +243,10 @@ impl Replica for ReplicaService {
             initialized,
             members,
         }))
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(super::status::to_pb(&self.status.status())))
     }
 
     async fn change_members(

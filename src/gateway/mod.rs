@@ -13,7 +13,7 @@ use parking_lot::RawRwLock;
 use thiserror::Error;
 
 use crate::cluster::state_machine::AppliedState;
-use crate::cluster::{ClusterNode, MembershipError, NodeStatus, ReadError, WriteError};
+use crate::cluster::{ClusterNode, ClusterStatus, MembershipError, NodeStatus, ReadError, WriteError};
 use crate::model::store::key_to_pb;
 use crate::model::{GroupingKey, Outcome, Store};
 use crate::pb::io::prometheus::client::MetricFamily;
@@ -188,6 +188,11 @@ impl Gateway {
 
     pub fn status(&self) -> NodeStatus {
         self.node.status()
+    }
+
+    /// This node's status and every member's.
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        self.node.cluster_status().await
     }
 
     pub fn stats(&self) -> &crate::cluster::stats::ClusterStats {

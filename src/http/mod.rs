@@ -412,7 +412,10 @@ async fn api_route(state: &AppState, method: &Method, api: &[u8], query: Option<
             _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
         },
         b"cluster/status" => match *method {
-            Method::GET => (Some("api/v1/cluster/status"), Ok(read::cluster_status(state))),
+            Method::GET => (
+                Some("api/v1/cluster/status"),
+                Ok(read::cluster_status(state, query).await),
+            ),
             _ => (None, Err(HttpError::MethodNotAllowed("GET, OPTIONS"))),
         },
         b"cluster/members" if state.config.enable_admin_api => match *method {

@@ -262,8 +262,16 @@ pub async fn remove_member(state: &AppState, node_id: u64) -> Result<Response, H
     ))
 }
 
-/// `GET /api/v1/cluster/status`: this node's view of the Raft cluster.
-pub fn cluster_status(state: &AppState) -> Response {
-    let status = state.gateway.status();
-    json_response(&json!({"status": "success", "data": status}), None)
+/// `GET /api/v1/cluster/status`: this node's Raft state; with
+/// `?members=true` also every member's under `nodes`, as each reports it
+/// (asked now, at most a second each; an unreachable one says why). The
+/// plain form stays local and instant, for scripts and probes that poll it.
+pub async fn cluster_status(state: &AppState, query: Option<&str>) -> Response {
+    let members = query.is_some_and(|q| q.split('&').any(|kv| kv == "members=true" || kv == "members=1"));
+    let data = if members {
+        json!(state.gateway.cluster_status().await)
+    } else {
+        json!(state.gateway.status())
+    };
+    json_response(&json!({"status": "success", "data": data}), None)
 }
