@@ -835,8 +835,12 @@ async fn quorum_watchdog(raft: Raft, quorum: QuorumCheck, mut stop: watch::Recei
             paused = false;
             tracing::info!("the Raft log answers again: heartbeats resumed");
         }
-        if leader && raft.trigger().heartbeat().await.is_err() {
-            return;
+        // Bounded: a core blocked in a stuck storage call does not take the
+        // trigger, and this loop must go on to notice that and hand over.
+        if leader {
+            if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(200), raft.trigger().heartbeat()).await {
+                return;
+            }
         }
     }
 }
