@@ -248,12 +248,7 @@ fn a_leader_whose_disk_hangs_hands_over_long_before_it_stops_itself() {
     // (The stuck node may still call itself the leader of its old term: it
     // cannot store the new term's vote. It proposes nothing and serves no
     // consistent read.)
-    let new_leader = cluster
-        .nodes
-        .keys()
-        .copied()
-        .find(|id| *id != leader && cluster.status(*id).is_some_and(|s| s["state"] == "Leader"))
-        .expect("another node leads");
+    let new_leader = cluster.other_leader(leader).expect("another node leads");
     let (status, text) = common::numbered::scrape(cluster.node(leader), "");
     assert_eq!(status, 503, "a consistent read on the stuck node: {text}");
     // Not asserted: the hung fsync can also block the leader's Raft core,

@@ -109,6 +109,14 @@ impl TestCluster {
         None
     }
 
+    /// A node other than `old` that reports itself leader, if any.
+    pub fn other_leader(&self, old: u64) -> Option<u64> {
+        self.nodes
+            .keys()
+            .copied()
+            .find(|id| *id != old && self.status(*id).is_some_and(|s| s["state"] == "Leader"))
+    }
+
     pub fn status(&self, id: u64) -> Option<serde_json::Value> {
         let r = super::client()
             .get(self.node(id).url("/api/v1/cluster/status"))

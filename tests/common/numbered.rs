@@ -143,12 +143,7 @@ pub fn push_through_leader_failure(
         "the old leader reports why it stopped: {status}"
     );
     wait_for_status(cluster.node(leader), "/-/healthy", 503, Duration::from_secs(5));
-    let new_leader = cluster
-        .nodes
-        .keys()
-        .copied()
-        .find(|id| *id != leader && cluster.status(*id).is_some_and(|s| s["state"] == "Leader"))
-        .expect("another node leads");
+    let new_leader = cluster.other_leader(leader).expect("another node leads");
     // Consistent reads on both healthy replicas.
     for id in [entry, new_leader] {
         assert_serves(cluster.node(id), acked, &format!("node {id}"));
