@@ -277,6 +277,7 @@ fn cluster_status_on_any_node_shows_every_member_and_one_that_is_down() {
         assert_eq!(n["state"], want, "node {id}: {n:#}");
         assert!(n["last_log_index"].as_u64().unwrap() >= pushed_at, "node {id}: {n:#}");
         assert_eq!(n["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(n["entry_format"], 1, "node {id}: {n:#}");
         assert!(n["lag"].is_u64(), "the leader counts node {id}'s lag: {n:#}");
         if id == leader {
             assert_eq!(n["lag"], 0, "the leader is not behind itself");
@@ -302,6 +303,63 @@ fn cluster_status_on_any_node_shows_every_member_and_one_that_is_down() {
         row(down).contains("unreachable"),
         "a node that is down is shown as such:\n{table}"
     );
+}
+
+/// A follower on a newer release may forward a push of a kind the leader's
+/// release does not know (it decodes as a mutation without a kind). Proposed,
+/// it would stop every member of the leader's release at apply; the leader
+/// refuses it instead and the cluster goes on.
+#[test]
+fn the_leader_refuses_a_forwarded_mutation_of_an_unknown_kind() {
+    use pushgate::cluster::network::{CLUSTER_ID_HEADER, NODE_ID_HEADER};
+    use pushgate::pb::pushgate::v1 as pb;
+
+    let mut cluster = TestCluster::start("unknown-kind", 3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let status = cluster.status(leader).expect("status");
+    let cluster_id = status["cluster_id"].as_str().expect("cluster id").to_string();
+    let address = status["members"][leader.to_string()]
+        .as_str()
+        .expect("address")
+        .to_string();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = runtime.block_on(async {
+        let mut client = pb::replica_client::ReplicaClient::connect(format!("http://{address}"))
+            .await
+            .expect("connect to the leader's cluster port");
+        let mut request = tonic::Request::new(pb::ForwardRequest {
+            mutation: Some(pb::Mutation { op: None }),
+        });
+        request
+            .metadata_mut()
+            .insert(CLUSTER_ID_HEADER, cluster_id.parse().unwrap());
+        request.metadata_mut().insert(NODE_ID_HEADER, follower.into());
+        request.set_timeout(Duration::from_secs(5));
+        client.forward(request).await
+    });
+    let refusal = answer.expect_err("the leader must not take a mutation it does not know");
+    assert_eq!(refusal.code(), tonic::Code::InvalidArgument, "{refusal:?}");
+    assert!(refusal.message().contains("runs a newer pushgate"), "{refusal:?}");
+
+    // Nothing stopped: every node takes pushes and serves consistent reads.
+    for id in 1..=3u64 {
+        let r = cluster.node(id).put(&format!("/metrics/job/after{id}"), "m 1\n");
+        assert_eq!(r.status(), 200, "node {id}: {}", r.text().unwrap_or_default());
+    }
+    for id in 1..=3u64 {
+        let status = cluster.status(id).expect("status");
+        assert_eq!(status["failure"], serde_json::Value::Null, "node {id}: {status:#}");
+        let text = cluster.node(id).pushed_exposition();
+        assert!(
+            text.contains("job=\"after1\"") && text.contains("job=\"after3\""),
+            "node {id}:\n{text}"
+        );
+    }
 }
 
 #[test]

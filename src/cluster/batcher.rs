@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::bugs::{self, Bug};
-use super::codec::FORMAT_VERSION;
+use super::codec::ENTRY_FORMAT_VERSION;
 use super::error::WriteError;
 use super::stats::ClusterStats;
 use super::types::{DecodedBatch, LogPayload, Raft};
@@ -225,12 +225,12 @@ async fn run(
 /// the mutations need not be copied into an owned `Batch`).
 fn encode_batch(time: i64, mutations: &[Arc<pb::Mutation>]) -> bytes::Bytes {
     use prost::encoding::{int64, message, uint32};
-    let mut len = uint32::encoded_len(1, &FORMAT_VERSION) + int64::encoded_len(2, &time);
+    let mut len = uint32::encoded_len(1, &ENTRY_FORMAT_VERSION) + int64::encoded_len(2, &time);
     for m in mutations {
         len += message::encoded_len(3, &**m);
     }
     let mut buf = Vec::with_capacity(len);
-    uint32::encode(1, &FORMAT_VERSION, &mut buf);
+    uint32::encode(1, &ENTRY_FORMAT_VERSION, &mut buf);
     int64::encode(2, &time, &mut buf);
     for m in mutations {
         message::encode(3, &**m, &mut buf);
@@ -271,7 +271,7 @@ mod tests {
         };
         let ours = encode_batch(-5, &[Arc::new(m.clone()), Arc::new(d.clone())]);
         let theirs = pb::Batch {
-            format_version: FORMAT_VERSION,
+            format_version: ENTRY_FORMAT_VERSION,
             time_unix_nanos: -5,
             mutations: vec![m, d],
         }

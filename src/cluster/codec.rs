@@ -9,8 +9,59 @@ use openraft::{BasicNode, CommittedLeaderId, EntryPayload};
 use super::types::{Entry, LogId, LogPayload, Membership, Vote};
 use crate::pb::pushgate::v1 as pb;
 
-/// The only format version this build writes and reads.
+/// The only format version of the records this build keeps on its own disk
+/// (vote, log records, identity, snapshot files) and reads back.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The format of a replicated entry's payload (`pb::Batch`), together with
+/// the rules apply follows for it.
+///
+/// Unlike the records above, an entry is written by the leader and applied by
+/// every member, and during a rolling upgrade the members run different
+/// releases. Rules for a release that changes entries:
+///
+/// * adding a mutation kind, a field that apply must not ignore, or changing
+///   what apply does with an entry raises this version (an older release that
+///   applied the entry by its old rules would end up with other groups than
+///   the rest at the same index);
+/// * it writes the new version only once every member reports, in the
+///   `Status` call's `entry_format`, that it applies it, and keeps applying
+///   the versions before it;
+/// * a member that meets an entry of a version it does not know stops
+///   instead of skipping it ([`NewerFormat`], `StateMachine::apply`), and
+///   applies the entry once it runs a release that knows it.
+pub const ENTRY_FORMAT_VERSION: u32 = 1;
+
+/// The type `NewerFormat` errors carry through openraft's `StorageError`, so
+/// that a node's failure can say "upgrade this node" rather than "its
+/// storage failed" (see `status::describe_failure`).
+pub const NEWER_FORMAT: &str = "incompatible release";
+
+/// A committed entry or a snapshot from the leader that this release cannot
+/// apply because a newer one wrote it. Never skipped, see
+/// [`ENTRY_FORMAT_VERSION`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} was written by a newer pushgate ({detail}; pushgate {release} applies entry format \
+     {ENTRY_FORMAT_VERSION}). This node stopped before applying it, so that its groups do not differ from the \
+     other members': run the leader's release on it (see pushgate cluster status) and restart it, and it \
+     catches up",
+    release = env!("CARGO_PKG_VERSION")
+)]
+pub struct NewerFormat {
+    /// What could not be applied, e.g. "log entry 120".
+    pub what: String,
+    /// What about it is unknown, e.g. "format 2".
+    pub detail: String,
+}
+
+impl NewerFormat {
+    /// As the source of an openraft storage error, marked so that
+    /// `describe_failure` recognises it.
+    pub fn into_any_error(self) -> openraft::AnyError {
+        openraft::AnyError::error(self.to_string()).with_type(Some(NEWER_FORMAT))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

@@ -784,7 +784,8 @@ async fn report_failure(raft: Raft, mut stop: watch::Receiver<bool>) {
             tracing::error!(
                 %failure,
                 "this node stopped working: it refuses pushes and consistent reads, fails /-/ready and /-/healthy, \
-                 and keeps serving stale reads; fix the cause (free disk space, replace a failing disk) and restart it"
+                 and keeps serving stale reads; fix the cause it names (free disk space, replace a failing disk, upgrade \
+                 it) and restart it"
             );
             return;
         }

@@ -185,6 +185,14 @@ impl Replica for ReplicaService {
             .into_inner()
             .mutation
             .ok_or_else(|| bad("forward without a mutation"))?;
+        if mutation.op.is_none() {
+            // Proposed, it would stop every member of this release at apply
+            // (see `codec::ENTRY_FORMAT_VERSION`).
+            return Err(bad(
+                "forwarded mutation of a kind this node does not know: the forwarding node runs a newer pushgate; \
+                 finish the upgrade (this node is the leader)",
+            ));
+        }
         // Served only as the leader, and never forwarded again.
         let result = match member.and_then(|()| self.quorum.check()) {
             Err(e) => Err(e),

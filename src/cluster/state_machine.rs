@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 use prost::Message;
 
 use super::bugs::{self, Bug};
-use super::codec::{self, FORMAT_VERSION};
+use super::codec::{self, NewerFormat, ENTRY_FORMAT_VERSION, FORMAT_VERSION};
 use super::recent_entries::RecentEntries;
 use super::stats::ClusterStats;
 use super::types::{
@@ -159,6 +159,25 @@ impl StateMachine {
     }
 }
 
+/// Why this release cannot apply `batch`, the payload of entry `index`: a
+/// newer release wrote it (see `codec::ENTRY_FORMAT_VERSION`). A mutation of
+/// no kind this release knows counts too, since a newer release that forgot
+/// to raise the format would otherwise have it rejected here and applied
+/// there.
+fn newer_format(batch: &pb::Batch, index: u64) -> Option<NewerFormat> {
+    let detail = if batch.format_version != ENTRY_FORMAT_VERSION {
+        format!("format {}", batch.format_version)
+    } else if batch.mutations.iter().any(|m| m.op.is_none()) {
+        "a mutation of a kind this release does not know".to_string()
+    } else {
+        return None;
+    };
+    Some(NewerFormat {
+        what: format!("log entry {index}"),
+        detail,
+    })
+}
+
 fn decode_snapshot(bytes: &[u8]) -> Result<pb::Snapshot, String> {
     let snapshot = pb::Snapshot::decode(bytes).map_err(|e| format!("does not decode: {e}"))?;
     codec::check_version(snapshot.format_version).map_err(|e| e.to_string())?;
@@ -286,7 +305,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         let mut digest = self.shared.applied_digest.load(Ordering::Relaxed);
         let mut state = self.shared.state.write();
+        let mut refused = None;
         for entry in entries {
+            // Decoded and checked before anything changes: an entry this
+            // release cannot apply leaves the state at the one before it.
+            let batch = match &entry.payload {
+                EntryPayload::Normal(LogPayload { bytes, decoded: None }) => match pb::Batch::decode(bytes.as_ref()) {
+                    Ok(batch) => match newer_format(&batch, entry.log_id.index) {
+                        Some(e) => {
+                            refused = Some(StorageIOError::apply(entry.log_id, e.into_any_error()).into());
+                            break;
+                        }
+                        None => Some(batch),
+                    },
+                    Err(e) => {
+                        // Every replica has these bytes, so every replica skips them.
+                        tracing::error!(index = entry.log_id.index, error = %e, "log entry does not decode; skipped");
+                        None
+                    }
+                },
+                _ => None,
+            };
             state.last_applied = Some(entry.log_id);
             let mut position = [0u8; 16];
             position[..8].copy_from_slice(&entry.log_id.index.to_be_bytes());
@@ -315,28 +354,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
                     BatchOutcome { outcomes }
                 }
-                EntryPayload::Normal(LogPayload { bytes, decoded: None }) => {
-                    match pb::Batch::decode(bytes.as_ref()) {
-                        Ok(batch) if batch.format_version == FORMAT_VERSION => {
-                            let outcomes = state.store.apply_batch(batch.time_unix_nanos, batch.mutations.iter());
-                            ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
-                            BatchOutcome { outcomes }
-                        }
-                        Ok(batch) => {
-                            // Every replica skips the same entry, so state stays identical.
-                            tracing::error!(
-                                index = entry.log_id.index,
-                                version = batch.format_version,
-                                "log entry has an unknown format version; skipped (upgrade this node)"
-                            );
-                            BatchOutcome::default()
-                        }
-                        Err(e) => {
-                            tracing::error!(index = entry.log_id.index, error = %e, "log entry does not decode; skipped");
-                            BatchOutcome::default()
-                        }
+                EntryPayload::Normal(LogPayload { decoded: None, .. }) => match batch {
+                    Some(batch) => {
+                        let outcomes = state.store.apply_batch(batch.time_unix_nanos, batch.mutations.iter());
+                        ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
+                        BatchOutcome { outcomes }
                     }
-                }
+                    None => BatchOutcome::default(),
+                },
             };
             results.push(outcome);
         }
@@ -347,7 +372,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(recent) = &self.recent {
             recent.applied(applied);
         }
-        Ok(results)
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -369,7 +397,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let record = decode_snapshot(&bytes).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+        let record = pb::Snapshot::decode(bytes.as_slice())
+            .map_err(|e| snapshot_err(ErrorVerb::Read, format!("does not decode: {e}")))?;
+        if record.format_version > FORMAT_VERSION {
+            let e = NewerFormat {
+                what: "the snapshot the leader sent".into(),
+                detail: format!("snapshot format {}", record.format_version),
+            };
+            return Err(StorageIOError::new(ErrorSubject::Snapshot(None), ErrorVerb::Read, e.into_any_error()).into());
+        }
+        codec::check_version(record.format_version).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
         let dir = self.snapshot_dir.clone();
         let store = crate::blocking::run(move || -> Result<(Store, Vec<u8>), String> {
             write_atomically(&dir, SNAPSHOT_FILE, &bytes).map_err(|e| e.to_string())?;
@@ -416,9 +453,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload};
     use prost::Message;
 
-    use super::{encode_snapshot, pb};
+    use super::{encode_snapshot, pb, StateMachine};
+    use crate::cluster::status::describe_failure;
+    use crate::cluster::types::{Entry, LogId, LogPayload};
     use crate::model::store::key_to_pb;
     use crate::model::text_parse::parse_text;
     use crate::model::{GroupingKey, Store};
@@ -455,5 +499,94 @@ mod tests {
         };
         assert_eq!(streamed, whole.encode_to_vec());
         assert_eq!(pb::Snapshot::decode(&streamed[..]).unwrap().groups.len(), 3);
+    }
+
+    fn push_of(job: &str) -> pb::Mutation {
+        let key = GroupingKey::from_labels([("job".to_string(), job.to_string())]).unwrap();
+        pb::Mutation {
+            op: Some(pb::mutation::Op::Push(pb::Push {
+                grouping_key: key_to_pb(&key),
+                replace: true,
+                families: parse_text(b"g 1\n").unwrap(),
+                consistency_check: true,
+            })),
+        }
+    }
+
+    /// A log entry as a follower receives it: encoded bytes only.
+    fn entry(index: u64, format_version: u32, mutations: Vec<pb::Mutation>) -> Entry {
+        let batch = pb::Batch {
+            format_version,
+            time_unix_nanos: 1_700_000_000_000_000_000,
+            mutations,
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(LogPayload::from_bytes(batch.encode_to_vec().into())),
+        }
+    }
+
+    /// An entry a newer release wrote stops the state machine at the entry
+    /// before it (skipping it would leave this replica's groups different
+    /// from the newer replicas'), and the node's failure says to upgrade.
+    #[tokio::test]
+    async fn an_entry_of_a_newer_format_stops_apply_before_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let newer_kind = pb::Mutation { op: None };
+        for (newer, what) in [
+            (entry(2, 2, vec![push_of("b")]), "format 2"),
+            (entry(2, 1, vec![push_of("b"), newer_kind]), "a mutation of a kind"),
+        ] {
+            let mut sm = StateMachine::open(dir.path(), 1, Arc::default()).expect("state machine");
+            let result = sm
+                .apply(vec![
+                    entry(1, 1, vec![push_of("a")]),
+                    newer,
+                    entry(3, 1, vec![push_of("c")]),
+                ])
+                .await;
+            let Err(e) = result else {
+                panic!("an entry with {what} was applied");
+            };
+            let state = sm.shared.state.read();
+            assert_eq!(state.last_applied.map(|l| l.index), Some(1), "{what}");
+            assert_eq!(
+                state.store.group_count(),
+                1,
+                "{what}: only the entry before it is applied"
+            );
+            assert_eq!(sm.shared.applied_index.load(Ordering::Acquire), 1, "{what}");
+            let failure = describe_failure(&Err(openraft::error::Fatal::StorageError(e))).expect("a failure");
+            assert!(
+                failure.starts_with("it cannot apply what the leader sent")
+                    && failure.contains("log entry 2 was written by a newer pushgate")
+                    && failure.contains(what)
+                    && failure.contains("run the leader's release on it"),
+                "{failure}"
+            );
+        }
+    }
+
+    /// Bytes that do not decode as a batch are skipped, as before: every
+    /// replica has the same bytes, so every replica skips them.
+    #[tokio::test]
+    async fn an_entry_that_does_not_decode_is_skipped_on_every_replica() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sm = StateMachine::open(dir.path(), 1, Arc::default()).expect("state machine");
+        let garbage = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+            payload: EntryPayload::Normal(LogPayload::from_bytes(bytes::Bytes::from_static(b"\xff\xff"))),
+        };
+        let results = sm
+            .apply(vec![
+                entry(1, 1, vec![push_of("a")]),
+                garbage,
+                entry(3, 1, vec![push_of("c")]),
+            ])
+            .await
+            .expect("applied");
+        assert_eq!(results.len(), 3);
+        assert_eq!(sm.shared.state.read().store.group_count(), 2);
+        assert_eq!(sm.shared.applied_index.load(Ordering::Acquire), 3);
     }
 }

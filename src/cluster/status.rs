@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::Fatal;
 
+use super::codec::{ENTRY_FORMAT_VERSION, NEWER_FORMAT};
 use super::identity::Identity;
 use super::network::Peers;
 use super::stall::StallWatch;
@@ -101,6 +102,8 @@ pub struct MemberReport {
     pub failure: Option<String>,
     pub oldest_storage_call_seconds: f64,
     pub removed: Option<String>,
+    /// The newest log entry format it applies (`codec::ENTRY_FORMAT_VERSION`).
+    pub entry_format: u32,
     #[serde(skip)]
     replication_lag: BTreeMap<NodeId, u64>,
 }
@@ -260,6 +263,7 @@ pub fn to_pb(s: &NodeStatus) -> pb::StatusResponse {
         failure: s.failure.clone().unwrap_or_default(),
         oldest_storage_call_seconds: s.oldest_storage_call_seconds,
         removed: s.removed.clone().unwrap_or_default(),
+        entry_format: ENTRY_FORMAT_VERSION,
         replication_lag: s
             .replication_lag
             .iter()
@@ -288,6 +292,8 @@ impl From<pb::StatusResponse> for MemberReport {
             failure: some(r.failure),
             oldest_storage_call_seconds: r.oldest_storage_call_seconds,
             removed: some(r.removed),
+            // Releases before the field applied format 1 only.
+            entry_format: r.entry_format.max(1),
             replication_lag: r.replication_lag.into_iter().map(|l| (l.node_id, l.entries)).collect(),
         }
     }
@@ -296,9 +302,22 @@ impl From<pb::StatusResponse> for MemberReport {
 pub fn describe_failure(running: &Result<(), Fatal<NodeId>>) -> Option<String> {
     match running {
         Ok(()) | Err(Fatal::Stopped) => None,
-        Err(Fatal::StorageError(e)) => Some(format!("its storage failed {e}")),
+        Err(Fatal::StorageError(e)) => match newer_format(e) {
+            Some(why) => Some(format!("it cannot apply what the leader sent: {why}")),
+            None => Some(format!("its storage failed {e}")),
+        },
         Err(Fatal::Panicked) => Some("its Raft core panicked, a bug: please report it with this node's log".into()),
     }
+}
+
+/// The `codec::NewerFormat` behind a storage error, if that is what it is.
+fn newer_format(e: &openraft::StorageError<NodeId>) -> Option<&openraft::AnyError> {
+    let openraft::StorageError::IO { source } = e else {
+        return None;
+    };
+    std::error::Error::source(source)
+        .and_then(|s| s.downcast_ref::<openraft::AnyError>())
+        .filter(|a| a.get_type() == Some(NEWER_FORMAT))
 }
 
 #[cfg(test)]
