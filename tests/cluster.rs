@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
+use common::pushers::Pushers;
 use common::{client, own_lines_removed};
 
 fn index_of(r: &reqwest::blocking::Response) -> u64 {
@@ -75,94 +73,96 @@ fn pushes_on_any_node_are_seen_by_every_scrape_on_every_node() {
 fn killing_the_leader_loses_no_acknowledged_push() {
     let mut cluster = TestCluster::start("failover", 3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(10));
-    let live: Arc<Mutex<Vec<String>>> =
-        Arc::new(Mutex::new(cluster.nodes.values().map(|n| n.server.url("")).collect()));
-    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
-    let stop = Arc::new(AtomicBool::new(false));
-    let late_failures = Arc::new(AtomicUsize::new(0));
-    let acked: Arc<Mutex<BTreeMap<usize, u64>>> = Arc::new(Mutex::new(BTreeMap::new()));
-    let mut threads = Vec::new();
-    for p in 0..6usize {
-        let (live, killed_at, stop, late, acked) = (
-            live.clone(),
-            killed_at.clone(),
-            stop.clone(),
-            late_failures.clone(),
-            acked.clone(),
-        );
-        threads.push(std::thread::spawn(move || {
-            let c = client();
-            let mut v = 0u64;
-            let mut n = p;
-            while !stop.load(Ordering::Relaxed) {
-                v += 1;
-                let base = {
-                    let l = live.lock().unwrap();
-                    n += 1;
-                    l[n % l.len()].clone()
-                };
-                let sent = Instant::now();
-                let r = c
-                    .put(format!("{base}/metrics/job/failover/p/{p}"))
-                    .body(format!("# TYPE fv gauge\nfv {v}\n"))
-                    .timeout(Duration::from_secs(15))
-                    .send();
-                match r {
-                    Ok(r) if r.status() == 200 => {
-                        acked.lock().unwrap().insert(p, v);
-                    }
-                    Ok(r) => {
-                        let after = killed_at
-                            .lock()
-                            .unwrap()
-                            .map(|k| sent.duration_since(k) > Duration::from_secs(5));
-                        if after == Some(true) {
-                            late.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("late failure: {} {}", r.status(), r.text().unwrap_or_default());
-                        }
-                    }
-                    // Connection errors come from the killed node.
-                    Err(_) => {}
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }));
-    }
+    let urls = cluster.nodes.values().map(|n| n.server.url("")).collect();
+    let pushers = Pushers::start(6, "failover", "fv", urls);
     std::thread::sleep(Duration::from_secs(2));
-    let killed_url = cluster.node(leader).url("");
+    pushers.avoid(&cluster.node(leader).url(""));
     cluster.node_mut(leader).kill9();
     let t0 = Instant::now();
-    *killed_at.lock().unwrap() = Some(t0);
-    live.lock().unwrap().retain(|u| *u != killed_url);
     let new_leader = cluster.wait_leader(Duration::from_secs(5));
     let elected_in = t0.elapsed();
     assert_ne!(new_leader, leader);
     std::thread::sleep(Duration::from_secs(7));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
+    let pushed = pushers.stop();
     assert!(elected_in < Duration::from_secs(5), "new leader after {elected_in:?}");
-    assert_eq!(
-        late_failures.load(Ordering::Relaxed),
-        0,
-        "non-2xx answers later than 5 s after the kill"
+    let late: Vec<_> = pushed
+        .refusals
+        .iter()
+        .filter(|r| r.sent.saturating_duration_since(t0) > Duration::from_secs(5))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "non-2xx answers later than 5 s after the kill: {late:?}"
     );
-    let groups = cluster.node(new_leader).api_metrics();
-    for (p, v) in acked.lock().unwrap().iter() {
-        let g = groups
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["labels"]["p"].as_str() == Some(p.to_string().as_str()))
-            .expect("group of an acknowledged push");
-        let stored: u64 = g["fv"]["metrics"][0]["value"].as_str().unwrap().parse().unwrap();
-        assert!(stored >= *v, "pusher {p}: acknowledged {v}, stored {stored}");
-    }
+    pushed.assert_stored(&cluster.node(new_leader).api_metrics(), "fv");
     // The old leader comes back and catches up.
     cluster.node_mut(leader).spawn();
     let want = cluster.node(new_leader).pushed_exposition();
     cluster.wait_converged(leader, &want, Duration::from_secs(20));
+}
+
+/// The README's upgrade procedure, with the same release: stop one node at a
+/// time (SIGTERM), start it again, wait until it is ready and caught up, the
+/// leader last, while clients push through the nodes that are up. Every push
+/// is acknowledged, with no 503 even while the leader restarts (pushes wait
+/// for the next leader), and every node ends with every acknowledged push.
+#[test]
+fn a_rolling_restart_refuses_no_push_and_loses_none() {
+    let mut cluster = TestCluster::start("rolling", 3, &[]);
+    let first_leader = cluster.wait_leader(Duration::from_secs(10));
+    let urls = cluster.nodes.values().map(|n| n.server.url("")).collect();
+    let pushers = Pushers::start(6, "rolling", "rv", urls);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut order: Vec<u64> = (1..=3).filter(|id| *id != first_leader).collect();
+    order.push(first_leader);
+    for id in order {
+        let url = cluster.node(id).url("");
+        pushers.avoid(&url);
+        // Requests already sent to it get their answers before it stops.
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        assert_eq!(
+            cluster.node_mut(id).terminate(),
+            Some(0),
+            "node {id} exits cleanly on SIGTERM"
+        );
+        cluster.node_mut(id).spawn();
+        eprintln!("node {id} restarted in {:?}", t0.elapsed());
+        pushers.include(&url);
+        let leader = cluster.wait_leader(Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let lag = cluster
+                .status(leader)
+                .and_then(|s| s["replication_lag"][id.to_string()].as_u64());
+            if lag.is_some_and(|l| l < 50) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not catch up after its restart: lag {lag:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let pushed = pushers.stop();
+    assert!(
+        pushed.refusals.is_empty(),
+        "pushes refused during the rolling restart: {:?}",
+        pushed.refusals
+    );
+    assert!(
+        pushed.acked.len() == 6,
+        "every pusher got pushes acknowledged: {:?}",
+        pushed.acked
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let want = cluster.node(leader).pushed_exposition();
+    for id in 1..=3u64 {
+        pushed.assert_stored(&cluster.node(id).api_metrics(), "rv");
+        cluster.wait_converged(id, &want, Duration::from_secs(10));
+    }
 }
 
 fn assert_unavailable_quickly(cluster: &TestCluster, id: u64) {

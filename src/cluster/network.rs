@@ -34,6 +34,38 @@ pub const NODE_ID_HEADER: &str = "x-pushgate-node-id";
 pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
+/// A failed call's status with the causes tonic keeps in its source chain
+/// (its message alone is often just "transport error").
+pub fn describe_status(s: &tonic::Status) -> String {
+    let mut why = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !why.ends_with(&part) {
+            why.push_str(&format!(": {part}"));
+        }
+        source = e.source();
+    }
+    why
+}
+
+/// Whether a call failed before anything was sent: no connection to the
+/// peer could be made (refused, or the connect timed out). Such a call did
+/// nothing there and may be retried; any other failure may have been
+/// processed.
+pub fn never_sent(s: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Channels to peers, by address, plus this node's identity for request metadata.
 #[derive(Clone)]
 pub struct Peers {

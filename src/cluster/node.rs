@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use super::error::{ReadError, StartError, WriteError};
 use super::identity::Identity;
 use super::log_store::LogStore;
 use super::membership::{self, MembershipError};
-use super::network::{Network, Peers, MAX_MESSAGE_BYTES};
+use super::network::{self, Network, Peers, MAX_MESSAGE_BYTES};
 use super::rpc_codec;
 use super::service::ReplicaService;
 use super::stall::StallWatch;
@@ -77,9 +78,47 @@ pub struct QuorumCheck {
     /// a leader of others hands leadership over (`None`: never).
     stalls: Arc<StallWatch>,
     hand_over_after: Option<Duration>,
+    /// Set when the node is stopping (`ClusterNode::shutdown`).
+    leaving: Arc<Leaving>,
+}
+
+/// A leader that is asked to stop hands its leadership over first, so that
+/// a rolling restart refuses no push: it takes no new proposal (followers
+/// that forward get "not the leader" and wait for the next one, as during
+/// an election), lets the ones in flight commit, and stops heartbeating
+/// until the others have elected a leader.
+#[derive(Default)]
+struct Leaving {
+    requested: AtomicBool,
+    /// Proposals admitted through `QuorumCheck::admit` and not yet answered.
+    in_flight: AtomicUsize,
+}
+
+/// An admitted proposal; counted until dropped.
+pub struct Admitted(Arc<Leaving>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, AtomicOrdering::SeqCst);
+    }
 }
 
 impl QuorumCheck {
+    /// `check` for a proposal, counted until the returned guard is dropped,
+    /// so that a leader that stops lets it commit first.
+    pub fn admit(&self) -> Result<Admitted, WriteError> {
+        // Counted before the check: a shutdown that sets `requested` after
+        // the check below sees this proposal in `in_flight`.
+        self.leaving.in_flight.fetch_add(1, AtomicOrdering::SeqCst);
+        let admitted = Admitted(self.leaving.clone());
+        self.check()?;
+        Ok(admitted)
+    }
+
+    fn leaving(&self) -> bool {
+        self.leaving.requested.load(AtomicOrdering::SeqCst)
+    }
+
     /// Whether this node may propose now: its Raft core runs and, if it
     /// leads others, has heard from a quorum lately. Checked on every path
     /// into the batcher (local pushes and forwarded ones).
@@ -91,6 +130,14 @@ impl QuorumCheck {
         }
         if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1 {
             return Ok(());
+        }
+        if self.leaving() {
+            // Answered like a follower without a known leader: the change was
+            // not made, and the node asking retries with the next leader.
+            return Err(WriteError::NotLeader {
+                leader_id: None,
+                leader_addr: None,
+            });
         }
         if let Some(stuck) = self.storage_stuck() {
             return Err(WriteError::NoQuorum(format!(
@@ -282,6 +329,7 @@ impl ClusterNode {
             max_silence: Duration::from_millis(1000),
             stalls: stalls.clone(),
             hand_over_after: hand_over_after(config.stall_timeout),
+            leaving: Arc::default(),
         };
         let status = StatusSource {
             raft: raft.clone(),
@@ -420,15 +468,19 @@ impl ClusterNode {
     pub async fn write(&self, mutation: pb::Mutation) -> Result<Committed, WriteError> {
         // A node whose core stopped neither proposes nor forwards: it fails
         // its readiness check and answers like it, whatever its role was.
-        self.quorum.check()?;
+        match self.quorum.check() {
+            Err(WriteError::NotLeader { .. }) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
         let mutation = Arc::new(mutation);
         let deadline = Instant::now() + self.config.leader_wait;
         let mut last;
         loop {
             let result = match self.route() {
-                Route::Local => match self.quorum.check() {
+                Route::Local => match self.quorum.admit() {
+                    Err(e @ WriteError::NotLeader { .. }) => Err(e),
                     Err(e) => return Err(e),
-                    Ok(()) => self.batcher.submit(mutation.clone()).await,
+                    Ok(_admitted) => self.batcher.submit(mutation.clone()).await,
                 },
                 Route::Remote(id, addr) => self.forward(id, &addr, (*mutation).clone()).await,
                 Route::NoLeader => Err(WriteError::NoLeader),
@@ -474,14 +526,17 @@ impl ClusterNode {
                 }
             }
             // Not connected at all: nothing was sent, the change was not made.
-            Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
-                tracing::debug!(leader, error = %s, "leader unreachable");
+            Err(s) if network::never_sent(&s) || s.message().contains("connect") => {
+                tracing::debug!(leader, error = %network::describe_status(&s), "leader unreachable");
                 Err(WriteError::NoLeader)
             }
-            Err(s) => Err(WriteError::Uncertain(format!(
-                "forwarding to the leader (node {leader}) failed: {}",
-                s.message()
-            ))),
+            Err(s) => {
+                let why = network::describe_status(&s);
+                tracing::warn!(leader, error = %why, "forwarding a push to the leader failed; its outcome is unknown");
+                Err(WriteError::Uncertain(format!(
+                    "forwarding to the leader (node {leader}) failed: {why}"
+                )))
+            }
         }
     }
 
@@ -682,14 +737,74 @@ impl ClusterNode {
         self.status.cluster_status(&self.peers).await
     }
 
-    /// Stops Raft and the cluster server (in-flight writes get an error).
+    /// Stops Raft and the cluster server. A leader of others hands over
+    /// first (see `Leaving`); a proposal still in flight after that gets an
+    /// error.
     pub async fn shutdown(&self) {
+        self.hand_over().await;
         let _ = self.stop.send(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
     }
 }
+
+impl ClusterNode {
+    /// See `Leaving`. Bounded: the proposals in flight get the write timeout,
+    /// the election `HAND_OVER_WAIT`; a node that is not a leader of others
+    /// returns at once.
+    async fn hand_over(&self) {
+        self.quorum.leaving.requested.store(true, AtomicOrdering::SeqCst);
+        let leads_others = || {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.state == ServerState::Leader
+                && m.running_state.is_ok()
+                && m.membership_config.membership().voter_ids().count() > 1
+        };
+        if !leads_others() {
+            return;
+        }
+        let started = Instant::now();
+        let deadline = started + self.config.write_timeout;
+        while self.quorum.leaving.in_flight.load(AtomicOrdering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("stopping: this node leads; it stops heartbeating so that the others elect a leader first");
+        self.raft.runtime_config().heartbeat(false);
+        let deadline = Instant::now() + HAND_OVER_WAIT;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let next = {
+                let m = metrics.borrow();
+                m.current_leader
+                    .filter(|l| *l != self.id && m.state != ServerState::Leader)
+            };
+            if let Some(next) = next {
+                tracing::info!(next, after = ?started.elapsed(), "leadership handed over");
+                return;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                tracing::warn!(
+                    "no other leader was elected within {HAND_OVER_WAIT:?}; stopping anyway (pushes wait for the \
+                     election that follows)"
+                );
+                return;
+            }
+            if tokio::time::timeout(remaining, metrics.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// How long a stopping leader waits for the others to elect a leader: a few
+/// election timeouts.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
 
 fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
     use pb::write_failure::Kind;
@@ -819,6 +934,10 @@ async fn quorum_watchdog(raft: Raft, quorum: QuorumCheck, mut stop: watch::Recei
         // A leader whose log is stuck goes quiet: its batcher proposes
         // nothing (QuorumCheck), and without heartbeats the followers' election
         // timers run out and they elect a leader that can write.
+        // A leader that is stopping stays quiet too (`ClusterNode::hand_over`).
+        if leader && others && quorum.leaving() {
+            continue;
+        }
         if let (true, true, Some(stuck)) = (leader, others, quorum.storage_stuck()) {
             if !paused {
                 raft.runtime_config().heartbeat(false);

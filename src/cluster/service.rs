@@ -194,9 +194,9 @@ impl Replica for ReplicaService {
             ));
         }
         // Served only as the leader, and never forwarded again.
-        let result = match member.and_then(|()| self.quorum.check()) {
+        let result = match member.and_then(|()| self.quorum.admit()) {
             Err(e) => Err(e),
-            Ok(()) => self.batcher.submit(Arc::new(mutation)).await,
+            Ok(_admitted) => self.batcher.submit(Arc::new(mutation)).await,
         };
         let resp = match result {
             Ok(c) => pb::ForwardResponse {
@@ -219,8 +219,13 @@ impl Replica for ReplicaService {
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
         self.check_cluster(&request)?;
         self.check_member(&request).map_err(Status::permission_denied)?;
-        if let Err(e) = self.quorum.check() {
-            return Err(Status::unavailable(e.to_string()));
+        match self.quorum.check() {
+            Ok(()) => {}
+            // A leader that is stopping: the reader asks the next one.
+            Err(WriteError::NotLeader { .. }) => {
+                return Err(Status::failed_precondition("not the leader: it is stopping"));
+            }
+            Err(e) => return Err(Status::unavailable(e.to_string())),
         }
         match self.raft.get_read_log_id().await {
             Ok((read_log_id, _applied)) => {

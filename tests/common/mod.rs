@@ -8,6 +8,7 @@ pub mod disk;
 pub mod failing_syncs;
 pub mod numbered;
 pub mod proxy;
+pub mod pushers;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
