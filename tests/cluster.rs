@@ -147,6 +147,13 @@ fn a_rolling_restart_refuses_no_push_and_loses_none() {
         std::thread::sleep(Duration::from_secs(1));
     }
     let pushed = pushers.stop();
+    let log = cluster.node(first_leader).log_text();
+    let handed_over = log.lines().find(|l| l.contains("leadership handed over"));
+    eprintln!("{handed_over:?}");
+    assert!(
+        handed_over.is_some(),
+        "the leader handed over before it stopped:\n{log}"
+    );
     assert!(
         pushed.refusals.is_empty(),
         "pushes refused during the rolling restart: {:?}",

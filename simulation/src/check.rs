@@ -23,6 +23,7 @@
 //! only widens what a read may show.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::cluster::{Op, Report, Request};
 use crate::model::{groups_in_api, groups_in_text, Group, GroupState, Mutation};
@@ -285,10 +286,32 @@ pub fn check(report: &Report) -> Vec<String> {
             _ => {}
         }
     }
+    if let Some(windows) = &report.graceful {
+        check_no_refusal(history, windows, &mut violations);
+    }
     if !report.live {
         violations.push("liveness: no push succeeded within the bound after faults stopped".into());
     }
     violations
+}
+
+/// Where nodes are only stopped gracefully and started again: an answer
+/// with a 5xx from a node outside its own stop window (see
+/// `Report::graceful`) is a violation. Requests to a stopping node may fail
+/// (it closes its port); every other node waits for the next leader.
+fn check_no_refusal(history: &[Op], windows: &[(&str, Duration, Duration)], violations: &mut Vec<String>) {
+    for op in history {
+        let Ok(answer) = &op.answer else { continue };
+        if answer.status < 500 {
+            continue;
+        }
+        let stopping = windows
+            .iter()
+            .any(|(host, from, to)| *host == op.node && op.end >= *from && op.start <= *to);
+        if !stopping {
+            violations.push(format!("refused during a rolling restart: {op}"));
+        }
+    }
 }
 
 fn describe(state: GroupState) -> String {
@@ -410,6 +433,7 @@ mod tests {
             live: true,
             operations: Vec::new(),
             applied: Vec::new(),
+            graceful: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -123,6 +123,8 @@ pub struct Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let outcome = match &self.answer {
+            // A 5xx says why (which node it waited for, and how long).
+            Ok(a) if a.status >= 500 => format!("{} index={:?} ({})", a.status, a.log_index, a.body.trim()),
             Ok(a) => format!("{} index={:?}", a.status, a.log_index),
             Err(e) => format!("no answer ({e})"),
         };
@@ -158,6 +160,10 @@ pub struct Report {
     /// Each member at the end: `host applied=INDEX digest=HEX`, the digest
     /// covering every entry that node's process applied.
     pub applied: Vec<String>,
+    /// Where every fault is a graceful stop and restart: each node's window
+    /// (host, from its stop to two seconds after its restart). No other
+    /// node may refuse anything meanwhile (a stopping leader hands over).
+    pub graceful: Option<Vec<(&'static str, Duration, Duration)>>,
 }
 
 type History = Rc<RefCell<Vec<Op>>>;
@@ -208,25 +214,41 @@ fn node_flags(id: usize, peers: &[usize], dir: &std::path::Path) -> Result<pushg
 /// index; faults move them. Kept across a host's restarts, like a machine's.
 type ClockOffsets = Arc<[AtomicI64; HOSTS.len()]>;
 
+/// Per host, whether its node was asked to stop gracefully (as by SIGTERM);
+/// cleared before it is started again.
+type StopRequests = Arc<[AtomicBool; HOSTS.len()]>;
+
 /// The simulated wall clock of host `index`, for the leader's push timestamps.
 fn sim_clock(offsets: ClockOffsets, index: usize) -> pushgate::cluster::Clock {
     Arc::new(move || turmoil::since_epoch().map_or(0, |d| d.as_nanos() as i64) + offsets[index].load(Ordering::Relaxed))
 }
 
 /// Starts node `id` (knowing `peers`) on its host, with its data in `dir`.
-fn start_node(sim: &mut turmoil::Sim<'_>, id: usize, peers: Vec<usize>, dir: PathBuf, clocks: &ClockOffsets) {
-    let clocks = clocks.clone();
+fn start_node(
+    sim: &mut turmoil::Sim<'_>,
+    id: usize,
+    peers: Vec<usize>,
+    dir: PathBuf,
+    (clocks, stops): (&ClockOffsets, &StopRequests),
+) {
+    let (clocks, stops) = (clocks.clone(), stops.clone());
     sim.host(host_of(id), move || {
         let dir = dir.clone();
         let peers = peers.clone();
         let clock = sim_clock(clocks.clone(), id - 1);
+        let stops = stops.clone();
+        let stop = async move {
+            while !stops[id - 1].load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
         async move {
             let flags = node_flags(id, &peers, &dir)?;
             let env = Environment {
                 clock,
                 transport: Arc::new(Simulated),
             };
-            pushgate::server::serve(flags, env, std::future::pending()).await?;
+            pushgate::server::serve(flags, env, stop).await?;
             Ok(())
         }
     });
@@ -358,8 +380,9 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
 
     let voters: Vec<usize> = (1..=scenario.nodes()).collect();
     let clocks: ClockOffsets = Arc::new(std::array::from_fn(|_| AtomicI64::new(0)));
+    let stops: StopRequests = Arc::new(std::array::from_fn(|_| AtomicBool::new(false)));
     for id in &voters {
-        start_node(&mut sim, *id, voters.clone(), dirs[id - 1].clone(), &clocks);
+        start_node(&mut sim, *id, voters.clone(), dirs[id - 1].clone(), (&clocks, &stops));
     }
     let members: Members = Rc::new(RefCell::new(voters.iter().map(|id| host_of(*id)).collect()));
     let askable: Members = Rc::new(RefCell::new(members.borrow().clone()));
@@ -487,6 +510,16 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
 
     let mut schedule = scenario.schedule(seed).into_iter().peekable();
     let mut crashed: Vec<&'static str> = Vec::new();
+    // Nodes stopped gracefully and not started again yet; every node stopped
+    // so far; and each stop's window (from the stop until two seconds after
+    // the restart).
+    let mut stopped: Vec<&'static str> = Vec::new();
+    let mut rolled: Vec<&'static str> = Vec::new();
+    let mut graceful: Vec<(&'static str, Duration, Duration)> = Vec::new();
+    // Those of them whose process has exited; whether to start them again
+    // once they have.
+    let mut exited: Vec<&'static str> = Vec::new();
+    let mut restart_stopped = false;
     // Partitioned host pairs, and whether only the first's messages to the
     // second are dropped.
     let mut cuts: Vec<(&'static str, &'static str, bool)> = Vec::new();
@@ -537,6 +570,20 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                         sim.bounce(victim);
                     }
                 }
+                Fault::StopLeader | Fault::StopFollower => {
+                    let victim = match fault {
+                        Fault::StopLeader => current,
+                        _ => match followers.iter().find(|f| !rolled.contains(f)) {
+                            Some(f) => *f,
+                            None => continue,
+                        },
+                    };
+                    stops[host_index(victim)].store(true, Ordering::Relaxed);
+                    stopped.push(victim);
+                    rolled.push(victim);
+                    graceful.push((victim, sim.elapsed(), Duration::MAX));
+                }
+                Fault::RestartStopped => restart_stopped = true,
                 Fault::Split { with_leader } => {
                     if with_leader == 1 {
                         isolated = Some(current);
@@ -615,7 +662,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     let new = voters.len() + 1;
                     let mut peers: Vec<usize> = voters.iter().copied().filter(|v| *v != lost).collect();
                     peers.push(new);
-                    start_node(&mut sim, new, peers, dirs[new - 1].clone(), &clocks);
+                    start_node(&mut sim, new, peers, dirs[new - 1].clone(), (&clocks, &stops));
                     // A node replaced while cut off keeps running: clients
                     // may still ask it, nothing else treats it as a member.
                     members.borrow_mut().retain(|h| *h != host_of(lost));
@@ -639,7 +686,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     let new = voters.len() + 1;
                     let mut peers = voters.clone();
                     peers.push(new);
-                    start_node(&mut sim, new, peers, dirs[new - 1].clone(), &clocks);
+                    start_node(&mut sim, new, peers, dirs[new - 1].clone(), (&clocks, &stops));
                     members.borrow_mut().push(host_of(new));
                     askable.borrow_mut().push(host_of(new));
                     *replacement.borrow_mut() = Some(Replacement {
@@ -649,6 +696,30 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                 }
             }
         }
+        // A node stopped gracefully whose software has finished: a real
+        // process exits and the kernel closes its sockets, so peers see
+        // resets at once. A turmoil host whose software returned keeps its
+        // runtime, with the connection tasks frozen (peers would hang, as if
+        // it were SIGSTOPped); restarting and crashing it drops them.
+        for host in stopped.clone() {
+            if !exited.contains(&host) && !sim.is_host_running(host) {
+                sim.bounce(host);
+                sim.crash(host);
+                exited.push(host);
+            }
+            // Started again once it has exited, as an operator (or
+            // Kubernetes) does.
+            if restart_stopped && exited.contains(&host) {
+                stops[host_index(host)].store(false, Ordering::Relaxed);
+                sim.bounce(host);
+                if let Some(w) = graceful.iter_mut().rev().find(|w| w.0 == host) {
+                    w.2 = sim.elapsed() + Duration::from_secs(2);
+                }
+                stopped.retain(|h| *h != host);
+                exited.retain(|h| *h != host);
+            }
+        }
+        restart_stopped &= !stopped.is_empty();
         match sim.step() {
             Ok(true) => break,
             Ok(false) => {}
@@ -678,5 +749,6 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
         live,
         operations,
         applied,
+        graceful: scenario.graceful_only().then_some(graceful),
     }
 }

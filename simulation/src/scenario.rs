@@ -78,6 +78,12 @@ pub enum Scenario {
     /// The cluster must keep serving with its three voters meanwhile, and
     /// finish the change once the new node is back.
     AddCutOff,
+    /// The README's rolling upgrade: each node in turn is stopped
+    /// gracefully (as by SIGTERM) and started again, the followers first,
+    /// the leader last. Besides the usual checks, no node but the one
+    /// stopping may answer anything with a 5xx: a stopping leader hands
+    /// over first.
+    RollingRestart,
 }
 
 /// One fault action at a simulated time.
@@ -115,6 +121,13 @@ pub enum Fault {
     /// A node with a new id is started on a new host with an empty
     /// directory, and the operator adds it.
     AddNode,
+    /// The leader is stopped gracefully (as by SIGTERM).
+    StopLeader,
+    /// A follower not stopped before in this run is stopped gracefully.
+    StopFollower,
+    /// The nodes stopped gracefully are started again, each once it has
+    /// exited.
+    RestartStopped,
     /// Every follower's wall clock is set back by this many seconds.
     FollowerClocksBack(i64),
     /// The leader's wall clock jumps back by this many seconds.
@@ -122,7 +135,7 @@ pub enum Fault {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 21] = [
         Scenario::Calm,
         Scenario::LeaderCrash,
         Scenario::LeaderIsolated,
@@ -143,6 +156,7 @@ impl Scenario {
         Scenario::RemoveIsolatedLeader,
         Scenario::AddLeaderCrash,
         Scenario::AddCutOff,
+        Scenario::RollingRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -167,6 +181,7 @@ impl Scenario {
             Scenario::RemoveIsolatedLeader => "remove-isolated-leader",
             Scenario::AddLeaderCrash => "add-leader-crash",
             Scenario::AddCutOff => "add-cut-off",
+            Scenario::RollingRestart => "rolling-restart",
         }
     }
 
@@ -180,6 +195,12 @@ impl Scenario {
             Scenario::CalmFive | Scenario::MinoritySplit | Scenario::MajoritySplit | Scenario::TwoCrash => 5,
             _ => 3,
         }
+    }
+
+    /// Whether every fault is a graceful stop or a restart (see
+    /// `Report::graceful`).
+    pub fn graceful_only(self) -> bool {
+        self == Scenario::RollingRestart
     }
 
     /// Faults by simulated time since the start; where a fault's moment
@@ -234,6 +255,14 @@ impl Scenario {
                 (s(7), Fault::CrashLeader),
                 (s(9), Fault::LeaderClockBack(7_200)),
                 (s(11), Fault::RestartCrashed),
+            ],
+            Scenario::RollingRestart => vec![
+                (s(6), Fault::StopFollower),
+                (s(7), Fault::RestartStopped),
+                (s(9), Fault::StopFollower),
+                (s(10), Fault::RestartStopped),
+                (s(12) + jitter(10, 50), Fault::StopLeader),
+                (s(14), Fault::RestartStopped),
             ],
             Scenario::FullRestart => vec![
                 (s(6), Fault::CrashAll),

@@ -128,16 +128,19 @@ impl QuorumCheck {
         if let Some(failure) = describe_failure(&m.running_state) {
             return Err(WriteError::Failed(failure));
         }
-        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1 {
-            return Ok(());
-        }
-        if self.leaving() {
-            // Answered like a follower without a known leader: the change was
-            // not made, and the node asking retries with the next leader.
+        let membership = m.membership_config.membership();
+        let others = membership.voter_ids().count() > 1;
+        if self.leaving() && others {
+            // Whatever its role now: the change was not made, and the node
+            // asking retries with the next leader (named once known).
+            let leader_id = m.current_leader.filter(|l| *l != m.id);
             return Err(WriteError::NotLeader {
-                leader_id: None,
-                leader_addr: None,
+                leader_id,
+                leader_addr: leader_id.and_then(|l| membership.get_node(&l)).map(|n| n.addr.clone()),
             });
+        }
+        if m.state != ServerState::Leader || !others {
+            return Ok(());
         }
         if let Some(stuck) = self.storage_stuck() {
             return Err(WriteError::NoQuorum(format!(
@@ -283,7 +286,7 @@ impl ClusterNode {
             cluster_name: "pushgate".into(),
             heartbeat_interval: 100,
             election_timeout_min: 400,
-            election_timeout_max: 800,
+            election_timeout_max: ELECTION_TIMEOUT_MAX,
             install_snapshot_timeout: 30_000,
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
@@ -772,7 +775,39 @@ impl ClusterNode {
         }
         tracing::info!("stopping: this node leads; it stops heartbeating so that the others elect a leader first");
         self.raft.runtime_config().heartbeat(false);
-        let deadline = Instant::now() + HAND_OVER_WAIT;
+        let quiet_since = Instant::now();
+        let deadline = quiet_since + HAND_OVER_WAIT;
+        // The follower that has the most of the log; every member rejects
+        // votes until its lease from this leader has run out, so it is asked
+        // to stand only then.
+        let successor = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let best = m
+                .replication
+                .as_ref()
+                .and_then(|r| {
+                    r.iter()
+                        .filter(|(id, _)| **id != self.id)
+                        .max_by_key(|(_, matched)| **matched)
+                })
+                .map(|(id, _)| *id);
+            best.and_then(|id| Some((id, m.membership_config.membership().get_node(&id)?.addr.clone())))
+        };
+        if let Some((successor, addr)) = successor {
+            let peers = self.peers.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(quiet_since + LEADER_LEASE + Duration::from_millis(50)).await;
+                let Ok(mut client) = peers.client(&addr) else { return };
+                let request = peers.request(pb::TimeoutNowRequest {}, Duration::from_millis(500));
+                match client.timeout_now(request).await {
+                    Ok(_) => tracing::info!(successor, "asked node {successor} to start an election"),
+                    Err(e) => {
+                        tracing::info!(successor, error = %network::describe_status(&e), "node {successor} did not start an election; the election timers will")
+                    }
+                }
+            });
+        }
         let mut metrics = self.raft.metrics();
         loop {
             let next = {
@@ -782,6 +817,10 @@ impl ClusterNode {
             };
             if let Some(next) = next {
                 tracing::info!(next, after = ?started.elapsed(), "leadership handed over");
+                // A node that has not heard from the new leader yet may still
+                // forward here: it is told "not the leader" rather than
+                // finding the port closed mid-request.
+                tokio::time::sleep(LINGER).await;
                 return;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -805,6 +844,15 @@ impl ClusterNode {
 /// How long a stopping leader waits for the others to elect a leader: a few
 /// election timeouts.
 const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a member rejects votes after it last heard from the leader:
+/// openraft's leader lease, the maximum election timeout.
+const LEADER_LEASE: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX);
+const ELECTION_TIMEOUT_MAX: u64 = 800;
+
+/// How long a node that handed over keeps answering after it saw the new
+/// leader: a few heartbeat intervals, by which every member has heard from it.
+const LINGER: Duration = Duration::from_millis(300);
 
 fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
     use pb::write_failure::Kind;

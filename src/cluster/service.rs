@@ -262,6 +262,30 @@ impl Replica for ReplicaService {
         Ok(Response::new(super::status::to_pb(&self.status.status())))
     }
 
+    async fn timeout_now(
+        &self,
+        request: Request<pb::TimeoutNowRequest>,
+    ) -> Result<Response<pb::TimeoutNowResponse>, Status> {
+        self.check_cluster(&request)?;
+        let from = request
+            .metadata()
+            .get(NODE_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<NodeId>().ok());
+        let leader = self.raft.metrics().borrow().current_leader;
+        if from.is_none() || from != leader {
+            return Err(Status::failed_precondition(format!(
+                "only the leader this node follows ({leader:?}) may ask it to start an election"
+            )));
+        }
+        tracing::info!(
+            leader = from,
+            "the leader is stopping and asks this node to start an election"
+        );
+        self.raft.trigger().elect().await.map_err(fatal)?;
+        Ok(Response::new(pb::TimeoutNowResponse {}))
+    }
+
     async fn change_members(
         &self,
         request: Request<pb::ChangeMembersRequest>,
