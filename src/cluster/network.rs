@@ -239,3 +239,61 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tonic::transport::Endpoint;
+
+    use super::{describe_status, never_sent};
+    use crate::pb::pushgate::v1 as pb;
+    use crate::pb::pushgate::v1::replica_client::ReplicaClient;
+    use crate::transport::{Os, Transport};
+
+    async fn call(port: u16) -> tonic::Status {
+        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2));
+        let mut client = ReplicaClient::new(Os::default().channel(endpoint));
+        client
+            .status(pb::StatusRequest {})
+            .await
+            .expect_err("no server answers")
+    }
+
+    /// A call to a port nobody listens on never left this node, so a
+    /// forwarded push can wait for the next leader instead of answering 503
+    /// (tonic's message alone only says "transport error").
+    #[tokio::test]
+    async fn a_refused_connection_is_known_not_to_have_sent_anything() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address").port()
+        };
+        let status = call(port).await;
+        assert!(never_sent(&status), "{}", describe_status(&status));
+        assert!(
+            describe_status(&status).contains("refused"),
+            "{}",
+            describe_status(&status)
+        );
+    }
+
+    /// A connection that was made and then dropped may have carried the call.
+    #[tokio::test]
+    async fn a_connection_dropped_after_it_was_made_may_have_sent_the_call() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            for _ in 0..4 {
+                if let Ok((socket, _)) = listener.accept().await {
+                    drop(socket);
+                }
+            }
+        });
+        let status = call(port).await;
+        assert!(!never_sent(&status), "{}", describe_status(&status));
+    }
+}

@@ -180,19 +180,11 @@ async fn ask(peers: &Peers, addr: &str) -> Result<MemberReport, String> {
         Err(s) if s.code() == tonic::Code::Unimplemented => {
             Err("it runs an older pushgate that cannot report its status to other nodes".into())
         }
-        Err(s) => {
-            // tonic says "transport error"; the cause (refused, timed out) is in the source chain.
-            let mut why = s.message().to_string();
-            let mut source = std::error::Error::source(&s);
-            while let Some(e) = source {
-                let part = e.to_string();
-                if !why.ends_with(&part) {
-                    why.push_str(&format!(": {part}"));
-                }
-                source = e.source();
-            }
-            Err(format!("unreachable at {addr}: {why}"))
-        }
+        // tonic says "transport error"; the cause (refused, timed out) is in the source chain.
+        Err(s) => Err(format!(
+            "unreachable at {addr}: {}",
+            super::network::describe_status(&s)
+        )),
     }
 }
 
