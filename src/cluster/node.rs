@@ -783,16 +783,19 @@ impl ClusterNode {
         let successor = {
             let m = self.raft.metrics();
             let m = m.borrow();
+            // A voter: a learner cannot be elected.
+            let membership = m.membership_config.membership();
+            let voters: Vec<NodeId> = membership.voter_ids().filter(|id| *id != self.id).collect();
             let best = m
                 .replication
                 .as_ref()
                 .and_then(|r| {
                     r.iter()
-                        .filter(|(id, _)| **id != self.id)
+                        .filter(|(id, _)| voters.contains(id))
                         .max_by_key(|(_, matched)| **matched)
                 })
                 .map(|(id, _)| *id);
-            best.and_then(|id| Some((id, m.membership_config.membership().get_node(&id)?.addr.clone())))
+            best.and_then(|id| Some((id, membership.get_node(&id)?.addr.clone())))
         };
         if let Some((successor, addr)) = successor {
             let peers = self.peers.clone();
