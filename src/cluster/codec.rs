@@ -30,6 +30,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// * a member that meets an entry of a version it does not know stops
 ///   instead of skipping it ([`NewerFormat`], `StateMachine::apply`), and
 ///   applies the entry once it runs a release that knows it.
+///
+/// The same rules hold for the snapshot a leader sends a follower
+/// (`pb::Snapshot::format_version`, written with [`FORMAT_VERSION`]): a
+/// release that changes it sends the new form only to members that read it.
 pub const ENTRY_FORMAT_VERSION: u32 = 1;
 
 /// The type `NewerFormat` errors carry through openraft's `StorageError`, so
