@@ -55,7 +55,7 @@ thread_local! {
 }
 
 /// Hands this thread's freed memory back (at most every
-/// [`IDLE_COLLECT_INTERVAL`]): call when the thread is about to wait for work.
+/// `IDLE_COLLECT_INTERVAL`): call when the thread is about to wait for work.
 /// Runs on tokio's workers when they park, on the log sync thread after each
 /// sync, and after each blocking job.
 pub fn release_idle_memory() {
