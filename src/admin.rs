@@ -71,7 +71,12 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
         ),
         ClusterAction::Remove { node_id } => ("DELETE", format!("/api/v1/cluster/members/{node_id}"), String::new()),
     };
-    let (status, text) = request(&cmd.url, method, &path, &body).await?;
+    let (status, text) = match &cmd.action {
+        ClusterAction::Add { node_id, .. } => {
+            with_progress(&cmd.url, *node_id, request(&cmd.url, method, &path, &body)).await?
+        }
+        _ => request(&cmd.url, method, &path, &body).await?,
+    };
     let json = serde_json::from_str::<serde_json::Value>(&text).ok();
     let table = match (&cmd.action, &json) {
         (
@@ -93,6 +98,48 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
             pretty.trim()
         )))
     }
+}
+
+/// How often `cluster add` reports how far the new node has caught up.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `add` (the request that adds `node_id`, which returns once the node
+/// has caught up and become a voter: with a large store, a snapshot stream
+/// of a while) and meanwhile says on stderr, every `PROGRESS_EVERY`, where
+/// the new node stands.
+async fn with_progress<T>(url: &str, node_id: u64, add: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(add);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            done = &mut add => return done,
+            _ = tokio::time::sleep(PROGRESS_EVERY) => {
+                let answer = request(url, "GET", "/api/v1/cluster/status?members=true", "").await;
+                let line = match answer {
+                    Ok((200, text)) => serde_json::from_str(&text).ok().and_then(|v| add_progress(&v, node_id)),
+                    _ => None,
+                };
+                let line = line.unwrap_or_else(|| format!("adding node {node_id}: waiting for the leader"));
+                if last.as_ref() != Some(&line) {
+                    eprintln!("{line}");
+                    last = Some(line);
+                }
+            }
+        }
+    }
+}
+
+/// Where the node being added stands, from a `?members=true` status answer.
+fn add_progress(answer: &serde_json::Value, node_id: u64) -> Option<String> {
+    let node = answer.get("data")?.get("nodes")?.get(node_id.to_string());
+    let Some(node) = node else {
+        return Some(format!("adding node {node_id}: not a member yet"));
+    };
+    let role = node.get("role").and_then(|r| r.as_str()).unwrap_or("member");
+    Some(match node.get("lag").and_then(|l| l.as_u64()) {
+        Some(lag) => format!("adding node {node_id}: {role}, {lag} log entries behind the leader"),
+        None => format!("adding node {node_id}: {role}, catching up"),
+    })
 }
 
 /// The cluster status as a table, one row per member, or `None` when the
@@ -212,5 +259,23 @@ mod tests {
     fn an_answer_without_members_is_printed_as_json() {
         let answer = serde_json::json!({"status": "success", "data": {"node_id": 1}});
         assert_eq!(status_table(&answer), None);
+    }
+
+    #[test]
+    fn add_progress_says_where_the_new_node_stands() {
+        let answer = |nodes: serde_json::Value| serde_json::json!({"status": "success", "data": {"nodes": nodes}});
+        assert_eq!(
+            add_progress(&answer(serde_json::json!({"1": {"role": "voter", "lag": 0}})), 4).as_deref(),
+            Some("adding node 4: not a member yet")
+        );
+        assert_eq!(
+            add_progress(&answer(serde_json::json!({"4": {"role": "learner", "lag": 5120}})), 4).as_deref(),
+            Some("adding node 4: learner, 5120 log entries behind the leader")
+        );
+        assert_eq!(
+            add_progress(&answer(serde_json::json!({"4": {"role": "learner", "lag": null}})), 4).as_deref(),
+            Some("adding node 4: learner, catching up")
+        );
+        assert_eq!(add_progress(&serde_json::json!({"status": "error"}), 4), None);
     }
 }
