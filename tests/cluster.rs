@@ -523,6 +523,86 @@ fn a_node_whose_disk_was_lost_does_not_rejoin_and_is_replaced() {
     cluster.nodes.insert(new_id, node);
 }
 
+/// `cluster add` makes the new node a voter only once it has caught up: here
+/// the leader's log no longer holds the start, so the node must install a
+/// snapshot first, and when the command returns it has (a voter that is far
+/// behind would count towards the quorum without being able to help it).
+#[test]
+fn an_added_node_becomes_a_voter_only_once_it_has_caught_up() {
+    let mut cluster = TestCluster::start(
+        "add-caught-up",
+        3,
+        &["--web.enable-admin-api", "--storage.snapshot-every=100"],
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let url = cluster.node(leader).url("");
+    // One push at a time per thread: many log entries, so the log is purged
+    // behind several snapshots; 1,000 groups of 300 series, so that the
+    // snapshot takes a while to send and install.
+    let body: String = (0..300).map(|s| format!("cv{{s=\"{s}\"}} {s}\n")).collect();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (url, body) = (url.clone(), body.clone());
+            std::thread::spawn(move || {
+                let c = client();
+                for i in 0..300 {
+                    let r = c
+                        .put(format!("{url}/metrics/job/caught/t/{t}/i/{}", i % 250))
+                        .body(body.clone())
+                        .send()
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let before = cluster.status(leader).expect("status");
+    let last_log = before["last_log_index"].as_u64().unwrap();
+    assert!(
+        before["purged_index"].as_u64().unwrap_or(0) > 0,
+        "the leader's log still starts at the beginning: {before:#}"
+    );
+
+    let (grpc, proxy) = (common::free_port(), common::free_port());
+    let addr = format!("{}:{proxy}", common::cluster::node_ip(4));
+    let peers = format!("{},4={addr}", cluster.peers);
+    let mut node = cluster.launch(4, grpc, proxy, &peers);
+    std::thread::sleep(Duration::from_millis(300));
+    common::cli(&url, &["cluster", "add", "--node-id=4", &format!("--address={addr}")]);
+    // Stale reads: they show what the node has without asking the leader.
+    let scrape = client()
+        .get(node.server.url("/metrics?consistency=stale"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let installed: f64 = scrape
+        .lines()
+        .find(|l| l.starts_with("pushgate_snapshots_installed_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    let text = client()
+        .get(node.server.url("/api/v1/cluster/status?consistency=stale"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let its_log = status["data"]["last_log_index"].as_u64().unwrap_or(0);
+    assert!(
+        installed >= 1.0,
+        "node 4 became a voter before it installed the snapshot it needed"
+    );
+    assert!(
+        its_log + pushgate::cluster::node::CAUGHT_UP_ENTRIES >= last_log,
+        "node 4 became a voter at log index {its_log}, the leader's was {last_log}"
+    );
+    node.server.wait_ready(Duration::from_secs(20));
+}
+
 #[test]
 fn scaling_three_to_five_to_three() {
     let mut cluster = TestCluster::start("scale", 3, &["--web.enable-admin-api"]);

@@ -289,6 +289,12 @@ impl ClusterNode {
             election_timeout_max: ELECTION_TIMEOUT_MAX,
             install_snapshot_timeout: 30_000,
             max_payload_entries: 64,
+            // `add_learner` calls a learner caught up (and `cluster add` makes
+            // it a voter) once it is this few entries behind. openraft's
+            // default, 5000 entries (tens of thousands of pushes here), let a
+            // node that still had a whole snapshot to install become a voter
+            // at once.
+            replication_lag_threshold: CAUGHT_UP_ENTRIES,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             // Entries kept behind a snapshot let a follower that lags a little
             // catch up from the log instead of a whole snapshot; a single node
@@ -843,6 +849,10 @@ impl ClusterNode {
         }
     }
 }
+
+/// How far behind the leader's log a learner may be when it is promoted to
+/// voter: four append calls' worth.
+pub const CAUGHT_UP_ENTRIES: u64 = 256;
 
 /// How long a stopping leader waits for the others to elect a leader: a few
 /// election timeouts.
