@@ -2,10 +2,12 @@
 //! and remove a node. Executed by the leader; other nodes forward them.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 
+use super::node::CAUGHT_UP_ENTRIES;
 use super::types::{NodeId, Raft};
 use crate::pb::pushgate::v1 as pb;
 
@@ -82,6 +84,40 @@ fn map_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Members
 }
 
 /// Applies one change on this node, which must be the leader. Returns the voters after it.
+/// How long adding a node waits for it to catch up as a learner: a large
+/// store's snapshot takes a while to stream, and the answer must still reach
+/// a follower that forwarded the change (120 s deadline).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(100);
+
+/// Waits until learner `id` is within `CAUGHT_UP_ENTRIES` of this leader's
+/// log. (openraft's own wait in `add_learner` has no deadline.) A learner
+/// that does not catch up in time stays a learner, outside the quorum.
+async fn wait_caught_up(raft: &Raft, id: NodeId, timeout: Duration) -> Result<(), MembershipError> {
+    let lag = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+        let matched = m.replication.as_ref()?.get(&id)?.map_or(0, |l| l.index);
+        Some(m.last_log_index.unwrap_or(0).saturating_sub(matched))
+    };
+    let waited = raft
+        .wait(Some(timeout))
+        .metrics(
+            |m| lag(m).is_some_and(|l| l <= CAUGHT_UP_ENTRIES),
+            "the new learner to catch up",
+        )
+        .await;
+    match waited {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let behind = lag(&raft.metrics().borrow()).map_or("an unknown number of".to_string(), |l| l.to_string());
+            tracing::warn!(node_id = id, error = %e, behind, "the new learner did not catch up in time");
+            Err(MembershipError::Unavailable(format!(
+                "node {id} was added as a learner, but after {timeout:?} it is still {behind} log entries behind \
+                 the leader (is it running, and can the leader reach it?); it stays a learner, which does not count \
+                 towards the quorum: run the same add again to keep waiting, or remove it"
+            )))
+        }
+    }
+}
+
 pub async fn apply_locally(
     raft: &Raft,
     peers: &super::network::Peers,
@@ -129,10 +165,11 @@ pub async fn apply_locally(
                 BasicNode {
                     addr: node.addr.clone(),
                 },
-                true,
+                false,
             )
             .await
             .map_err(map_err)?;
+            wait_caught_up(raft, node.id, CATCH_UP_TIMEOUT).await?;
             tracing::info!(node_id = node.id, "learner caught up; promoting to voter");
             let resp = raft
                 .change_membership(ChangeMembers::AddVoterIds([node.id].into_iter().collect()), false)
