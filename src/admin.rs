@@ -211,6 +211,16 @@ fn status_table(answer: &serde_json::Value) -> Option<String> {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    // Fine while a rolling upgrade goes on, not as a lasting state.
+    let releases: std::collections::BTreeSet<&str> =
+        nodes.values().filter_map(|n| n.get("version")?.as_str()).collect();
+    if releases.len() > 1 {
+        let list: Vec<&str> = releases.into_iter().collect();
+        out.push_str(&format!(
+            "the members run different releases ({}): finish the upgrade (README, Upgrading a cluster)\n",
+            list.join(", ")
+        ));
+    }
     Some(out.trim_end().to_string())
 }
 
@@ -253,6 +263,27 @@ mod tests {
             lines[4].contains("unreachable at h3:9092: timeout") && cells(lines[4])[9] == "7",
             "{table}"
         );
+    }
+
+    #[test]
+    fn the_status_table_says_when_members_run_different_releases() {
+        let answer = |second: &str| {
+            serde_json::json!({"status": "success", "data": {"node_id": 1, "cluster_id": "c1", "nodes": {
+                "1": {"address": "h1:9092", "role": "voter", "version": "0.1.0", "state": "Leader"},
+                "2": {"address": "h2:9092", "role": "voter", "version": second, "state": "Follower"},
+                "3": {"address": "h3:9092", "role": "voter", "error": "unreachable at h3:9092: timeout"}
+            }}})
+        };
+        let mixed = status_table(&answer("0.2.0")).expect("a table");
+        assert!(
+            mixed
+                .lines()
+                .last()
+                .is_some_and(|l| l.starts_with("the members run different releases (0.1.0, 0.2.0)")),
+            "{mixed}"
+        );
+        let same = status_table(&answer("0.1.0")).expect("a table");
+        assert!(!same.contains("different releases"), "{same}");
     }
 
     #[test]
