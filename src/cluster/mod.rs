@@ -10,6 +10,7 @@ pub mod batcher;
 pub mod bugs;
 pub mod codec;
 pub mod error;
+pub mod hand_over;
 pub mod identity;
 pub mod log_store;
 pub mod membership;

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use tokio::sync::watch;
 use super::batcher::{Batcher, Clock, Committed};
 use super::bugs::{self, Bug};
 use super::error::{ReadError, StartError, WriteError};
+use super::hand_over::{hand_over, Admitted, Leaving};
 use super::identity::Identity;
 use super::log_store::LogStore;
 use super::membership::{self, MembershipError};
@@ -78,45 +78,21 @@ pub struct QuorumCheck {
     /// a leader of others hands leadership over (`None`: never).
     stalls: Arc<StallWatch>,
     hand_over_after: Option<Duration>,
-    /// Set when the node is stopping (`ClusterNode::shutdown`).
+    /// Set when the node is stopping (`cluster::hand_over`).
     leaving: Arc<Leaving>,
-}
-
-/// A leader that is asked to stop hands its leadership over first, so that
-/// a rolling restart refuses no push: it takes no new proposal (followers
-/// that forward get "not the leader" and wait for the next one, as during
-/// an election), lets the ones in flight commit, and stops heartbeating
-/// until the others have elected a leader.
-#[derive(Default)]
-struct Leaving {
-    requested: AtomicBool,
-    /// Proposals admitted through `QuorumCheck::admit` and not yet answered.
-    in_flight: AtomicUsize,
-}
-
-/// An admitted proposal; counted until dropped.
-pub struct Admitted(Arc<Leaving>);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, AtomicOrdering::SeqCst);
-    }
 }
 
 impl QuorumCheck {
     /// `check` for a proposal, counted until the returned guard is dropped,
     /// so that a leader that stops lets it commit first.
     pub fn admit(&self) -> Result<Admitted, WriteError> {
-        // Counted before the check: a shutdown that sets `requested` after
-        // the check below sees this proposal in `in_flight`.
-        self.leaving.in_flight.fetch_add(1, AtomicOrdering::SeqCst);
-        let admitted = Admitted(self.leaving.clone());
+        let admitted = Admitted::count(&self.leaving);
         self.check()?;
         Ok(admitted)
     }
 
     fn leaving(&self) -> bool {
-        self.leaving.requested.load(AtomicOrdering::SeqCst)
+        self.leaving.requested()
     }
 
     /// Whether this node may propose now: its Raft core runs and, if it
@@ -747,105 +723,20 @@ impl ClusterNode {
     }
 
     /// Stops Raft and the cluster server. A leader of others hands over
-    /// first (see `Leaving`); a proposal still in flight after that gets an
-    /// error.
+    /// first (`cluster::hand_over`); a proposal still in flight after that
+    /// gets an error.
     pub async fn shutdown(&self) {
-        self.hand_over().await;
+        hand_over(
+            &self.raft,
+            self.id,
+            &self.quorum.leaving,
+            &self.peers,
+            self.config.write_timeout,
+        )
+        .await;
         let _ = self.stop.send(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
-        }
-    }
-}
-
-impl ClusterNode {
-    /// See `Leaving`. Bounded: the proposals in flight get the write timeout,
-    /// the election `HAND_OVER_WAIT`; a node that is not a leader of others
-    /// returns at once.
-    async fn hand_over(&self) {
-        self.quorum.leaving.requested.store(true, AtomicOrdering::SeqCst);
-        let leads_others = || {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.state == ServerState::Leader
-                && m.running_state.is_ok()
-                && m.membership_config.membership().voter_ids().count() > 1
-        };
-        if !leads_others() {
-            return;
-        }
-        let started = Instant::now();
-        let deadline = started + self.config.write_timeout;
-        while self.quorum.leaving.in_flight.load(AtomicOrdering::SeqCst) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tracing::info!("stopping: this node leads; it stops heartbeating so that the others elect a leader first");
-        self.raft.runtime_config().heartbeat(false);
-        let quiet_since = Instant::now();
-        let deadline = quiet_since + HAND_OVER_WAIT;
-        // The follower that has the most of the log; every member rejects
-        // votes until its lease from this leader has run out, so it is asked
-        // to stand only then.
-        let successor = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            // A voter: a learner cannot be elected.
-            let membership = m.membership_config.membership();
-            let voters: Vec<NodeId> = membership.voter_ids().filter(|id| *id != self.id).collect();
-            let best = m
-                .replication
-                .as_ref()
-                .and_then(|r| {
-                    r.iter()
-                        .filter(|(id, _)| voters.contains(id))
-                        .max_by_key(|(_, matched)| **matched)
-                })
-                .map(|(id, _)| *id);
-            best.and_then(|id| Some((id, membership.get_node(&id)?.addr.clone())))
-        };
-        if let Some((successor, addr)) = successor {
-            let peers = self.peers.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(quiet_since + LEADER_LEASE + Duration::from_millis(50)).await;
-                let Ok(mut client) = peers.client(&addr) else { return };
-                let request = peers.request(pb::TimeoutNowRequest {}, Duration::from_millis(500));
-                match client.timeout_now(request).await {
-                    Ok(_) => tracing::info!(successor, "asked node {successor} to start an election"),
-                    Err(e) => {
-                        tracing::info!(successor, error = %network::describe_status(&e), "node {successor} did not start an election; the election timers will")
-                    }
-                }
-            });
-        }
-        let mut metrics = self.raft.metrics();
-        loop {
-            let next = {
-                let m = metrics.borrow();
-                m.current_leader
-                    .filter(|l| *l != self.id && m.state != ServerState::Leader)
-            };
-            if let Some(next) = next {
-                tracing::info!(next, after = ?started.elapsed(), "leadership handed over");
-                // A node that has not heard from the new leader yet may still
-                // forward here: it is told "not the leader" rather than
-                // finding the port closed mid-request.
-                tokio::time::sleep(LINGER).await;
-                return;
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                tracing::warn!(
-                    "no other leader was elected within {HAND_OVER_WAIT:?}; stopping anyway (pushes wait for the \
-                     election that follows)"
-                );
-                return;
-            }
-            if tokio::time::timeout(remaining, metrics.changed())
-                .await
-                .is_ok_and(|r| r.is_err())
-            {
-                return;
-            }
         }
     }
 }
@@ -854,18 +745,9 @@ impl ClusterNode {
 /// voter: four append calls' worth.
 pub const CAUGHT_UP_ENTRIES: u64 = 256;
 
-/// How long a stopping leader waits for the others to elect a leader: a few
-/// election timeouts.
-const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
-
-/// How long a member rejects votes after it last heard from the leader:
-/// openraft's leader lease, the maximum election timeout.
-const LEADER_LEASE: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX);
-const ELECTION_TIMEOUT_MAX: u64 = 800;
-
-/// How long a node that handed over keeps answering after it saw the new
-/// leader: a few heartbeat intervals, by which every member has heard from it.
-const LINGER: Duration = Duration::from_millis(300);
+/// openraft's maximum election timeout, in ms; also its leader lease (see
+/// `hand_over`).
+pub const ELECTION_TIMEOUT_MAX: u64 = 800;
 
 fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
     use pb::write_failure::Kind;
