@@ -259,6 +259,12 @@ fn cluster_status_on_any_node_shows_every_member_and_one_that_is_down() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let pushed_at = index_of(&r);
+    // Acknowledged means on a majority; a consistent read on each node waits
+    // until that node has the push too.
+    for id in 1..=3u64 {
+        let read = cluster.node(id).get("/metrics");
+        assert!(index_of(&read) >= pushed_at, "node {id}");
+    }
 
     let plain = cluster.status(follower).expect("status");
     assert!(
