@@ -49,7 +49,9 @@ pub enum ClusterAction {
         #[arg(long = "output", value_enum, default_value = "table")]
         output: StatusOutput,
     },
-    /// Add a node: it joins as a learner, catches up, then becomes a voter.
+    /// Add a node: it joins as a learner, catches up, then becomes a voter
+    /// (progress on stderr every 2 s while it catches up; gives up after 100 s,
+    /// leaving it a learner).
     Add {
         /// Id of the new node (never reuse an id of a node that lost its disk).
         #[arg(long = "node-id")]
