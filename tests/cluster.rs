@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
-use common::pushers::Pushers;
+use common::pushers::{push_all, Pushers};
 use common::{client, own_lines_removed};
 
 fn index_of(r: &reqwest::blocking::Response) -> u64 {
@@ -416,27 +416,9 @@ fn a_node_that_missed_many_entries_catches_up_by_snapshot() {
     let leader = cluster.wait_leader(Duration::from_secs(10));
     let lagging = (1..=3).find(|id| *id != leader).unwrap();
     assert_eq!(cluster.node_mut(lagging).terminate(), Some(0));
-    let pushers = 16;
-    let url = cluster.node(leader).url("");
-    let threads: Vec<_> = (0..pushers)
-        .map(|t| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let c = client();
-                for i in (t..MISSED_MUTATIONS).step_by(pushers) {
-                    let r = c
-                        .put(format!("{url}/metrics/job/snap/i/{}", i % 400))
-                        .body(format!("sv {i}\n"))
-                        .send()
-                        .unwrap();
-                    assert_eq!(r.status(), 200);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    push_all(&cluster.node(leader).url(""), 16, MISSED_MUTATIONS, |i| {
+        (format!("/metrics/job/snap/i/{}", i % 400), format!("sv {i}\n"))
+    });
     assert!(cluster.node(leader).self_metric("pushgate_mutations_applied_total") >= MISSED_MUTATIONS as f64);
     cluster.node_mut(lagging).spawn();
     let want = cluster.node(leader).pushed_exposition();
@@ -546,25 +528,11 @@ fn an_added_node_becomes_a_voter_only_once_it_has_caught_up() {
     // behind several snapshots; 1,000 groups of 300 series, so that the
     // snapshot takes a while to send and install.
     let body: String = (0..300).map(|s| format!("cv{{s=\"{s}\"}} {s}\n")).collect();
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let (url, body) = (url.clone(), body.clone());
-            std::thread::spawn(move || {
-                let c = client();
-                for i in 0..300 {
-                    let r = c
-                        .put(format!("{url}/metrics/job/caught/t/{t}/i/{}", i % 250))
-                        .body(body.clone())
-                        .send()
-                        .unwrap();
-                    assert_eq!(r.status(), 200);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    // Thread t sends pushes t, t + 4, ...: its i-th push goes to group i % 250 of its own.
+    push_all(&url, 4, 1200, move |k| {
+        let (t, i) = (k % 4, k / 4);
+        (format!("/metrics/job/caught/t/{t}/i/{}", i % 250), body.clone())
+    });
     let before = cluster.status(leader).expect("status");
     let last_log = before["last_log_index"].as_u64().unwrap();
     assert!(

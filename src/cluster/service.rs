@@ -60,12 +60,7 @@ impl ReplicaService {
     /// a read index; it is told so at once instead of timing out. Callers
     /// that do not send their node id (older versions) are not checked.
     fn check_member<T>(&self, req: &Request<T>) -> Result<(), String> {
-        let Some(from) = req
-            .metadata()
-            .get(NODE_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<NodeId>().ok())
-        else {
+        let Some(from) = sender_id(req) else {
             return Ok(());
         };
         let m = self.raft.metrics();
@@ -89,6 +84,14 @@ impl ReplicaService {
 
 fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft stopped: {e}"))
+}
+
+/// The node id a request carries (`NODE_ID_HEADER`); older releases send none.
+fn sender_id<T>(req: &Request<T>) -> Option<NodeId> {
+    req.metadata()
+        .get(NODE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn bad(e: impl std::fmt::Display) -> Status {
@@ -267,11 +270,7 @@ impl Replica for ReplicaService {
         request: Request<pb::TimeoutNowRequest>,
     ) -> Result<Response<pb::TimeoutNowResponse>, Status> {
         self.check_cluster(&request)?;
-        let from = request
-            .metadata()
-            .get(NODE_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<NodeId>().ok());
+        let from = sender_id(&request);
         let leader = self.raft.metrics().borrow().current_leader;
         if from.is_none() || from != leader {
             return Err(Status::failed_precondition(format!(

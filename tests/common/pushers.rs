@@ -129,3 +129,32 @@ impl Pushed {
         }
     }
 }
+
+/// Sends pushes `0..count` to the node at `url` from `threads` threads
+/// (thread t sends t, t + threads, ...; each waits for its answer before
+/// the next), and asserts that every one is acknowledged. `push(k)` gives
+/// push k's path and body.
+pub fn push_all(
+    url: &str,
+    threads: usize,
+    count: usize,
+    push: impl Fn(usize) -> (String, String) + Send + Sync + 'static,
+) {
+    let push = Arc::new(push);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (url, push) = (url.to_string(), push.clone());
+            std::thread::spawn(move || {
+                let c = super::client();
+                for k in (t..count).step_by(threads) {
+                    let (path, body) = push(k);
+                    let r = c.put(format!("{url}{path}")).body(body).send().unwrap();
+                    assert_eq!(r.status(), 200, "push {k} to {path}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
