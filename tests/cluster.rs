@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
@@ -99,6 +101,77 @@ fn killing_the_leader_loses_no_acknowledged_push() {
     cluster.node_mut(leader).spawn();
     let want = cluster.node(new_leader).pushed_exposition();
     cluster.wait_converged(leader, &want, Duration::from_secs(20));
+}
+
+/// Consistent reads on the survivors of a leader crash wait for the next
+/// leader instead of failing: Prometheus scraping a follower sees no failed
+/// scrape when the leader dies (a read-index call changes nothing, so a
+/// follower asks again, and asks the new leader once one is elected).
+/// The failover takes about 1.4 s here, within the default `--read.timeout`
+/// of 2 s; the test gives reads 5 s so that a slow CI machine does not fail
+/// it (without the retry, reads fail at once, whatever the timeout).
+#[test]
+fn scrapes_of_the_survivors_do_not_fail_when_the_leader_crashes() {
+    let mut cluster = TestCluster::start("crash-reads", 3, &["--read.timeout=5s"]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    cluster.node(leader).put_ok("/metrics/job/before", "before_crash 1\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = cluster
+        .nodes
+        .iter()
+        .filter(|(id, _)| **id != leader)
+        .map(|(id, n)| {
+            let (id, url, stop) = (*id, n.server.url("/metrics"), stop.clone());
+            std::thread::spawn(move || {
+                let c = client();
+                let mut reads = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let r = c.get(&url).timeout(Duration::from_secs(10)).send();
+                    let took = sent.elapsed();
+                    let answer = match r {
+                        Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+                        Err(e) => (0, e.to_string()),
+                    };
+                    reads.push((id, sent, took, answer));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                reads
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.node_mut(leader).kill9();
+    let killed = Instant::now();
+    let new_leader = cluster.wait_leader(Duration::from_secs(10));
+    assert_ne!(new_leader, leader);
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let reads: Vec<_> = readers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let during: Vec<_> = reads
+        .iter()
+        .filter(|(_, sent, took, _)| *sent + *took >= killed)
+        .collect();
+    let slowest = during.iter().map(|(_, _, took, _)| *took).max().unwrap_or_default();
+    eprintln!(
+        "{} reads on the survivors, {} answered after the crash; the slowest took {slowest:?}",
+        reads.len(),
+        during.len()
+    );
+    assert!(during.len() >= 20, "too few reads after the crash: {}", during.len());
+    let failed: Vec<_> = reads
+        .iter()
+        .filter(|(_, _, _, (status, _))| *status != 200)
+        .map(|(id, sent, took, answer)| (id, sent.saturating_duration_since(killed), took, answer))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "reads that failed (node, sent after the crash, took, answer): {failed:?}"
+    );
+    assert!(
+        reads.iter().all(|(_, _, _, (_, body))| body.contains("before_crash")),
+        "every read shows the push made before the crash"
+    );
 }
 
 /// The README's upgrade procedure, with the same release: stop one node at a

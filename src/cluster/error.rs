@@ -55,8 +55,11 @@ pub enum ReadError {
     NoQuorum,
     #[error("{0}")]
     QuorumLost(String),
-    #[error("the leader is unreachable: {0}")]
-    LeaderUnreachable(String),
+    /// The leader this node follows did not answer its read-index call
+    /// (unreachable, or it answered that it cannot serve one); asked again
+    /// until the read timeout, so this is the last reason at that point.
+    #[error("the leader (node {leader}) gave no read index within {after:?}: {why}")]
+    LeaderUnreachable { leader: u64, after: Duration, why: String },
     #[error("a consistent read did not complete within {0:?}")]
     Timeout(Duration),
     #[error("this node stopped ({0})")]

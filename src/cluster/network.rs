@@ -50,12 +50,19 @@ pub fn describe_status(s: &tonic::Status) -> String {
 }
 
 /// Whether a call failed before anything was sent: no connection to the
-/// peer could be made (refused, or the connect timed out). Such a call did
-/// nothing there and may be retried; any other failure may have been
-/// processed.
+/// peer could be made (refused, the connect timed out, the name did not
+/// resolve). Such a call did nothing there and may be retried; any other
+/// failure may have been processed.
+///
+/// tonic wraps every failure of its connector, the phase before a request
+/// can be written, in [`tonic::ConnectError`]; a refused connection is also
+/// recognised by its `io::Error` kind, for a connector that does not.
 pub fn never_sent(s: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(s);
     while let Some(e) = source {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::ConnectionRefused {
                 return true;
@@ -276,6 +283,37 @@ mod tests {
         assert!(never_sent(&status), "{}", describe_status(&status));
         assert!(
             describe_status(&status).contains("refused"),
+            "{}",
+            describe_status(&status)
+        );
+    }
+
+    /// A connection that could not be made in time carried nothing: a
+    /// listener whose accept queue is full drops the SYN, as a peer behind a
+    /// firewall that drops packets does.
+    #[tokio::test]
+    async fn a_connection_that_timed_out_is_known_not_to_have_sent_anything() {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let port = socket.local_addr().expect("address").port();
+        let _listener = socket.listen(0).expect("listen");
+        // Fill the accept queue (never accepted), so further SYNs are dropped.
+        let mut queued = Vec::new();
+        for _ in 0..4 {
+            match tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(("127.0.0.1", port)),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => queued.push(stream),
+                _ => break,
+            }
+        }
+        let status = call(port).await;
+        assert!(never_sent(&status), "{}", describe_status(&status));
+        assert!(
+            describe_status(&status).contains("deadline has elapsed"),
             "{}",
             describe_status(&status)
         );

@@ -511,7 +511,7 @@ impl ClusterNode {
                 }
             }
             // Not connected at all: nothing was sent, the change was not made.
-            Err(s) if network::never_sent(&s) || s.message().contains("connect") => {
+            Err(s) if network::never_sent(&s) => {
                 tracing::debug!(leader, error = %network::describe_status(&s), "leader unreachable");
                 Err(WriteError::NoLeader)
             }
@@ -527,19 +527,29 @@ impl ClusterNode {
 
     /// Waits until this node can serve a linearizable read; returns the log
     /// index the read reflects (everything committed before the call).
+    ///
+    /// A follower asks its leader for a read index. Asking changes nothing,
+    /// so a call that fails (the leader crashed, or is being replaced) is
+    /// made again, to the next leader once one is elected, until the read
+    /// timeout: a leader's crash does not fail the scrapes of the others,
+    /// and a node cut off still answers 503 within the timeout.
     pub async fn linearizable_read(&self) -> Result<u64, ReadError> {
         if let Some(failure) = self.failure() {
             return Err(ReadError::Stopped(format!("{failure}; restart it")));
         }
         let timeout = self.config.read_timeout;
         let deadline = Instant::now() + timeout;
+        let mut last = ReadError::Timeout(timeout);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 if let Some(why) = self.not_a_member() {
                     return Err(ReadError::NotMember(why));
                 }
-                return Err(ReadError::Timeout(timeout));
+                return Err(match last {
+                    e @ ReadError::LeaderUnreachable { .. } => e,
+                    _ => ReadError::Timeout(timeout),
+                });
             }
             if bugs::active(Bug::StaleFollowerReads) && !matches!(self.route(), Route::Local) {
                 return Ok(self.applied_index());
@@ -561,7 +571,7 @@ impl ClusterNode {
                         Ok(Err(RaftError::Fatal(f))) => return Err(ReadError::Stopped(f.to_string())),
                     }
                 }
-                Route::Remote(_, addr) => match self.remote_read_index(&addr, remaining).await {
+                Route::Remote(leader, addr) => match self.remote_read_index(leader, &addr, remaining).await {
                     Ok(index) => {
                         let wait = self.raft.wait(Some(deadline.saturating_duration_since(Instant::now())));
                         return match wait.applied_index_at_least(Some(index), "linearizable read").await {
@@ -574,7 +584,10 @@ impl ClusterNode {
                 Route::NoLeader => Err(ReadError::NoLeader),
             };
             match attempt {
-                Err(ReadError::NoLeader) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e @ (ReadError::NoLeader | ReadError::LeaderUnreachable { .. })) => {
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 Err(e) => return Err(e),
                 Ok(i) => return Ok(i),
             }
@@ -594,7 +607,10 @@ impl ClusterNode {
         Ok(self.applied_index())
     }
 
-    async fn remote_read_index(&self, addr: &str, timeout: Duration) -> Result<u64, ReadError> {
+    /// One read-index call to the leader, given up after `timeout` (at most
+    /// 1.5 s, so a leader that does not answer is asked again, or its
+    /// successor is, within the read timeout).
+    async fn remote_read_index(&self, leader: NodeId, addr: &str, timeout: Duration) -> Result<u64, ReadError> {
         let mut client = self.peers.client(addr).map_err(|e| ReadError::Stopped(e.to_string()))?;
         let timeout = timeout.min(Duration::from_millis(1500));
         match client
@@ -604,7 +620,15 @@ impl ClusterNode {
             Ok(r) => Ok(r.into_inner().read_index),
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(ReadError::NoLeader),
             Err(s) if s.code() == tonic::Code::PermissionDenied => Err(ReadError::NotMember(s.message().to_string())),
-            Err(s) => Err(ReadError::LeaderUnreachable(s.message().to_string())),
+            Err(s) => {
+                let why = network::describe_status(&s);
+                tracing::debug!(leader, error = %why, "read index from the leader failed; asking again");
+                Err(ReadError::LeaderUnreachable {
+                    leader,
+                    after: self.config.read_timeout,
+                    why,
+                })
+            }
         }
     }
 

@@ -5,6 +5,10 @@
 //! Each node listens on its own loopback address (127.0.0.1x) and makes its
 //! outgoing cluster connections from it, so the proxy of node B can drop
 //! exactly the connections coming from node A.
+//!
+//! When its node is not running (killed, stopped, not started yet), the
+//! proxy stops listening, so connections to it are refused as they are to
+//! a crashed host's port, until the node listens again.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -45,33 +49,51 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     let _ = from.shutdown(Shutdown::Both);
 }
 
+/// Binds `listen`, giving a socket that held the port a moment ago up to a
+/// second to let go.
+fn bind(listen: SocketAddr) -> TcpListener {
+    // `free_port` checked the port a moment ago; a socket that held it
+    // only briefly since (seen once in CI, cause not found) gets up to a
+    // second to let go before the test fails naming the address.
+    let mut attempts = 0;
+    let listener = loop {
+        match TcpListener::bind(listen) {
+            Ok(l) => break l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("proxy cannot listen on {listen}: {e}"),
+        }
+    };
+    if attempts > 0 {
+        eprintln!("proxy: {listen} was in use; bound after {attempts} retries");
+    }
+    listener.set_nonblocking(true).expect("nonblocking");
+    listener
+}
+
 impl Proxy {
     /// Listens on `listen` and forwards to `upstream`.
     pub fn start(listen: SocketAddr, upstream: SocketAddr) -> Proxy {
-        // `free_port` checked the port a moment ago; a socket that held it
-        // only briefly since (seen once in CI, cause not found) gets up to a
-        // second to let go before the test fails naming the address.
-        let mut attempts = 0;
-        let listener = loop {
-            match TcpListener::bind(listen) {
-                Ok(l) => break l,
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 100 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => panic!("proxy cannot listen on {listen}: {e}"),
-            }
-        };
-        if attempts > 0 {
-            eprintln!("proxy: {listen} was in use; bound after {attempts} retries");
-        }
-        listener.set_nonblocking(true).expect("nonblocking");
+        let mut listener = Some(bind(listen));
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
         std::thread::spawn(move || {
             while !sp.load(Ordering::Relaxed) {
-                match listener.accept() {
+                let Some(l) = &listener else {
+                    // The node is not listening: neither does the proxy,
+                    // until the node does again (each port is handed out
+                    // once per test process, so no other test takes it).
+                    if TcpStream::connect_timeout(&upstream, Duration::from_millis(200)).is_ok() {
+                        listener = Some(bind(listen));
+                    } else {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    continue;
+                };
+                match l.accept() {
                     Ok((client, src)) => {
                         let _ = client.set_nonblocking(false);
                         let refused = {
@@ -82,8 +104,14 @@ impl Proxy {
                             let _ = client.shutdown(Shutdown::Both);
                             continue;
                         }
-                        let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(1)) else {
-                            continue;
+                        let server = match TcpStream::connect_timeout(&upstream, Duration::from_secs(1)) {
+                            Ok(server) => server,
+                            Err(e) => {
+                                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                                    listener = None;
+                                }
+                                continue;
+                            }
                         };
                         let _ = server.set_nodelay(true);
                         let _ = client.set_nodelay(true);
