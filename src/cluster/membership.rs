@@ -83,7 +83,6 @@ fn map_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Members
     }
 }
 
-/// Applies one change on this node, which must be the leader. Returns the voters after it.
 /// How long adding a node waits for it to catch up as a learner: a large
 /// store's snapshot takes a while to stream, and the answer must still reach
 /// a follower that forwarded the change (120 s deadline).
@@ -118,6 +117,7 @@ async fn wait_caught_up(raft: &Raft, id: NodeId, timeout: Duration) -> Result<()
     }
 }
 
+/// Applies one change on this node, which must be the leader. Returns the voters after it.
 pub async fn apply_locally(
     raft: &Raft,
     peers: &super::network::Peers,

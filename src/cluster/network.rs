@@ -270,6 +270,13 @@ mod tests {
             .expect_err("no server answers")
     }
 
+    /// `status` failed before anything was sent, and its description names `cause`.
+    fn assert_never_sent(status: &tonic::Status, cause: &str) {
+        let described = describe_status(status);
+        assert!(never_sent(status), "{described}");
+        assert!(described.contains(cause), "{described}");
+    }
+
     /// A call to a port nobody listens on never left this node, so a
     /// forwarded push can wait for the next leader instead of answering 503
     /// (tonic's message alone only says "transport error").
@@ -279,13 +286,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("address").port()
         };
-        let status = call(port).await;
-        assert!(never_sent(&status), "{}", describe_status(&status));
-        assert!(
-            describe_status(&status).contains("refused"),
-            "{}",
-            describe_status(&status)
-        );
+        assert_never_sent(&call(port).await, "refused");
     }
 
     /// A connection that could not be made in time carried nothing: a
@@ -310,13 +311,7 @@ mod tests {
                 _ => break,
             }
         }
-        let status = call(port).await;
-        assert!(never_sent(&status), "{}", describe_status(&status));
-        assert!(
-            describe_status(&status).contains("deadline has elapsed"),
-            "{}",
-            describe_status(&status)
-        );
+        assert_never_sent(&call(port).await, "deadline has elapsed");
     }
 
     /// A connection that was made and then dropped may have carried the call.

@@ -49,12 +49,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     let _ = from.shutdown(Shutdown::Both);
 }
 
-/// Binds `listen`, giving a socket that held the port a moment ago up to a
-/// second to let go.
+/// Binds `listen`. `free_port` checked the port a moment ago; a socket that
+/// held it only briefly since (seen once in CI, cause not found) gets up to a
+/// second to let go before the test fails naming the address.
 fn bind(listen: SocketAddr) -> TcpListener {
-    // `free_port` checked the port a moment ago; a socket that held it
-    // only briefly since (seen once in CI, cause not found) gets up to a
-    // second to let go before the test fails naming the address.
     let mut attempts = 0;
     let listener = loop {
         match TcpListener::bind(listen) {
