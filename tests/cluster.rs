@@ -174,6 +174,57 @@ fn scrapes_of_the_survivors_do_not_fail_when_the_leader_crashes() {
     );
 }
 
+/// A push that a follower forwarded to the leader when the leader crashed is
+/// sent again to the next leader instead of failing with 503 (outcome
+/// unknown): a forwarded mutation carries a request id, and apply applies
+/// only its first copy in the log. Clients pushing through the followers see
+/// no failed push at all, and every acknowledged push is stored.
+#[test]
+fn pushes_through_followers_do_not_fail_when_the_leader_crashes() {
+    // The wait for a leader is long so that a slow machine's election does
+    // not fail a push: this test is about the pushes in flight at the crash.
+    let mut cluster = TestCluster::start("crash-forwards", 3, &["--push.leader-wait=10s"]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let followers: Vec<u64> = cluster.nodes.keys().copied().filter(|id| *id != leader).collect();
+    let urls = followers.iter().map(|id| cluster.node(*id).url("")).collect();
+    let pushers = Pushers::start(12, "forwards", "fw", urls);
+    // The leader moves the log to entry format 2 (request ids) once every
+    // member reports that it applies it; the followers see it applied.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !followers
+        .iter()
+        .all(|id| cluster.status(*id).is_some_and(|s| s["log_entry_format"] == 2))
+    {
+        assert!(Instant::now() < deadline, "the log never moved to entry format 2");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.node_mut(leader).kill9();
+    let new_leader = cluster.wait_leader(Duration::from_secs(10));
+    assert_ne!(new_leader, leader);
+    std::thread::sleep(Duration::from_secs(3));
+    let pushed = pushers.stop();
+    let repeated: u64 = followers
+        .iter()
+        .map(|id| {
+            cluster.status(*id).expect("status")["forwards_repeated"]
+                .as_u64()
+                .expect("a count")
+        })
+        .sum();
+    eprintln!("{repeated} forwarded pushes were sent again after the crash");
+    assert!(
+        pushed.refusals.is_empty(),
+        "pushes through the followers that failed: {:?}",
+        pushed.refusals
+    );
+    assert!(
+        repeated > 0,
+        "no forwarded push was in flight at the crash: nothing was tested"
+    );
+    pushed.assert_stored(&cluster.node(new_leader).api_metrics(), "fw");
+}
+
 /// The README's upgrade procedure, with the same release: stop one node at a
 /// time (SIGTERM), start it again, wait until it is ready and caught up, the
 /// leader last, while clients push through the nodes that are up. Every push
@@ -363,7 +414,7 @@ fn cluster_status_on_any_node_shows_every_member_and_one_that_is_down() {
         assert_eq!(n["state"], want, "node {id}: {n:#}");
         assert!(n["last_log_index"].as_u64().unwrap() >= pushed_at, "node {id}: {n:#}");
         assert_eq!(n["version"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(n["entry_format"], 1, "node {id}: {n:#}");
+        assert_eq!(n["entry_format"], 2, "node {id}: {n:#}");
         assert!(n["lag"].is_u64(), "the leader counts node {id}'s lag: {n:#}");
         if id == leader {
             assert_eq!(n["lag"], 0, "the leader is not behind itself");
@@ -419,7 +470,10 @@ fn the_leader_refuses_a_forwarded_mutation_of_an_unknown_kind() {
             .await
             .expect("connect to the leader's cluster port");
         let mut request = tonic::Request::new(pb::ForwardRequest {
-            mutation: Some(pb::Mutation { op: None }),
+            mutation: Some(pb::Mutation {
+                op: None,
+                request: None,
+            }),
         });
         request
             .metadata_mut()

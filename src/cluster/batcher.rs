@@ -11,7 +11,7 @@
 //! and a mutation that does not fit is refused at once (HTTP 503) instead of
 //! growing memory and latency without limit.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::bugs::{self, Bug};
-use super::codec::ENTRY_FORMAT_VERSION;
+use super::codec::{BASE_ENTRY_FORMAT, ENTRY_FORMAT_VERSION};
 use super::error::WriteError;
 use super::stats::ClusterStats;
 use super::types::{DecodedBatch, LogPayload, Raft};
@@ -59,6 +59,7 @@ pub struct Batcher {
     byte_budget: Arc<Semaphore>,
     budget_units: usize,
     stats: Arc<ClusterStats>,
+    entry_format: Arc<AtomicU32>,
 }
 
 /// Bytes are budgeted in KiB units (the semaphore counts u32 permits).
@@ -79,14 +80,35 @@ impl Batcher {
     ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let budget_units = units(max_bytes) as usize;
-        tokio::spawn(run(raft, quorum, rx, write_timeout, clock, stats.clone()));
+        let entry_format = Arc::new(AtomicU32::new(BASE_ENTRY_FORMAT));
+        tokio::spawn(run(
+            raft,
+            quorum,
+            rx,
+            write_timeout,
+            clock,
+            stats.clone(),
+            entry_format.clone(),
+        ));
         Batcher {
             tx,
             capacity,
             byte_budget: Arc::new(Semaphore::new(budget_units)),
             budget_units,
             stats,
+            entry_format,
         }
+    }
+
+    /// Writes entries in format [`ENTRY_FORMAT_VERSION`] from now on: every
+    /// member applies it (see `codec::ENTRY_FORMAT_VERSION`).
+    pub fn use_newest_entry_format(&self) {
+        self.entry_format.store(ENTRY_FORMAT_VERSION, Ordering::Relaxed);
+    }
+
+    /// The entry format this batcher writes when no mutation needs a newer one.
+    pub fn entry_format(&self) -> u32 {
+        self.entry_format.load(Ordering::Relaxed)
     }
 
     /// Queues a mutation and waits for its outcome.
@@ -140,6 +162,7 @@ async fn run(
     write_timeout: Duration,
     clock: Clock,
     stats: Arc<ClusterStats>,
+    entry_format: Arc<AtomicU32>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
@@ -166,14 +189,26 @@ async fn run(
         let raft = raft.clone();
         let quorum = quorum.clone();
         let time = clock();
+        // A forwarded mutation carries its request id (format 2) once the
+        // log has moved to format 2, which this node may not know yet as a
+        // new leader: such an entry is format 2 whatever the gate says.
+        let format = if batch.iter().any(|p| p.mutation.request.is_some()) {
+            ENTRY_FORMAT_VERSION
+        } else {
+            entry_format.load(Ordering::Relaxed)
+        };
         let span = tracing::debug_span!("propose", mutations = batch.len(), bytes);
         tokio::spawn(
             async move {
                 let _slot = slot;
                 let (mutations, replies): (Vec<_>, Vec<_>) =
                     batch.into_iter().map(|p| (p.mutation, (p.reply, p._budget))).unzip();
-                let bytes = encode_batch(time, &mutations);
-                let decoded = Arc::new(DecodedBatch { time_unix_nanos: time, mutations });
+                let bytes = encode_batch(format, time, &mutations);
+                let decoded = Arc::new(DecodedBatch {
+                    format_version: format,
+                    time_unix_nanos: time,
+                    mutations,
+                });
                 let write = raft.client_write(LogPayload { bytes, decoded: Some(decoded) });
                 // Give up early (outcome unknown) if this leader loses its quorum
                 // while the entry is pending, instead of holding clients for the
@@ -196,7 +231,10 @@ async fn run(
                         let mut outcomes = resp.data.outcomes.into_iter();
                         for (reply, _budget) in replies {
                             let r = match outcomes.next() {
-                                Some(outcome) => Ok(Committed { outcome, index }),
+                                Some(applied) => Ok(Committed {
+                                    outcome: applied.outcome,
+                                    index: applied.earlier_index.unwrap_or(index),
+                                }),
                                 None => Err(WriteError::Stopped("the committed entry could not be applied".into())),
                             };
                             let _ = reply.send(r);
@@ -223,14 +261,14 @@ async fn run(
 
 /// Encodes a `pushgate.v1.Batch` from shared mutations (field by field, so
 /// the mutations need not be copied into an owned `Batch`).
-fn encode_batch(time: i64, mutations: &[Arc<pb::Mutation>]) -> bytes::Bytes {
+fn encode_batch(format: u32, time: i64, mutations: &[Arc<pb::Mutation>]) -> bytes::Bytes {
     use prost::encoding::{int64, message, uint32};
-    let mut len = uint32::encoded_len(1, &ENTRY_FORMAT_VERSION) + int64::encoded_len(2, &time);
+    let mut len = uint32::encoded_len(1, &format) + int64::encoded_len(2, &time);
     for m in mutations {
         len += message::encoded_len(3, &**m);
     }
     let mut buf = Vec::with_capacity(len);
-    uint32::encode(1, &ENTRY_FORMAT_VERSION, &mut buf);
+    uint32::encode(1, &format, &mut buf);
     int64::encode(2, &time, &mut buf);
     for m in mutations {
         message::encode(3, &**m, &mut buf);
@@ -260,6 +298,7 @@ mod tests {
     fn batch_encoding_matches_prost() {
         let m = pb::Mutation {
             op: Some(pb::mutation::Op::Wipe(pb::Wipe {})),
+            request: None,
         };
         let d = pb::Mutation {
             op: Some(pb::mutation::Op::Delete(pb::Delete {
@@ -268,8 +307,14 @@ mod tests {
                     value: "x".into(),
                 }],
             })),
+            request: Some(pb::RequestId {
+                node_id: 2,
+                incarnation: 9,
+                seq: 3,
+                answered_below: 1,
+            }),
         };
-        let ours = encode_batch(-5, &[Arc::new(m.clone()), Arc::new(d.clone())]);
+        let ours = encode_batch(ENTRY_FORMAT_VERSION, -5, &[Arc::new(m.clone()), Arc::new(d.clone())]);
         let theirs = pb::Batch {
             format_version: ENTRY_FORMAT_VERSION,
             time_unix_nanos: -5,

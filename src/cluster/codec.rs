@@ -32,9 +32,27 @@ pub const FORMAT_VERSION: u32 = 1;
 ///   applies the entry once it runs a release that knows it.
 ///
 /// The same rules hold for the snapshot a leader sends a follower
-/// (`pb::Snapshot::format_version`, written with [`FORMAT_VERSION`]): a
+/// (`pb::Snapshot::format_version`, [`SNAPSHOT_FORMAT_VERSION`]): a
 /// release that changes it sends the new form only to members that read it.
-pub const ENTRY_FORMAT_VERSION: u32 = 1;
+///
+/// Versions:
+///
+/// 1. the first;
+/// 2. a forwarded mutation carries a `RequestId`, and apply applies only the
+///    first copy of each (`sessions`). The first format-2 entry in the log
+///    also tells every follower that it may send a forwarded mutation again
+///    when the leader's answer was lost.
+pub const ENTRY_FORMAT_VERSION: u32 = 2;
+
+/// The entry format a leader writes until every member applies
+/// [`ENTRY_FORMAT_VERSION`] (and a single node writes: it forwards nothing).
+pub const BASE_ENTRY_FORMAT: u32 = 1;
+
+/// The newest snapshot record format (`pb::Snapshot::format_version`): 2
+/// once the log reached entry format 2 (the snapshot then holds the
+/// forwarded mutations' sessions, which an older release would drop), else
+/// [`FORMAT_VERSION`].
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// The type `NewerFormat` errors carry through openraft's `StorageError`, so
 /// that a node's failure can say "upgrade this node" rather than "its

@@ -9,7 +9,9 @@
 pub mod batcher;
 pub mod bugs;
 pub mod codec;
+pub mod entry_format;
 pub mod error;
+pub mod forwarding;
 pub mod hand_over;
 pub mod identity;
 pub mod log_store;
@@ -20,6 +22,7 @@ pub mod recent_entries;
 pub mod rpc_codec;
 pub mod runtime;
 pub mod service;
+pub mod sessions;
 pub mod stall;
 pub mod state_machine;
 pub mod stats;

@@ -22,7 +22,9 @@ use tokio::sync::watch;
 
 use super::batcher::{Batcher, Clock, Committed};
 use super::bugs::{self, Bug};
+use super::entry_format;
 use super::error::{ReadError, StartError, WriteError};
+use super::forwarding::{self, ForwardingSession};
 use super::hand_over::{hand_over, Admitted, Leaving};
 use super::identity::Identity;
 use super::log_store::LogStore;
@@ -197,6 +199,8 @@ pub struct ClusterNode {
     /// why a majority of the other members say it was removed
     /// (`watch_for_removal`).
     status: StatusSource,
+    /// Numbers the mutations this process forwards (see `sessions`).
+    forwarding: ForwardingSession,
     stop: watch::Sender<bool>,
 }
 
@@ -390,6 +394,7 @@ impl ClusterNode {
             });
         }
 
+        let forwarding = ForwardingSession::new(config.node_id, super::runtime::random_u128() as u64);
         let node = Arc::new(ClusterNode {
             id: config.node_id,
             raft,
@@ -402,6 +407,7 @@ impl ClusterNode {
             quorum,
             restart_floor,
             status,
+            forwarding,
             stop,
         });
         if !node.config.peers.is_empty() {
@@ -419,6 +425,13 @@ impl ClusterNode {
             ));
         }
         tokio::spawn(report_failure(node.raft.clone(), node.stop.subscribe()));
+        tokio::spawn(entry_format::adopt_newest_when_every_member_applies_it(
+            node.status.clone(),
+            node.peers.clone(),
+            node.batcher.clone(),
+            node.shared.clone(),
+            node.stop.subscribe(),
+        ));
         tokio::spawn(size_based_snapshots(
             node.raft.clone(),
             node.stats.clone(),
@@ -448,8 +461,14 @@ impl ClusterNode {
     }
 
     /// Proposes a mutation through the leader's batcher and waits for its
-    /// outcome. Waits up to the leader wait for an election; never retries
-    /// anything whose outcome is unknown.
+    /// outcome. Waits up to the leader wait for an election.
+    ///
+    /// A mutation forwarded to the leader carries a request id once the
+    /// cluster applies them (`sessions`): when the leader's answer is lost
+    /// (it crashed, or the connection broke), the mutation is sent again, to
+    /// the next leader, and is applied at most once. Without request ids
+    /// (before every member runs a release that applies them), nothing whose
+    /// outcome is unknown is sent again.
     pub async fn write(&self, mutation: pb::Mutation) -> Result<Committed, WriteError> {
         // A node whose core stopped neither proposes nor forwards: it fails
         // its readiness check and answers like it, whatever its role was.
@@ -457,24 +476,58 @@ impl ClusterNode {
             Err(WriteError::NotLeader { .. }) | Ok(()) => {}
             Err(e) => return Err(e),
         }
-        let mutation = Arc::new(mutation);
-        let deadline = Instant::now() + self.config.leader_wait;
+        let mut mutation = Arc::new(mutation);
+        let mut deadline = Instant::now() + self.config.leader_wait;
         let mut last;
+        // Set once the mutation is forwarded with a request id.
+        let mut ticket: Option<forwarding::Ticket> = None;
+        // The first failure after which the mutation may have been applied.
+        let mut uncertain: Option<WriteError> = None;
         loop {
             let result = match self.route() {
                 Route::Local => match self.quorum.admit() {
                     Err(e @ WriteError::NotLeader { .. }) => Err(e),
-                    Err(e) => return Err(e),
-                    Ok(_admitted) => self.batcher.submit(mutation.clone()).await,
+                    Err(e) => return Err(uncertain.unwrap_or(e)),
+                    Ok(_admitted) => {
+                        if let Some(t) = &ticket {
+                            Arc::make_mut(&mut mutation).request = Some(t.request_id());
+                        }
+                        self.batcher.submit(mutation.clone()).await
+                    }
                 },
-                Route::Remote(id, addr) => self.forward(id, &addr, (*mutation).clone()).await,
+                Route::Remote(id, addr) => {
+                    if ticket.is_none() && self.shared.request_ids.load(std::sync::atomic::Ordering::Acquire) {
+                        ticket = Some(self.forwarding.ticket());
+                    }
+                    let mut m = (*mutation).clone();
+                    m.request = ticket.as_ref().map(forwarding::Ticket::request_id);
+                    self.forward(id, &addr, m).await
+                }
                 Route::NoLeader => Err(WriteError::NoLeader),
             };
             match result {
                 Err(e @ (WriteError::NotLeader { .. } | WriteError::NoLeader)) => last = e,
-                other => return other,
+                // Sent, and the answer lost: with a request id, sent again.
+                Err(e @ (WriteError::Uncertain(_) | WriteError::Timeout(_) | WriteError::Stopped(_)))
+                    if ticket.is_some() && self.failure().is_none() =>
+                {
+                    tracing::info!(error = %e, "the leader's answer to a forwarded push was lost; it is sent again to the next leader (applied at most once)");
+                    if uncertain.is_none() {
+                        // Wait for the election this failure may start.
+                        deadline = deadline.max(Instant::now() + self.config.leader_wait);
+                    }
+                    ClusterStats::add(&self.stats.forwards_repeated, 1);
+                    uncertain.get_or_insert(e.clone());
+                    last = e;
+                }
+                Ok(committed) => return Ok(committed),
+                // A definite failure of a repeat does not undo the first send.
+                Err(e) => return Err(uncertain.unwrap_or(e)),
             }
             if Instant::now() >= deadline {
+                if let Some(e) = uncertain {
+                    return Err(e);
+                }
                 if let Some(why) = self.not_a_member() {
                     return Err(WriteError::NotMember(why));
                 }

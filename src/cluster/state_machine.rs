@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
@@ -18,20 +18,23 @@ use parking_lot::RwLock;
 use prost::Message;
 
 use super::bugs::{self, Bug};
-use super::codec::{self, NewerFormat, ENTRY_FORMAT_VERSION, FORMAT_VERSION};
+use super::codec::{self, NewerFormat, ENTRY_FORMAT_VERSION, FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION};
 use super::recent_entries::RecentEntries;
+use super::sessions::{self, Admission, Sessions};
 use super::stats::ClusterStats;
 use super::types::{
-    BatchOutcome, Entry, LogId, LogPayload, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Applied, BatchOutcome, Entry, LogId, LogPayload, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::model::store::StoreView;
 use crate::model::Store;
 use crate::pb::pushgate::v1 as pb;
 
 /// Everything `apply` changes, behind one lock so that a snapshot copies a
-/// consistent (store, last applied, membership) triple.
+/// consistent (store, sessions, last applied, membership) state.
 pub struct AppliedState {
     pub store: Store,
+    /// The outcomes of forwarded mutations, for exactly-once apply.
+    pub sessions: Sessions,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
 }
@@ -46,6 +49,9 @@ pub struct SharedState {
     /// the same start agree on it: the fault simulation puts it in a run's
     /// trace.
     pub applied_digest: AtomicU64,
+    /// `Sessions::request_ids` of the applied state, readable without its
+    /// lock: whether a forwarded mutation carries a request id.
+    pub request_ids: AtomicBool,
 }
 
 /// The digest before any entry.
@@ -97,11 +103,13 @@ impl StateMachine {
             shared: Arc::new(SharedState {
                 state: Arc::new(RwLock::new(AppliedState {
                     store: Store::new(),
+                    sessions: Sessions::default(),
                     last_applied: None,
                     membership: StoredMembership::default(),
                 })),
                 applied_index: AtomicU64::new(0),
                 applied_digest: AtomicU64::new(DIGEST_START),
+                request_ids: AtomicBool::new(false),
             }),
             snapshot_dir: snapshot_dir.to_path_buf(),
             stats,
@@ -132,8 +140,10 @@ impl StateMachine {
         let store = Store::restore(snapshot.clock_unix_nanos, &snapshot.groups)?;
         let meta = Self::meta_of(snapshot);
         let mut state = self.shared.state.write();
+        self.shared.request_ids.store(snapshot.request_ids, Ordering::Release);
         *state = AppliedState {
             store,
+            sessions: Sessions::from_pb(snapshot.request_ids, &snapshot.sessions),
             last_applied: meta.last_log_id,
             membership: meta.last_membership,
         };
@@ -165,7 +175,7 @@ impl StateMachine {
 /// to raise the format would otherwise have it rejected here and applied
 /// there.
 fn newer_format(batch: &pb::Batch, index: u64) -> Option<NewerFormat> {
-    let detail = if batch.format_version != ENTRY_FORMAT_VERSION {
+    let detail = if !(1..=ENTRY_FORMAT_VERSION).contains(&batch.format_version) {
         format!("format {}", batch.format_version)
     } else if batch.mutations.iter().any(|m| m.op.is_none()) {
         "a mutation of a kind this release does not know".to_string()
@@ -180,8 +190,57 @@ fn newer_format(batch: &pb::Batch, index: u64) -> Option<NewerFormat> {
 
 fn decode_snapshot(bytes: &[u8]) -> Result<pb::Snapshot, String> {
     let snapshot = pb::Snapshot::decode(bytes).map_err(|e| format!("does not decode: {e}"))?;
-    codec::check_version(snapshot.format_version).map_err(|e| e.to_string())?;
+    check_snapshot_version(snapshot.format_version).map_err(|e| e.to_string())?;
     Ok(snapshot)
+}
+
+/// Snapshot records have their own format (`codec::SNAPSHOT_FORMAT_VERSION`).
+fn check_snapshot_version(v: u32) -> Result<(), codec::CodecError> {
+    if (FORMAT_VERSION..=SNAPSHOT_FORMAT_VERSION).contains(&v) {
+        Ok(())
+    } else {
+        Err(codec::CodecError::UnknownVersion(v))
+    }
+}
+
+/// Applies the mutations of entry `index`, stamped `time`, in order. A
+/// forwarded mutation that is a copy of one already applied gets the first
+/// copy's outcome and index and changes nothing (see `sessions`).
+fn apply_batch<'a>(
+    state: &mut AppliedState,
+    index: u64,
+    format_version: u32,
+    time: i64,
+    mutations: impl IntoIterator<Item = &'a pb::Mutation>,
+) -> Vec<Applied> {
+    if format_version >= 2 {
+        state.sessions.enable_request_ids();
+    }
+    state.sessions.expire(time);
+    mutations
+        .into_iter()
+        .map(|m| {
+            let here = |outcome| Applied {
+                outcome,
+                earlier_index: None,
+            };
+            match &m.request {
+                None => here(state.store.apply_one(time, m)),
+                Some(id) => match state.sessions.admit(id, time) {
+                    Admission::Apply => {
+                        let outcome = state.store.apply_one(time, m);
+                        state.sessions.record(id, &outcome, index);
+                        here(outcome)
+                    }
+                    Admission::Repeat { outcome, index } => Applied {
+                        outcome,
+                        earlier_index: Some(index),
+                    },
+                    Admission::Forgotten => here(sessions::forgotten_outcome()),
+                },
+            }
+        })
+        .collect()
 }
 
 /// Writes `bytes` to `dir/name` atomically and durably (temp file, fsync, rename, fsync dir).
@@ -239,10 +298,11 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // A consistent copy under a short read lock: groups are shared, not cloned.
-        let (view, last_log_id, membership) = {
+        let (view, sessions, last_log_id, membership) = {
             let state = self.shared.state.read();
             (
                 state.store.snapshot_view(),
+                state.sessions.clone(),
                 state.last_applied,
                 state.membership.clone(),
             )
@@ -259,13 +319,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let log_bytes_at_start = ClusterStats::get(&self.stats.log_bytes_appended);
         let bytes = crate::blocking::run(move || -> std::io::Result<u64> {
             let header = pb::Snapshot {
-                format_version: FORMAT_VERSION,
+                // An older release that read a snapshot with sessions would
+                // drop them: it must refuse it instead.
+                format_version: if sessions.request_ids() {
+                    SNAPSHOT_FORMAT_VERSION
+                } else {
+                    FORMAT_VERSION
+                },
                 last_log_id: last_log_id.as_ref().map(codec::log_id_to_pb),
                 last_membership_log_id: membership.log_id().as_ref().map(codec::log_id_to_pb),
                 last_membership: Some(codec::membership_to_pb(membership.membership())),
                 snapshot_id: id,
                 clock_unix_nanos: view.clock,
                 groups: Vec::new(),
+                request_ids: sessions.request_ids(),
+                sessions: sessions.to_pb(),
             };
             write_atomically_with(&dir, SNAPSHOT_FILE, |out| encode_snapshot(&header, &view, out))
         })
@@ -348,15 +416,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(LogPayload {
                     decoded: Some(batch), ..
                 }) => {
-                    let outcomes = state
-                        .store
-                        .apply_batch(batch.time_unix_nanos, batch.mutations.iter().map(|m| &**m));
+                    let outcomes = apply_batch(
+                        &mut state,
+                        entry.log_id.index,
+                        batch.format_version,
+                        batch.time_unix_nanos,
+                        batch.mutations.iter().map(|m| &**m),
+                    );
                     ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
                     BatchOutcome { outcomes }
                 }
                 EntryPayload::Normal(LogPayload { decoded: None, .. }) => match batch {
                     Some(batch) => {
-                        let outcomes = state.store.apply_batch(batch.time_unix_nanos, batch.mutations.iter());
+                        let outcomes = apply_batch(
+                            &mut state,
+                            entry.log_id.index,
+                            batch.format_version,
+                            batch.time_unix_nanos,
+                            batch.mutations.iter(),
+                        );
                         ClusterStats::add(&self.stats.mutations_applied, outcomes.len() as u64);
                         BatchOutcome { outcomes }
                     }
@@ -366,6 +444,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(outcome);
         }
         let applied = state.last_applied.map_or(0, |l| l.index);
+        self.shared
+            .request_ids
+            .store(state.sessions.request_ids(), Ordering::Release);
         drop(state);
         self.shared.applied_digest.store(digest, Ordering::Relaxed);
         self.shared.applied_index.store(applied, Ordering::Release);
@@ -399,15 +480,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = snapshot.into_inner();
         let record = pb::Snapshot::decode(bytes.as_slice())
             .map_err(|e| snapshot_err(ErrorVerb::Read, format!("does not decode: {e}")))?;
-        if record.format_version > FORMAT_VERSION {
+        if record.format_version > SNAPSHOT_FORMAT_VERSION {
             let e = NewerFormat {
                 what: "the snapshot the leader sent".into(),
                 detail: format!("snapshot format {}", record.format_version),
             };
             return Err(StorageIOError::new(ErrorSubject::Snapshot(None), ErrorVerb::Read, e.into_any_error()).into());
         }
-        codec::check_version(record.format_version).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
+        check_snapshot_version(record.format_version).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
         let dir = self.snapshot_dir.clone();
+        let sessions = Sessions::from_pb(record.request_ids, &record.sessions);
+        let request_ids = record.request_ids;
         let store = crate::blocking::run(move || -> Result<(Store, Vec<u8>), String> {
             write_atomically(&dir, SNAPSHOT_FILE, &bytes).map_err(|e| e.to_string())?;
             Ok((Store::restore(record.clock_unix_nanos, &record.groups)?, bytes))
@@ -415,8 +498,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.shared.request_ids.store(request_ids, Ordering::Release);
         *self.shared.state.write() = AppliedState {
             store: store.0,
+            sessions,
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
@@ -460,7 +545,7 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
     use prost::Message;
 
-    use super::{encode_snapshot, pb, StateMachine};
+    use super::{encode_snapshot, pb, Applied, StateMachine};
     use crate::cluster::status::describe_failure;
     use crate::cluster::types::{Entry, LogId, LogPayload};
     use crate::model::store::key_to_pb;
@@ -481,6 +566,7 @@ mod tests {
                     families: parse_text(b"# TYPE g gauge\ng{x=\"1\"} 1\ng{x=\"2\"} 2\n").unwrap(),
                     consistency_check: true,
                 })),
+                request: None,
             };
             store.apply_batch(1_700_000_000_000_000_000, &[push]);
         }
@@ -510,6 +596,7 @@ mod tests {
                 families: parse_text(b"g 1\n").unwrap(),
                 consistency_check: true,
             })),
+            request: None,
         }
     }
 
@@ -532,9 +619,12 @@ mod tests {
     #[tokio::test]
     async fn an_entry_of_a_newer_format_stops_apply_before_it() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let newer_kind = pb::Mutation { op: None };
+        let newer_kind = pb::Mutation {
+            op: None,
+            request: None,
+        };
         for (newer, what) in [
-            (entry(2, 2, vec![push_of("b")]), "format 2"),
+            (entry(2, 3, vec![push_of("b")]), "format 3"),
             (entry(2, 1, vec![push_of("b"), newer_kind]), "a mutation of a kind"),
         ] {
             let mut sm = StateMachine::open(dir.path(), 1, Arc::default()).expect("state machine");
@@ -588,5 +678,99 @@ mod tests {
         assert_eq!(results.len(), 3);
         assert_eq!(sm.shared.state.read().store.group_count(), 2);
         assert_eq!(sm.shared.applied_index.load(Ordering::Acquire), 3);
+    }
+
+    fn forwarded(mut m: pb::Mutation, seq: u64) -> pb::Mutation {
+        m.request = Some(pb::RequestId {
+            node_id: 2,
+            incarnation: 5,
+            seq,
+            answered_below: 1,
+        });
+        m
+    }
+
+    fn delete_of(job: &str) -> pb::Mutation {
+        let key = GroupingKey::from_labels([("job".to_string(), job.to_string())]).unwrap();
+        pb::Mutation {
+            op: Some(pb::mutation::Op::Delete(pb::Delete {
+                grouping_key: key_to_pb(&key),
+            })),
+            request: None,
+        }
+    }
+
+    /// A forwarded DELETE sent again after the leader's answer was lost is
+    /// applied once: its second copy in the log does not delete the push
+    /// another client made in between, and answers like the first. The
+    /// sessions are in the snapshot, so a replica restored from it
+    /// recognises a later copy too.
+    #[tokio::test]
+    async fn a_forwarded_mutation_sent_again_is_applied_once() {
+        use openraft::RaftSnapshotBuilder;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let delete = forwarded(delete_of("a"), 1);
+        let mut sm = StateMachine::open(dir.path(), 1, Arc::default()).expect("state machine");
+        let results = sm
+            .apply(vec![
+                entry(1, 1, vec![push_of("a")]),
+                entry(2, 2, vec![delete.clone()]),
+                entry(3, 2, vec![push_of("a")]),
+                entry(4, 2, vec![delete.clone()]),
+            ])
+            .await
+            .expect("applied");
+        let existed = crate::model::Outcome::Deleted { existed: true };
+        let first = Applied {
+            outcome: existed,
+            earlier_index: None,
+        };
+        assert_eq!(results[1].outcomes, vec![first.clone()]);
+        let copy = Applied {
+            earlier_index: Some(2),
+            ..first
+        };
+        assert_eq!(
+            results[3].outcomes,
+            vec![copy.clone()],
+            "the copy answers like the first, at its index"
+        );
+        assert_eq!(
+            sm.shared.state.read().store.group_count(),
+            1,
+            "the push after the first copy stays"
+        );
+        assert!(sm.shared.request_ids.load(Ordering::Acquire));
+
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+        let bytes = std::fs::read(dir.path().join(super::SNAPSHOT_FILE)).expect("snapshot file");
+        assert_eq!(pb::Snapshot::decode(&bytes[..]).unwrap().format_version, 2);
+        let mut restored = StateMachine::open(dir.path(), 1, Arc::default()).expect("restored");
+        assert!(restored.shared.request_ids.load(Ordering::Acquire));
+        let results = restored.apply(vec![entry(5, 2, vec![delete])]).await.expect("applied");
+        assert_eq!(results[0].outcomes, vec![copy]);
+        assert_eq!(restored.shared.state.read().store.group_count(), 1);
+    }
+
+    /// Until the log holds a format-2 entry, snapshots stay format 1, which
+    /// the release before reads.
+    #[tokio::test]
+    async fn a_snapshot_without_request_ids_keeps_the_base_format() {
+        use openraft::RaftSnapshotBuilder;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sm = StateMachine::open(dir.path(), 1, Arc::default()).expect("state machine");
+        sm.apply(vec![entry(1, 1, vec![push_of("a")])]).await.expect("applied");
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+        let bytes = std::fs::read(dir.path().join(super::SNAPSHOT_FILE)).expect("snapshot file");
+        let record = pb::Snapshot::decode(&bytes[..]).unwrap();
+        assert_eq!((record.format_version, record.request_ids), (1, false));
     }
 }

@@ -28,6 +28,8 @@ pub struct ClusterStats {
     pub queue_rejected: AtomicU64,
     /// Mutations waiting to be proposed.
     pub queue_length: AtomicU64,
+    /// Forwarded mutations sent again after the leader's answer was lost.
+    pub forwards_repeated: AtomicU64,
     /// Last committed log index this node knows of.
     pub committed_index: AtomicU64,
     /// Snapshots built locally / installed from a leader.
@@ -52,6 +54,7 @@ impl Default for ClusterStats {
             batches_proposed: AtomicU64::new(0),
             queue_rejected: AtomicU64::new(0),
             queue_length: AtomicU64::new(0),
+            forwards_repeated: AtomicU64::new(0),
             committed_index: AtomicU64::new(0),
             snapshots_built: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::Fatal;
 
-use super::codec::{ENTRY_FORMAT_VERSION, NEWER_FORMAT};
+use super::codec::{BASE_ENTRY_FORMAT, ENTRY_FORMAT_VERSION, NEWER_FORMAT};
 use super::identity::Identity;
 use super::network::Peers;
 use super::stall::StallWatch;
@@ -58,6 +58,16 @@ pub struct NodeStatus {
     /// Set when a majority of the other members say this node was removed
     /// (see `watch_for_removal`).
     pub removed: Option<String>,
+    /// The log entry format in use, as far as this node applied the log: 2
+    /// once an entry of format 2 was applied (from then on a push forwarded
+    /// to the leader is sent again when its answer is lost, and applied
+    /// once; a release that applies only format 1 cannot join), else 1.
+    pub log_entry_format: u32,
+    /// Pushes this node forwarded to the leader and sent again, since it
+    /// started, because the leader's answer was lost (each is applied once).
+    /// Not a self metric: the self metric names are fixed (see
+    /// `model::reserved`).
+    pub forwards_repeated: u64,
 }
 
 /// This node's status together with every member's, as this node sees them.
@@ -151,6 +161,12 @@ impl StatusSource {
             failure: describe_failure(&m.running_state),
             oldest_storage_call_seconds: self.stalls.oldest(Instant::now()).as_secs_f64(),
             removed: self.removal.lock().clone(),
+            log_entry_format: if self.shared.request_ids.load(Ordering::Acquire) {
+                ENTRY_FORMAT_VERSION
+            } else {
+                BASE_ENTRY_FORMAT
+            },
+            forwards_repeated: ClusterStats::get(&self.stats.forwards_repeated),
         }
     }
 
@@ -337,6 +353,8 @@ mod tests {
             failure: None,
             oldest_storage_call_seconds: 0.0,
             removed: None,
+            log_entry_format: 1,
+            forwards_repeated: 0,
         }
     }
 

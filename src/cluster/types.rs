@@ -24,6 +24,8 @@ pub struct LogPayload {
 /// The mutations of a batch as proposed, with the leader's time.
 #[derive(Debug)]
 pub struct DecodedBatch {
+    /// The entry format it was written in (`codec::ENTRY_FORMAT_VERSION`).
+    pub format_version: u32,
     pub time_unix_nanos: i64,
     pub mutations: Vec<Arc<crate::pb::pushgate::v1::Mutation>>,
 }
@@ -38,7 +40,16 @@ impl LogPayload {
 /// (empty for blank and membership entries).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BatchOutcome {
-    pub outcomes: Vec<Outcome>,
+    pub outcomes: Vec<Applied>,
+}
+
+/// What one mutation of an entry produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub outcome: Outcome,
+    /// Set when the mutation was a copy of a forwarded mutation applied at
+    /// this earlier index (see `sessions`): that is where it took effect.
+    pub earlier_index: Option<u64>,
 }
 
 openraft::declare_raft_types!(

@@ -157,7 +157,13 @@ impl Gateway {
     }
 
     async fn mutate(&self, op: pb::mutation::Op) -> Result<Receipt, GatewayError> {
-        let committed = self.node.write(pb::Mutation { op: Some(op) }).await?;
+        let committed = self
+            .node
+            .write(pb::Mutation {
+                op: Some(op),
+                request: None,
+            })
+            .await?;
         Ok(Receipt {
             outcome: committed.outcome,
             index: committed.index,

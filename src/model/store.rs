@@ -163,11 +163,15 @@ impl Store {
     ) -> Vec<Outcome> {
         mutations
             .into_iter()
-            .map(|m| {
-                let now = self.tick(time_unix_nanos);
-                self.apply(now, m)
-            })
+            .map(|m| self.apply_one(time_unix_nanos, m))
             .collect()
+    }
+
+    /// Applies one mutation of an entry stamped `time_unix_nanos` (the
+    /// mutations of one entry are applied one after the other).
+    pub fn apply_one(&mut self, time_unix_nanos: i64, mutation: &pb::Mutation) -> Outcome {
+        let now = self.tick(time_unix_nanos);
+        self.apply(now, mutation)
     }
 
     /// The stamp of the next mutation: the leader's time, unless that is not

@@ -28,6 +28,7 @@ fn push_families(
             families,
             consistency_check: true,
         })),
+        request: None,
     };
     store.apply_batch(t, &[m]).remove(0)
 }
@@ -41,6 +42,7 @@ fn delete(store: &mut Store, t: i64, k: &GroupingKey) -> Outcome {
         op: Some(pb::mutation::Op::Delete(pb::Delete {
             grouping_key: key_to_pb(k),
         })),
+        request: None,
     };
     store.apply_batch(t, &[m]).remove(0)
 }
@@ -373,6 +375,7 @@ fn mutations_of_one_entry_get_increasing_stamps() {
             families: parse_text(b"x 1\n").unwrap(),
             consistency_check: true,
         })),
+        request: None,
     };
     s.apply_batch(T1, &[m(&a), m(&b)]);
     assert_eq!(s.group(&a).unwrap().push_time, T1);
@@ -429,6 +432,7 @@ fn wipe_removes_everything() {
     push(&mut s, T1, &key(&[("job", "b")]), true, "b 1\n");
     let m = pb::Mutation {
         op: Some(pb::mutation::Op::Wipe(pb::Wipe {})),
+        request: None,
     };
     assert_eq!(s.apply_batch(T1, &[m]), vec![Outcome::Wiped { groups: 2 }]);
     assert_eq!(s.group_count(), 0);
