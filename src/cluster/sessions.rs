@@ -18,7 +18,8 @@
 //! Memory stays bounded: a request also says below which sequence number
 //! its session has answered every client (`answered_below`), and those
 //! outcomes are dropped; a session unused for [`SESSION_IDLE_NANOS`] of entry
-//! time (its process stopped) is dropped as a whole.
+//! time and [`SESSION_IDLE_ENTRIES`] log entries (its process stopped) is
+//! dropped as a whole.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,11 @@ use crate::pb::pushgate::v1 as pb;
 /// (`--push.leader-wait` plus `--push.commit-timeout`, seconds), so this is
 /// far beyond any retry, and sessions of stopped processes do not pile up.
 pub const SESSION_IDLE_NANOS: i64 = 10 * 60 * 1_000_000_000;
+
+/// ... and at least this many log entries have been applied since its last
+/// mutation: a leader whose clock jumps forward by hours does not drop,
+/// within the seconds of a retry, the outcome that the retry needs.
+pub const SESSION_IDLE_ENTRIES: u64 = 100_000;
 
 /// Most outcomes one session keeps: as many of its mutations as may be
 /// unanswered at once. Beyond it the oldest is forgotten (and a copy of it
@@ -65,6 +71,8 @@ pub fn forgotten_outcome() -> Outcome {
 struct Session {
     answered_below: u64,
     last_used: i64,
+    /// The log index of the entry that last used it.
+    last_used_index: u64,
     /// By sequence number: the outcome and the log index it was applied at.
     outcomes: BTreeMap<u64, (Outcome, u64)>,
 }
@@ -93,11 +101,12 @@ impl Sessions {
         self.request_ids = true;
     }
 
-    /// Decides what to do with the forwarded mutation `id` of an entry
+    /// Decides what to do with the forwarded mutation `id` of entry `index`
     /// stamped `now`.
-    pub fn admit(&mut self, id: &pb::RequestId, now: i64) -> Admission {
+    pub fn admit(&mut self, id: &pb::RequestId, now: i64, index: u64) -> Admission {
         let session = self.sessions.entry((id.node_id, id.incarnation)).or_default();
         session.last_used = session.last_used.max(now);
+        session.last_used_index = session.last_used_index.max(index);
         if id.answered_below > session.answered_below {
             session.answered_below = id.answered_below;
             session.outcomes = session.outcomes.split_off(&id.answered_below);
@@ -127,13 +136,16 @@ impl Sessions {
         }
     }
 
-    /// Forgets the sessions unused since `SESSION_IDLE_NANOS` before `now`.
-    pub fn expire(&mut self, now: i64) {
+    /// Forgets the sessions unused since `SESSION_IDLE_NANOS` before `now`
+    /// and `SESSION_IDLE_ENTRIES` before entry `index`.
+    pub fn expire(&mut self, now: i64, index: u64) {
         if self.sessions.is_empty() {
             return;
         }
-        self.sessions
-            .retain(|_, s| now.saturating_sub(s.last_used) <= SESSION_IDLE_NANOS);
+        self.sessions.retain(|_, s| {
+            now.saturating_sub(s.last_used) <= SESSION_IDLE_NANOS
+                || index.saturating_sub(s.last_used_index) <= SESSION_IDLE_ENTRIES
+        });
     }
 
     /// Outcomes kept, over all sessions.
@@ -150,6 +162,7 @@ impl Sessions {
                 incarnation,
                 answered_below: s.answered_below,
                 last_used_unix_nanos: s.last_used,
+                last_used_index: s.last_used_index,
                 outcomes: s
                     .outcomes
                     .iter()
@@ -186,6 +199,7 @@ impl Sessions {
                         Session {
                             answered_below: s.answered_below,
                             last_used: s.last_used_unix_nanos,
+                            last_used_index: s.last_used_index,
                             outcomes,
                         },
                     )
@@ -215,10 +229,10 @@ mod tests {
     #[test]
     fn the_first_copy_is_applied_and_later_copies_get_its_outcome() {
         let mut s = Sessions::default();
-        assert_eq!(s.admit(&id(1, 1), 10), Admission::Apply);
+        assert_eq!(s.admit(&id(1, 1), 10, 1), Admission::Apply);
         s.record(&id(1, 1), &Outcome::Deleted { existed: true }, 7);
         assert_eq!(
-            s.admit(&id(1, 1), 20),
+            s.admit(&id(1, 1), 20, 1),
             Admission::Repeat {
                 outcome: Outcome::Deleted { existed: true },
                 index: 7
@@ -229,32 +243,32 @@ mod tests {
     #[test]
     fn sessions_of_other_processes_do_not_share_numbers() {
         let mut s = Sessions::default();
-        s.admit(&id(1, 1), 10);
+        s.admit(&id(1, 1), 10, 1);
         s.record(&id(1, 1), &pushed(), 7);
         let restarted = pb::RequestId {
             incarnation: 78,
             ..id(1, 1)
         };
         let other_node = pb::RequestId { node_id: 3, ..id(1, 1) };
-        assert_eq!(s.admit(&restarted, 10), Admission::Apply);
-        assert_eq!(s.admit(&other_node, 10), Admission::Apply);
+        assert_eq!(s.admit(&restarted, 10, 1), Admission::Apply);
+        assert_eq!(s.admit(&other_node, 10, 1), Admission::Apply);
     }
 
     #[test]
     fn answered_mutations_are_forgotten_and_their_late_copies_not_applied() {
         let mut s = Sessions::default();
         for seq in 1..=3 {
-            assert_eq!(s.admit(&id(seq, 1), 10), Admission::Apply);
+            assert_eq!(s.admit(&id(seq, 1), 10, 1), Admission::Apply);
             s.record(&id(seq, 1), &pushed(), 7);
         }
         assert_eq!(s.outcome_count(), 3);
         // The follower answered 1 and 2; its next mutation says so.
-        assert_eq!(s.admit(&id(4, 3), 10), Admission::Apply);
+        assert_eq!(s.admit(&id(4, 3), 10, 1), Admission::Apply);
         s.record(&id(4, 3), &pushed(), 7);
         assert_eq!(s.outcome_count(), 2);
-        assert_eq!(s.admit(&id(2, 1), 10), Admission::Forgotten);
+        assert_eq!(s.admit(&id(2, 1), 10, 1), Admission::Forgotten);
         assert_eq!(
-            s.admit(&id(3, 1), 10),
+            s.admit(&id(3, 1), 10, 1),
             Admission::Repeat {
                 outcome: pushed(),
                 index: 7
@@ -267,15 +281,15 @@ mod tests {
         let mut s = Sessions::default();
         let n = MAX_OUTCOMES_PER_SESSION as u64 + 10;
         for seq in 1..=n {
-            s.admit(&id(seq, 1), 10);
+            s.admit(&id(seq, 1), 10, 1);
             s.record(&id(seq, 1), &pushed(), 7);
         }
         assert_eq!(s.outcome_count(), MAX_OUTCOMES_PER_SESSION);
         // The oldest were dropped, so their copies are refused, not applied twice.
-        assert_eq!(s.admit(&id(1, 1), 10), Admission::Forgotten);
-        assert_eq!(s.admit(&id(10, 1), 10), Admission::Forgotten);
+        assert_eq!(s.admit(&id(1, 1), 10, 1), Admission::Forgotten);
+        assert_eq!(s.admit(&id(10, 1), 10, 1), Admission::Forgotten);
         assert_eq!(
-            s.admit(&id(11, 1), 10),
+            s.admit(&id(11, 1), 10, 1),
             Admission::Repeat {
                 outcome: pushed(),
                 index: 7
@@ -284,13 +298,17 @@ mod tests {
     }
 
     #[test]
-    fn idle_sessions_expire_by_entry_time() {
+    fn idle_sessions_expire_by_entry_time_and_entries() {
         let mut s = Sessions::default();
-        s.admit(&id(1, 1), 1_000);
+        s.admit(&id(1, 1), 1_000, 7);
         s.record(&id(1, 1), &pushed(), 7);
-        s.expire(1_000 + SESSION_IDLE_NANOS);
-        assert_eq!(s.outcome_count(), 1);
-        s.expire(1_001 + SESSION_IDLE_NANOS);
+        let late = 1_001 + SESSION_IDLE_NANOS;
+        s.expire(1_000 + SESSION_IDLE_NANOS, 8 + SESSION_IDLE_ENTRIES);
+        assert_eq!(s.outcome_count(), 1, "not idle for long enough in time");
+        // A leader's clock jumped forward: few entries later, still kept.
+        s.expire(late, 8);
+        assert_eq!(s.outcome_count(), 1, "not idle for enough entries");
+        s.expire(late, 8 + SESSION_IDLE_ENTRIES);
         assert_eq!(s.outcome_count(), 0);
     }
 
@@ -303,10 +321,10 @@ mod tests {
             (2, Outcome::Rejected { message: "bad".into() }),
             (3, Outcome::Wiped { groups: 4 }),
         ] {
-            s.admit(&id(seq, 1), 50);
+            s.admit(&id(seq, 1), 50, 1);
             s.record(&id(seq, 1), &outcome, 7);
         }
-        s.admit(&id(4, 2), 60);
+        s.admit(&id(4, 2), 60, 1);
         let back = Sessions::from_pb(s.request_ids(), &s.to_pb());
         assert_eq!(back, s);
     }

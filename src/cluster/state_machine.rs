@@ -216,7 +216,7 @@ fn apply_batch<'a>(
     if format_version >= 2 {
         state.sessions.enable_request_ids();
     }
-    state.sessions.expire(time);
+    state.sessions.expire(time, index);
     mutations
         .into_iter()
         .map(|m| {
@@ -226,7 +226,7 @@ fn apply_batch<'a>(
             };
             match &m.request {
                 None => here(state.store.apply_one(time, m)),
-                Some(id) => match state.sessions.admit(id, time) {
+                Some(id) => match state.sessions.admit(id, time, index) {
                     Admission::Apply => {
                         let outcome = state.store.apply_one(time, m);
                         state.sessions.record(id, &outcome, index);
