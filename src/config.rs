@@ -152,7 +152,8 @@ pub struct ServerFlags {
     #[arg(long = "push.queue-bytes", default_value_t = 256 << 20)]
     pub queue_bytes: usize,
 
-    /// How long a push waits for a leader to be elected before 503 (the change is then not made).
+    /// How long a push waits for a leader to be elected before 503 (the change is then not made;
+    /// after a forward to the leader whose answer was lost, it waits this long again and is sent again).
     #[arg(long = "push.leader-wait", default_value = "3s", value_parser = parse_duration)]
     pub leader_wait: Duration,
 
