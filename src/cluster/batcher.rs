@@ -106,11 +106,6 @@ impl Batcher {
         self.entry_format.store(ENTRY_FORMAT_VERSION, Ordering::Relaxed);
     }
 
-    /// The entry format this batcher writes when no mutation needs a newer one.
-    pub fn entry_format(&self) -> u32 {
-        self.entry_format.load(Ordering::Relaxed)
-    }
-
     /// Queues a mutation and waits for its outcome.
     pub async fn submit(&self, mutation: Arc<pb::Mutation>) -> Result<Committed, WriteError> {
         if bugs::active(Bug::AckBeforeCommit) {
