@@ -1,7 +1,7 @@
 //! The history checker.
 //!
-//! The clients' traffic keeps the model exact (see [`crate::model`]): each
-//! client mutates only its own group, values are unique per client, and every
+//! The clients' traffic keeps the model exact (see [`crate::model`]): two
+//! clients mutate each group, values are unique across clients, and every
 //! answer carries the log index it reflects, which orders operations:
 //!
 //! * log order respects real time: an operation that completed before another
@@ -12,6 +12,10 @@
 //!   lost or stale push, a value nobody pushed or a half-applied group fails;
 //! * no acknowledged mutation is lost: the final scrapes after the faults are
 //!   reads like any other;
+//! * no acknowledged mutation takes effect twice: a copy applied again (a
+//!   follower re-sends a forwarded push whose answer it lost) would undo the
+//!   other client's mutation of that group, or a wipe, that came in between,
+//!   and the reads after it would show a state the model does not allow;
 //! * replicas converge: the final scrapes of all members, two seconds after
 //!   the last client stopped, reflect the same log index and show the same
 //!   pushed series;
@@ -198,8 +202,8 @@ impl<'a> Timeline<'a> {
 
 /// The states `batch` (mutations of one log entry) can leave `state` in.
 ///
-/// A group's entry holds at most its client's mutation and a wipe, since
-/// each client waits for one answer before it sends the next. A larger batch
+/// A group's entry holds at most the mutations of its two clients and a
+/// wipe, since each client waits for one answer before it sends the next. A larger batch
 /// means mutations that did not overlap in time share an index, which the
 /// real-time check reports; it is then applied in history order only, so a
 /// broken history cannot make the checker try every permutation.

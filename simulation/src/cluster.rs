@@ -22,8 +22,10 @@ use crate::scenario::{Fault, Scenario, FAULTS_END};
 /// Host names: node id `k` runs on `HOSTS[k - 1]`. The last ones are spares
 /// for replacements.
 pub const HOSTS: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
-/// Clients that push to their own group and scrape.
+/// Clients that push to their own and their neighbour's group and scrape.
 const CLIENTS: usize = 3;
+/// Of a client's mutations, the percentage that go to its neighbour's group.
+const NEIGHBOUR_PERCENT: u32 = 30;
 /// The client id of the final scrapes in the history.
 const FINAL: usize = CLIENTS;
 /// The client id of the wipes in the history.
@@ -33,17 +35,20 @@ const RAFT_PORT: u16 = 9092;
 /// Once faults have healed, a push must succeed within this (liveness).
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(15);
 
-/// What a client asked.
+/// What a client asked. Client `c` mutates group `c` (its own) and group
+/// `c + 1` (its neighbour's, shared with that group's own client), so two
+/// clients write every group: an acknowledged mutation applied twice would
+/// then undo the other client's acknowledged mutation in between.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// PUT of `sim_value` to the client's own group (replaces the group).
+    /// PUT of `sim_value` to a group (replaces the group).
     Put { group: usize, value: u64 },
-    /// POST of `sim_post` to the client's own group (replaces that family).
+    /// POST of `sim_post` to a group (replaces that family).
     Post { group: usize, value: u64 },
-    /// DELETE of the client's own group.
+    /// DELETE of a group.
     Delete { group: usize },
-    /// PUT of a sample with a timestamp to the client's own group: apply
-    /// rejects it (400) and records the group's failure time.
+    /// PUT of a sample with a timestamp to a group: apply rejects it (400)
+    /// and records the group's failure time.
     Reject { group: usize },
     /// `PUT /api/v1/admin/wipe`.
     Wipe,
@@ -423,20 +428,31 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
         sim.client(format!("c{client}"), async move {
             // Let the cluster elect its first leader.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let mut value = 0u64;
+            // Values are unique across clients (client `c` writes
+            // `c`, `c + CLIENTS`, ...), so a value names the push that wrote it.
+            let mut counter = 0u64;
+            let mut next_value = move || {
+                counter += 1;
+                counter * CLIENTS as u64 + client as u64
+            };
             while now() < FAULTS_END {
                 let node = pick(&askable, &mut rng);
+                let group = if rng.gen_range(0..100) < NEIGHBOUR_PERCENT {
+                    (client + 1) % CLIENTS
+                } else {
+                    client
+                };
                 let request = match rng.gen_range(0..100) {
-                    0..35 => {
-                        value += 1;
-                        Request::Put { group: client, value }
-                    }
-                    35..50 => {
-                        value += 1;
-                        Request::Post { group: client, value }
-                    }
-                    50..54 => Request::Delete { group: client },
-                    54..57 => Request::Reject { group: client },
+                    0..35 => Request::Put {
+                        group,
+                        value: next_value(),
+                    },
+                    35..50 => Request::Post {
+                        group,
+                        value: next_value(),
+                    },
+                    50..54 => Request::Delete { group },
+                    54..57 => Request::Reject { group },
                     57..85 => Request::Scrape,
                     _ => Request::ApiScrape,
                 };
@@ -446,9 +462,11 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
             // Liveness: once faults stop, a push succeeds within the bound.
             let deadline = now() + LIVENESS_BOUND;
             while now() < deadline {
-                value += 1;
                 let node = pick(&askable, &mut rng);
-                let request = Request::Put { group: client, value };
+                let request = Request::Put {
+                    group: client,
+                    value: next_value(),
+                };
                 if let Ok(a) = record(&history, client, node, request).await {
                     if a.status == 200 {
                         *live.borrow_mut() = true;

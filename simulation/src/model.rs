@@ -1,11 +1,11 @@
 //! The model of the store the checker replays, and what a read showed of it.
 //!
 //! The clients' traffic is shaped so that the model stays small and exact:
-//! client `c` mutates only its own group `{job="sim", client="c"}`, with two
-//! families: `sim_value` (written by PUT, which replaces the group) and
-//! `sim_post` (written by POST, which replaces only that family). Values are
-//! unique per client (one counter for both), so a value names the push that
-//! wrote it. DELETE removes the group; wipe removes every group. A push with
+//! group `g` is `{job="sim", client="g"}`, mutated by client `g` and by its
+//! neighbour `g - 1`, with two families: `sim_value` (written by PUT, which
+//! replaces the group) and `sim_post` (written by POST, which replaces only
+//! that family). Values are unique across clients (each client counts in its
+//! own residue class), so a value names the push that wrote it. DELETE removes the group; wipe removes every group. A push with
 //! a timestamp is rejected by apply (400) and records the group's failure
 //! time, creating the group if needed, so the model follows whether the last
 //! push to a group failed.

@@ -41,7 +41,12 @@ fn a_seed_replays_identically() {
 #[test]
 fn the_checker_catches_every_injected_bug() {
     const SEEDS: &str = "0..8";
-    for bug in ["ack-before-commit", "stale-follower-reads", "divergent-apply"] {
+    for bug in [
+        "ack-before-commit",
+        "stale-follower-reads",
+        "divergent-apply",
+        "repeated-forwards",
+    ] {
         let out = Command::new(SIMULATION)
             .args([
                 "--seeds",

@@ -15,16 +15,26 @@ pub enum Bug {
     StaleFollowerReads = 2,
     /// Node 2 skips every tenth log entry when applying.
     DivergentApply = 3,
+    /// A copy of a forwarded mutation (a follower sent it again after losing
+    /// the leader's answer) is applied a second time, although its answer
+    /// still names the first copy's outcome and index.
+    RepeatedForwards = 4,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::AckBeforeCommit, Bug::StaleFollowerReads, Bug::DivergentApply];
+    pub const ALL: [Bug; 4] = [
+        Bug::AckBeforeCommit,
+        Bug::StaleFollowerReads,
+        Bug::DivergentApply,
+        Bug::RepeatedForwards,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::AckBeforeCommit => "ack-before-commit",
             Bug::StaleFollowerReads => "stale-follower-reads",
             Bug::DivergentApply => "divergent-apply",
+            Bug::RepeatedForwards => "repeated-forwards",
         }
     }
 }

@@ -232,10 +232,15 @@ fn apply_batch<'a>(
                         state.sessions.record(id, &outcome, index);
                         here(outcome)
                     }
-                    Admission::Repeat { outcome, index } => Applied {
-                        outcome,
-                        earlier_index: Some(index),
-                    },
+                    Admission::Repeat { outcome, index } => {
+                        if bugs::active(Bug::RepeatedForwards) {
+                            state.store.apply_one(time, m);
+                        }
+                        Applied {
+                            outcome,
+                            earlier_index: Some(index),
+                        }
+                    }
                     Admission::Forgotten => here(sessions::forgotten_outcome()),
                 },
             }
