@@ -2,8 +2,8 @@
 //! of a three-node cluster with the configuration the README gives
 //! (`honor_labels: true`, a `replica` label per target): every replica shows
 //! Prometheus the pushed value with the pushed job label, the two survivors
-//! of a leader crash show a push made after it, and the crashed node shows it
-//! once restarted. Prometheus must be installed (`scripts/test.sh` installs it
+//! of a leader crash show a push made after it and never fail a scrape, and
+//! the crashed node shows it once restarted. Prometheus must be installed (`scripts/test.sh` installs it
 //! as root); `PUSHGATE_PROMETHEUS_BIN` names another binary.
 
 mod common;
@@ -14,6 +14,13 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::{client, free_port, temp_dir};
+
+/// Seconds between Prometheus's scrapes, and each scrape's timeout.
+const SCRAPE_INTERVAL: u64 = 4;
+/// The nodes' `--read.timeout`: a consistent read waiting for the next
+/// leader answers before Prometheus gives up on the scrape. The failover
+/// takes about 1.4 s here; the margin is for a slow CI machine.
+const READ_TIMEOUT: &str = "--read.timeout=3500ms";
 
 /// A Prometheus server, stopped by PID when dropped.
 struct Prometheus {
@@ -26,13 +33,15 @@ struct Prometheus {
 type Sample = (BTreeMap<String, String>, f64);
 
 impl Prometheus {
-    /// Starts Prometheus scraping `targets` every second.
+    /// Starts Prometheus scraping `targets` every [`SCRAPE_INTERVAL`], each
+    /// scrape allowed the whole interval (Prometheus's default timeout is
+    /// 10 s; a scrape during a failover waits for the next leader).
     fn start(targets: &[String]) -> Prometheus {
         let bin = std::env::var("PUSHGATE_PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
         let dir = temp_dir("prometheus");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+            "global:\n  scrape_interval: {SCRAPE_INTERVAL}s\n  scrape_timeout: {SCRAPE_INTERVAL}s\n\
              scrape_configs:\n  - job_name: pushgate\n    honor_labels: true\n\
              \x20   static_configs:\n      - targets: [{}]\n\
              \x20   relabel_configs:\n      - source_labels: [__address__]\n        target_label: replica\n",
@@ -158,7 +167,7 @@ fn push(cluster: &TestCluster, node: u64, value: u64) {
 
 #[test]
 fn prometheus_scrapes_every_replica_and_keeps_scraping_through_a_leader_crash() {
-    let mut cluster = TestCluster::start("prometheus", 3, &[]);
+    let mut cluster = TestCluster::start("prometheus", 3, &[READ_TIMEOUT]);
     let leader = cluster.wait_leader(Duration::from_secs(20));
     let entry = *cluster.nodes.keys().find(|id| **id != leader).expect("a follower");
     let addresses: BTreeMap<u64, String> = cluster
@@ -186,6 +195,7 @@ fn prometheus_scrapes_every_replica_and_keeps_scraping_through_a_leader_crash() 
     // The leader crashes: a push through a survivor reaches Prometheus
     // through both survivors.
     cluster.node_mut(leader).kill9();
+    let killed = Instant::now();
     push(&cluster, entry, 222);
     let survivors: Vec<String> = addresses
         .iter()
@@ -193,6 +203,29 @@ fn prometheus_scrapes_every_replica_and_keeps_scraping_through_a_leader_crash() 
         .map(|(_, a)| a.clone())
         .collect();
     prometheus.wait_for(METRIC, 222.0, &survivors);
+    // No scrape of a survivor failed since the crash: each waited for the
+    // next leader instead (`up` is 0 for a failed scrape, as the crashed
+    // node's scrapes show).
+    // Two scrape intervals after the crash, every target was scraped since.
+    let settled = killed + Duration::from_secs(2 * SCRAPE_INTERVAL + 1);
+    std::thread::sleep(settled.saturating_duration_since(Instant::now()));
+    let window = killed.elapsed().as_secs() + 1;
+    let lowest = prometheus.query(&format!("min_over_time(up{{job=\"pushgate\"}}[{window}s])"));
+    let crashed = &addresses[&leader];
+    assert!(
+        lowest
+            .iter()
+            .any(|(l, v)| l.get("replica") == Some(crashed) && *v == 0.0),
+        "Prometheus shows no failed scrape of the crashed node {crashed}: {lowest:?}"
+    );
+    for replica in &survivors {
+        let up = lowest.iter().find(|(l, _)| l.get("replica") == Some(replica));
+        assert_eq!(
+            up.map(|(_, v)| *v),
+            Some(1.0),
+            "a scrape of survivor {replica} failed in the {window} s since the leader crashed: {lowest:?}"
+        );
+    }
 
     // Restarted, the old leader catches up and shows it too; every target is up.
     cluster.node_mut(leader).spawn();
