@@ -8,21 +8,32 @@ pub enum AdminError {
     Request(String),
 }
 
-/// One HTTP/1.1 request over a plain TCP connection (no TLS; admin traffic is local).
+/// One HTTP/1.1 request over a plain TCP connection (no TLS; admin traffic is
+/// local). Credentials in the URL (`http://user:password@host:port`) are sent
+/// as basic authentication, for a node with `--web.config.file`.
 async fn request(url: &str, method: &str, path: &str, body: &str) -> Result<(u16, String), AdminError> {
+    use base64::Engine;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| AdminError::Request(format!("--url {url:?} must start with http://")))?;
-    let (host, base) = match rest.find('/') {
+    let (authority, base) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
+    };
+    let (authorization, host) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let userinfo = percent_encoding::percent_decode_str(userinfo).decode_utf8_lossy();
+            let token = base64::engine::general_purpose::STANDARD.encode(userinfo.as_bytes());
+            (format!("Authorization: Basic {token}\r\n"), host)
+        }
+        None => (String::new(), authority),
     };
     let mut stream = tokio::net::TcpStream::connect(host)
         .await
         .map_err(|e| AdminError::Request(format!("cannot connect to {host}: {e}")))?;
     let req = format!(
-        "{method} {base}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {base}{path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream
@@ -43,6 +54,22 @@ async fn request(url: &str, method: &str, path: &str, body: &str) -> Result<(u16
         body.to_string()
     };
     Ok((status, body))
+}
+
+/// `url` with the password of its credentials, if any, replaced by `***`
+/// (for messages).
+fn without_password(url: &str) -> String {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("http://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
+    }
 }
 
 fn dechunk(body: &str) -> String {
@@ -94,7 +121,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
     } else {
         Err(AdminError::Request(format!(
             "{} answered {status}: {}",
-            cmd.url,
+            without_password(&cmd.url),
             pretty.trim()
         )))
     }
@@ -284,6 +311,15 @@ mod tests {
         );
         let same = status_table(&answer("0.1.0")).expect("a table");
         assert!(!same.contains("different releases"), "{same}");
+    }
+
+    #[test]
+    fn messages_do_not_show_the_password_of_the_url() {
+        assert_eq!(
+            without_password("http://admin:s3cret@127.0.0.1:9091/pg"),
+            "http://admin:***@127.0.0.1:9091/pg"
+        );
+        assert_eq!(without_password("http://127.0.0.1:9091"), "http://127.0.0.1:9091");
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ClusterCommand {
-    /// HTTP address of any node.
+    /// HTTP address of any node; http://user:password@host:port sends basic-auth credentials.
     #[arg(long = "url", default_value = "http://127.0.0.1:9091", global = true)]
     pub url: String,
     #[command(subcommand)]
@@ -104,7 +104,9 @@ pub struct ServerFlags {
     #[arg(long = "no-web.enable-admin-api", hide = true, overrides_with = "enable_admin_api")]
     no_enable_admin_api: bool,
 
-    /// Not supported yet (TLS and basic auth); terminate TLS in front of pushgate.
+    /// Path to a Prometheus web configuration file (exporter-toolkit format): basic_auth_users (bcrypt
+    /// hashes) guard every route; http_server_config.headers are added to every answer. Read again when it
+    /// changes. TLS (tls_server_config) is not served yet.
     #[arg(long = "web.config.file", default_value = "")]
     pub web_config_file: String,
 
@@ -337,13 +339,6 @@ impl ServerFlags {
                 "--persistence.file={file:?} is not supported: pushgate stores every push durably in --storage.path \
                  (default ./data) before acknowledging it. Remove --persistence.file and set --storage.path instead."
             ));
-        }
-        if !self.web_config_file.is_empty() {
-            return Err(
-                "--web.config.file (TLS and basic auth) is not supported yet; terminate TLS and \
-                        authenticate in a reverse proxy in front of pushgate"
-                    .into(),
-            );
         }
         if self.systemd_socket {
             return Err("--web.systemd-socket is not supported; use --web.listen-address".into());

@@ -11,6 +11,7 @@ use crate::cluster::{ClusterNode, Environment, NodeConfig};
 use crate::config::{listen_address, parse_peers, route_prefix, ServerFlags};
 use crate::gateway::{Gateway, GatewayConfig, ReadConsistency};
 use crate::http::self_metrics::SelfMetrics;
+use crate::http::web_config::WebAuth;
 use crate::http::{app, AppState, HttpConfig};
 use crate::model::api_json::rfc3339_nanos;
 use crate::transport::HttpListener;
@@ -26,6 +27,8 @@ pub enum ServerError {
     Listen { addr: String, source: std::io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    WebConfig(#[from] crate::http::web_config::WebConfigError),
 }
 
 /// The address other nodes reach this node's cluster port at.
@@ -79,6 +82,13 @@ pub async fn serve(
         stall_timeout: (!flags.stall_timeout.is_zero()).then_some(flags.stall_timeout),
     };
 
+    // A web configuration that cannot be used stops the start (the
+    // reference logs it and exits 0, which hides it from supervisors).
+    let web_auth = match flags.web_config_file.as_str() {
+        "" => None,
+        path => Some(Arc::new(WebAuth::open(std::path::Path::new(path))?)),
+    };
+
     // Bind first: a port in use should fail fast, before touching the data.
     let mut listeners = Vec::new();
     for addr in &flags.listen_addresses {
@@ -120,6 +130,7 @@ pub async fn serve(
         metrics: Arc::new(SelfMetrics::new()),
         start_time: rfc3339_nanos(started_at).into(),
         quit: quit_tx.clone(),
+        web_auth,
     };
 
     let signals = quit_tx.clone();

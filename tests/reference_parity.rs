@@ -122,7 +122,7 @@ fn send(base: &dyn Fn(&str) -> String, c: &Case) -> Answer {
         req = req.header(*name, *value);
     }
     let r = req.send().expect("request");
-    let headers = ["location", "allow", "content-type"]
+    let headers = ["location", "allow", "content-type", "www-authenticate"]
         .into_iter()
         .map(|h| (h, r.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string)))
         .collect();
@@ -363,6 +363,12 @@ fn differences(flags: &[&str], cases: Vec<Case>) -> Vec<String> {
     } else {
         "/metrics"
     };
+    differences_between(&reference, &ours, telemetry, cases)
+}
+
+/// `cases` sent to both running servers; scrapes carry `ours`' credentials
+/// (to both), if any.
+fn differences_between(reference: &Reference, ours: &Server, telemetry: &str, cases: Vec<Case>) -> Vec<String> {
     let mut differences = Vec::new();
     for c in cases {
         let theirs = send(&|p| reference.url(p), &c);
@@ -384,7 +390,10 @@ fn differences(flags: &[&str], cases: Vec<Case>) -> Vec<String> {
             ));
         }
         if c.scrape {
-            let scrape = |url: String| pushed_part(&client().get(url).send().expect("scrape").text().expect("body"));
+            let scrape = |url: String| {
+                let r = ours.authorized(client().get(url)).send().expect("scrape");
+                pushed_part(&r.text().expect("body"))
+            };
             let mine = scrape(ours.url(telemetry));
             // The reference answers DELETE and wipe before applying them: give
             // it a moment (bounded) to catch up before calling it a difference.
@@ -409,7 +418,12 @@ fn differences(flags: &[&str], cases: Vec<Case>) -> Vec<String> {
         // The request counter counts the same requests (the start-up
         // readiness polls aside, which differ in number).
         let counted = |url: String| {
-            let text = client().get(url).send().expect("scrape").text().expect("body");
+            let text = ours
+                .authorized(client().get(url))
+                .send()
+                .expect("scrape")
+                .text()
+                .expect("body");
             let mut lines: Vec<String> = text
                 .lines()
                 .filter(|l| l.starts_with("pushgateway_http_requests_total{") && !l.contains("handler=\"ready\""))
@@ -425,7 +439,12 @@ fn differences(flags: &[&str], cases: Vec<Case>) -> Vec<String> {
             ));
         }
         let api = |url: String| {
-            let text = client().get(url).send().expect("api").text().expect("body");
+            let text = ours
+                .authorized(client().get(url))
+                .send()
+                .expect("api")
+                .text()
+                .expect("body");
             api_part(serde_json::from_str(&text).expect("JSON"))
         };
         let prefix = telemetry.trim_end_matches("/metrics");
@@ -514,6 +533,49 @@ fn pushgate_answers_like_the_reference_under_a_route_prefix() {
         case("DELETE", "/pg/api/v1", "", Exact),
     ];
     let differences = differences(&["--web.route-prefix=/pg", "--web.enable-admin-api"], cases);
+    assert!(differences.is_empty(), "{}", differences.join("\n\n"));
+}
+
+/// `--web.config.file` with `basic_auth_users` (spec E118-E121): every route
+/// wants the credentials, a missing, wrong or unknown one is `401
+/// Unauthorized` with `WWW-Authenticate: Basic`, and a refused push stores
+/// nothing.
+#[test]
+fn basic_auth_answers_like_the_reference() {
+    use Compare::*;
+    let tmp = temp_dir("parity-auth");
+    let config = tmp.path().join("web.yml");
+    let hash = bcrypt::hash("secret", 4).expect("bcrypt");
+    std::fs::write(&config, format!("basic_auth_users:\n  admin: {hash}\n")).expect("write web.yml");
+    let flag = format!("--web.config.file={}", config.display());
+    let reference = Reference::start(&[&flag]);
+    let mut ours = Server::unstarted("127.0.0.1", free_port(), &tmp.path().join("data"), &[&flag]);
+    ours.credentials = Some(("admin".into(), "secret".into()));
+    ours.spawn();
+    const RIGHT: &[(&str, &str)] = &[("authorization", "Basic YWRtaW46c2VjcmV0")];
+    const WRONG: &[(&str, &str)] = &[("authorization", "Basic YWRtaW46d3Jvbmc=")];
+    const UNKNOWN: &[(&str, &str)] = &[("authorization", "Basic bm9ib2R5OnNlY3JldA==")];
+    const BEARER: &[(&str, &str)] = &[("authorization", "Bearer YWRtaW46c2VjcmV0")];
+    let with = |mut c: Case, headers: &'static [(&'static str, &'static str)]| {
+        c.headers = headers;
+        c
+    };
+    let cases = vec![
+        case("PUT", "/metrics/job/auth", "auth_metric 1\n", Exact),
+        with(case("PUT", "/metrics/job/auth", "auth_metric 2\n", Exact), RIGHT),
+        with(case("PUT", "/metrics/job/auth", "auth_metric 3\n", Exact), WRONG),
+        with(case("POST", "/metrics/job/auth", "auth_metric 4\n", Exact), UNKNOWN),
+        with(case("DELETE", "/metrics/job/auth", "", Exact), BEARER),
+        case("GET", "/metrics", "", Exact),
+        with(case("GET", "/metrics", "", Exact), WRONG),
+        case("GET", "/-/healthy", "", Exact),
+        with(case("GET", "/-/healthy", "", Exact), RIGHT),
+        case("GET", "/-/ready", "", Exact),
+        case("GET", "/api/v1/status", "", Exact),
+        case("GET", "/nowhere", "", Exact),
+        with(case("GET", "/nowhere", "", Exact), RIGHT),
+    ];
+    let differences = differences_between(&reference, &ours, "/metrics", cases);
     assert!(differences.is_empty(), "{}", differences.join("\n\n"));
 }
 

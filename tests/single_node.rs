@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{client, temp_dir, Server, PROTOBUF};
+use common::{cli, client, free_port, temp_dir, Server, PROTOBUF};
 
 #[test]
 fn push_scrape_and_delete_round_trip() {
@@ -405,4 +405,129 @@ fn self_metrics_match_the_reserved_table() {
         .map(|(n, t)| (n.to_string(), pushgate::model::render::type_word(*t).to_string()))
         .collect();
     assert_eq!(exported, table);
+}
+
+/// A web configuration file with one user: `admin`, password `secret`.
+fn web_config_with_admin(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("web.yml");
+    let hash = bcrypt::hash("secret", 4).expect("bcrypt");
+    std::fs::write(
+        &path,
+        format!("basic_auth_users:\n  admin: {hash}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n"),
+    )
+    .expect("write web.yml");
+    path
+}
+
+/// `--web.config.file`: a push without the credentials stores nothing, the
+/// configured headers are on every answer, a user added to the file while
+/// the gateway runs can push at once, a file broken by an edit refuses
+/// everything with 500 (never lets a request through) until it is fixed, and
+/// the admin client sends the credentials of its URL.
+#[test]
+fn web_config_file_guards_every_route_and_is_read_again_when_edited() {
+    let tmp = temp_dir("web-config");
+    let config = web_config_with_admin(tmp.path());
+    let flag = format!("--web.config.file={}", config.display());
+    let cluster_port = format!("--cluster.listen-address=127.0.0.1:{}", free_port());
+    let mut s = Server::unstarted(
+        "127.0.0.1",
+        free_port(),
+        &tmp.path().join("data"),
+        &[&flag, &cluster_port],
+    );
+    s.credentials = Some(("admin".into(), "secret".into()));
+    s.spawn();
+
+    let anonymous = client()
+        .put(s.url("/metrics/job/guarded"))
+        .body("guarded 1\n")
+        .send()
+        .expect("PUT");
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Basic");
+    assert_eq!(anonymous.headers()["x-frame-options"], "deny");
+    assert_eq!(anonymous.text().unwrap(), "Unauthorized\n");
+    s.put_ok("/metrics/job/guarded", "guarded 2\n");
+    let scrape = s.get("/metrics");
+    assert_eq!(scrape.headers()["x-frame-options"], "deny");
+    assert!(scrape
+        .text()
+        .unwrap()
+        .contains("guarded{instance=\"\",job=\"guarded\"} 2\n"));
+
+    // The admin client with credentials in its URL.
+    let status = cli(
+        &format!("http://admin:secret@127.0.0.1:{}", s.port),
+        &["cluster", "status", "--output=json"],
+    );
+    assert!(status.contains("\"cluster_id\""), "{status}");
+
+    // A user added while it runs.
+    let hash = bcrypt::hash("other", 4).expect("bcrypt");
+    let text = std::fs::read_to_string(&config).expect("read web.yml");
+    std::fs::write(
+        &config,
+        text.replace(
+            "basic_auth_users:\n",
+            &format!("basic_auth_users:\n  operator: {hash}\n"),
+        ),
+    )
+    .expect("edit web.yml");
+    let r = client()
+        .put(s.url("/metrics/job/guarded"))
+        .basic_auth("operator", Some("other"))
+        .body("guarded 3\n")
+        .send()
+        .expect("PUT");
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+
+    // Broken by an edit: 500 for everyone, nothing changes.
+    std::fs::write(&config, "basic_auth_users: [admin]\n").expect("break web.yml");
+    for r in [
+        s.put("/metrics/job/guarded", "guarded 4\n"),
+        client().get(s.url("/-/healthy")).send().expect("GET"),
+    ] {
+        assert_eq!(r.status(), 500);
+    }
+    std::fs::write(&config, text).expect("fix web.yml");
+    assert!(s
+        .get("/metrics")
+        .text()
+        .unwrap()
+        .contains("guarded{instance=\"\",job=\"guarded\"} 3\n"));
+}
+
+/// A web configuration pushgate cannot honour stops the start with a message
+/// that says why (the reference logs it and exits 0).
+#[test]
+fn an_unusable_web_config_file_stops_the_start() {
+    let tmp = temp_dir("web-config-bad");
+    for (text, says) in [
+        ("basic_auth_users:\n  admin: secret\n", "not a bcrypt hash"),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n",
+            "TLS is not supported yet",
+        ),
+        ("basic_auth_user:\n  admin: x\n", "unknown field"),
+    ] {
+        let path = tmp.path().join("web.yml");
+        std::fs::write(&path, text).expect("write web.yml");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .arg(format!("--web.config.file={}", path.display()))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!("--storage.path={}", tmp.path().join("data").display()))
+            .output()
+            .expect("run pushgate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text:?} was accepted");
+        assert!(stderr.contains(says), "{text:?}: {stderr}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .arg("--web.config.file=/nonexistent/web.yml")
+        .arg("--web.listen-address=127.0.0.1:0")
+        .output()
+        .expect("run pushgate");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read --web.config.file"));
 }

@@ -14,6 +14,7 @@ pub mod push;
 pub mod read;
 pub mod self_metrics;
 pub mod ui;
+pub mod web_config;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tracing::Instrument;
 
 use self::error::{plain, HttpError};
 use self::self_metrics::SelfMetrics;
+use self::web_config::{Verdict, WebAuth};
 use crate::gateway::{Gateway, ReadConsistency};
 use crate::model::GroupingKey;
 
@@ -59,6 +61,8 @@ pub struct AppState {
     pub start_time: Arc<str>,
     /// Set to true to ask the process to shut down (`/-/quit`).
     pub quit: watch::Sender<bool>,
+    /// `--web.config.file`: basic authentication and extra headers.
+    pub web_auth: Option<Arc<WebAuth>>,
 }
 
 /// The axum app: every request goes through `dispatch`.
@@ -70,6 +74,27 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let method = req.method().clone();
     let span = tracing::debug_span!("http", method = %method, path = %req.uri().path());
     async move {
+        // As in the reference, the web configuration guards every route and
+        // its refusals are not counted per handler.
+        let mut extra_headers = None;
+        if let Some(auth) = &state.web_auth {
+            let (verdict, headers) = auth.check(req.headers()).await;
+            let refusal = match verdict {
+                Verdict::Allowed => None,
+                Verdict::Unauthorized => {
+                    let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+                    r.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+                    Some(r)
+                }
+                Verdict::Broken => Some(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")),
+            };
+            if let Some(mut r) = refusal {
+                r.headers_mut().extend(headers);
+                return r;
+            }
+            extra_headers = Some(headers);
+        }
         let (handler, result) = dispatch(&state, req).await;
         let response = match result {
             Ok(r) => r,
@@ -84,6 +109,10 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
             state
                 .metrics
                 .count_request(response.status().as_u16(), handler, method.as_str());
+        }
+        let mut response = response;
+        if let Some(headers) = extra_headers {
+            response.headers_mut().extend(headers);
         }
         response
     }

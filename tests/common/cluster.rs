@@ -80,6 +80,7 @@ impl TestCluster {
             log: self.dir.path().join(format!("node{id}.log")),
             args: args.iter().map(|s| s.to_string()).collect(),
             wrap: self.wrap.clone(),
+            credentials: None,
         };
         server.spawn_unready();
         Node { id, ip, server, proxy }

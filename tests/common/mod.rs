@@ -77,6 +77,8 @@ pub struct Server {
     pub args: Vec<String>,
     /// A command the process runs under (`nsenter ... --`), if any.
     pub wrap: Vec<String>,
+    /// Basic-auth user and password the helpers send (`--web.config.file`).
+    pub credentials: Option<(String, String)>,
 }
 
 pub fn client() -> reqwest::blocking::Client {
@@ -113,6 +115,7 @@ impl Server {
             log: dir.with_extension(format!("{port}.log")),
             args: extra.iter().map(|s| s.to_string()).collect(),
             wrap: Vec::new(),
+            credentials: None,
         }
     }
 
@@ -177,8 +180,8 @@ impl Server {
                     panic!("pushgate exited early ({status}):\n{}", self.log_text());
                 }
             }
-            if let Ok(r) = c
-                .get(self.url(&format!("{prefix}/-/ready")))
+            if let Ok(r) = self
+                .authorized(c.get(self.url(&format!("{prefix}/-/ready"))))
                 .timeout(Duration::from_secs(2))
                 .send()
             {
@@ -222,24 +225,32 @@ impl Server {
         None
     }
 
+    /// `request` with this server's basic-auth credentials, if it has any.
+    pub fn authorized(&self, request: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match &self.credentials {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+
     pub fn put(&self, path: &str, body: &str) -> reqwest::blocking::Response {
-        client().put(self.url(path)).body(body.to_string()).send().expect("PUT")
+        self.authorized(client().put(self.url(path)).body(body.to_string()))
+            .send()
+            .expect("PUT")
     }
 
     pub fn post(&self, path: &str, body: &str) -> reqwest::blocking::Response {
-        client()
-            .post(self.url(path))
-            .body(body.to_string())
+        self.authorized(client().post(self.url(path)).body(body.to_string()))
             .send()
             .expect("POST")
     }
 
     pub fn delete(&self, path: &str) -> reqwest::blocking::Response {
-        client().delete(self.url(path)).send().expect("DELETE")
+        self.authorized(client().delete(self.url(path))).send().expect("DELETE")
     }
 
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
-        client().get(self.url(path)).send().expect("GET")
+        self.authorized(client().get(self.url(path))).send().expect("GET")
     }
 
     /// The scrape without the process's own families (lines of pushed families only).

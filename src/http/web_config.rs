@@ -1,0 +1,421 @@
+//! `--web.config.file`: the Prometheus exporter-toolkit web configuration
+//! the reference Pushgateway reads, for HTTP basic authentication and extra
+//! response headers.
+//!
+//! ```yaml
+//! basic_auth_users:
+//!   admin: $2y$10$...          # bcrypt hash of the password
+//! http_server_config:
+//!   headers:
+//!     X-Frame-Options: deny
+//! ```
+//!
+//! As in the reference, authentication covers every route (pushes, scrapes,
+//! the API, health and readiness) and answers `401 Unauthorized` with
+//! `WWW-Authenticate: Basic`; an unknown user costs the same bcrypt check as
+//! a wrong password (no user enumeration by timing); checks are cached, so a
+//! scraper that sends the same credentials every time pays for bcrypt once.
+//! The file is read again when it changes (users can be added or removed
+//! without a restart); a file that no longer parses makes every request
+//! `500` until it is fixed, so a broken edit never opens the gateway.
+//!
+//! TLS (`tls_server_config` with a certificate) is not served yet: such a
+//! file is refused at start with a message saying so.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use base64::Engine;
+use serde::Deserialize;
+
+/// Why a web configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WebConfigError {
+    #[error("cannot read --web.config.file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--web.config.file {path} is not a valid web configuration: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The file's contents, as exporter-toolkit defines them (unknown keys are
+/// errors there too).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebConfigFile {
+    #[serde(default)]
+    tls_server_config: Option<TlsServerConfig>,
+    #[serde(default)]
+    http_server_config: Option<HttpServerConfig>,
+    #[serde(default)]
+    basic_auth_users: Option<BTreeMap<String, String>>,
+}
+
+/// The TLS section: read so that a file written for the reference parses
+/// (and a misspelt key fails), refused when it asks for TLS. Only the
+/// certificate fields are looked at.
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsServerConfig {
+    #[serde(default)]
+    cert_file: String,
+    #[serde(default)]
+    key_file: String,
+    #[serde(default)]
+    cert: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    client_auth_type: String,
+    #[serde(default)]
+    client_ca_file: String,
+    #[serde(default)]
+    client_allowed_sans: Vec<String>,
+    #[serde(default)]
+    min_version: String,
+    #[serde(default)]
+    max_version: String,
+    #[serde(default)]
+    cipher_suites: Vec<String>,
+    #[serde(default)]
+    prefer_server_cipher_suites: Option<bool>,
+    #[serde(default)]
+    curve_preferences: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpServerConfig {
+    /// HTTP/2 on TLS connections in the reference; pushgate serves HTTP/2
+    /// (cleartext, prior knowledge) and HTTP/1.1 either way.
+    #[serde(default)]
+    #[allow(dead_code)]
+    http2: Option<bool>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// The response headers exporter-toolkit lets a web configuration set.
+const SETTABLE_HEADERS: [&str; 5] = [
+    "Content-Security-Policy",
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "X-XSS-Protection",
+];
+
+/// A web configuration, checked.
+#[derive(Debug, Default)]
+pub struct WebConfig {
+    /// User name → bcrypt hash; empty: no authentication.
+    users: BTreeMap<String, String>,
+    /// Added to every response.
+    headers: HeaderMap,
+}
+
+impl WebConfig {
+    /// Parses and checks `text`, the contents of `path`.
+    pub fn parse(path: &str, text: &str) -> Result<WebConfig, WebConfigError> {
+        let invalid = |message: String| WebConfigError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        // An empty file is an empty configuration, as in the reference.
+        let file: WebConfigFile = if text.trim().is_empty() {
+            WebConfigFile::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?
+        };
+        if let Some(tls) = &file.tls_server_config {
+            if !(tls.cert_file.is_empty() && tls.key_file.is_empty() && tls.cert.is_empty() && tls.key.is_empty()) {
+                return Err(invalid(
+                    "tls_server_config: TLS is not supported yet; terminate TLS in a reverse proxy in front of \
+                     pushgate (basic_auth_users and http_server_config.headers are supported)"
+                        .into(),
+                ));
+            }
+        }
+        let mut users = BTreeMap::new();
+        for (user, hash) in file.basic_auth_users.unwrap_or_default() {
+            if bcrypt::verify("", &hash).is_err() {
+                return Err(invalid(format!(
+                    "basic_auth_users: the password of user {user:?} is not a bcrypt hash \
+                     (make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
+                )));
+            }
+            users.insert(user, hash);
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in file.http_server_config.map(|h| h.headers).unwrap_or_default() {
+            let Some(allowed) = SETTABLE_HEADERS.iter().find(|h| h.eq_ignore_ascii_case(&name)) else {
+                return Err(invalid(format!(
+                    "http_server_config.headers: {name:?} cannot be set (only {})",
+                    SETTABLE_HEADERS.join(", ")
+                )));
+            };
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| invalid(format!("http_server_config.headers: the value of {name} is not valid")))?;
+            headers.insert(HeaderName::from_static(static_lower(allowed)), value);
+        }
+        Ok(WebConfig { users, headers })
+    }
+
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        WebConfig::parse(&shown, &text)
+    }
+
+    pub fn requires_auth(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// Headers to add to every response.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+}
+
+/// The lower-case form of one of [`SETTABLE_HEADERS`], as a static string.
+fn static_lower(name: &str) -> &'static str {
+    match name {
+        "Content-Security-Policy" => "content-security-policy",
+        "Strict-Transport-Security" => "strict-transport-security",
+        "X-Content-Type-Options" => "x-content-type-options",
+        "X-Frame-Options" => "x-frame-options",
+        _ => "x-xss-protection",
+    }
+}
+
+/// A fixed bcrypt hash checked for unknown users, so that a wrong user name
+/// takes as long as a wrong password (the hash exporter-toolkit uses).
+const UNKNOWN_USER_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
+/// Cached results of bcrypt checks; the cache starts over when full.
+const MAX_CACHED_CHECKS: usize = 1024;
+
+/// What a request may do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Serve it.
+    Allowed,
+    /// `401`: no credentials, or wrong ones.
+    Unauthorized,
+    /// `500`: the configuration file cannot be read or is invalid now.
+    Broken,
+}
+
+/// The web configuration of a running server: re-read when the file
+/// changes, and checks basic-auth credentials against it.
+pub struct WebAuth {
+    path: PathBuf,
+    current: parking_lot::Mutex<Loaded>,
+    /// (user, hash, password) → whether they match.
+    checked: parking_lot::Mutex<HashMap<(String, String, String), bool>>,
+    /// One bcrypt check at a time, as in exporter-toolkit: a flood of wrong
+    /// passwords takes one CPU, not all of them.
+    bcrypt: Arc<tokio::sync::Mutex<()>>,
+}
+
+struct Loaded {
+    /// The file's modification time and length when it was read.
+    stamp: Option<(SystemTime, u64)>,
+    config: Result<Arc<WebConfig>, String>,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl WebAuth {
+    /// Reads the file once; an invalid file stops the server from starting.
+    pub fn open(path: &Path) -> Result<WebAuth, WebConfigError> {
+        let stamp = stamp(path);
+        let config = WebConfig::load(path)?;
+        Ok(WebAuth {
+            path: path.to_path_buf(),
+            current: parking_lot::Mutex::new(Loaded {
+                stamp,
+                config: Ok(Arc::new(config)),
+            }),
+            checked: parking_lot::Mutex::new(HashMap::new()),
+            bcrypt: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// The configuration in force: the file as it is now, read again if it
+    /// changed since it was last read.
+    pub fn config(&self) -> Result<Arc<WebConfig>, String> {
+        let now = stamp(&self.path);
+        let mut current = self.current.lock();
+        if now != current.stamp || now.is_none() {
+            current.stamp = now;
+            current.config = match WebConfig::load(&self.path) {
+                Ok(c) => {
+                    tracing::info!(file = %self.path.display(), "web configuration read again");
+                    Ok(Arc::new(c))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "every request answers 500 until the web configuration is fixed");
+                    Err(e.to_string())
+                }
+            };
+        }
+        current.config.clone()
+    }
+
+    /// Whether a request with these headers may be served.
+    pub async fn check(&self, headers: &HeaderMap) -> (Verdict, HeaderMap) {
+        let config = match self.config() {
+            Ok(c) => c,
+            Err(_) => return (Verdict::Broken, HeaderMap::new()),
+        };
+        let extra = config.headers().clone();
+        if !config.requires_auth() {
+            return (Verdict::Allowed, extra);
+        }
+        let Some((user, password)) = basic_credentials(headers) else {
+            return (Verdict::Unauthorized, extra);
+        };
+        let (known, hash) = match config.users.get(&user) {
+            Some(h) => (true, h.clone()),
+            None => (false, UNKNOWN_USER_HASH.to_string()),
+        };
+        let key = (user, hash, password);
+        let cached = self.checked.lock().get(&key).copied();
+        let matches = match cached {
+            Some(m) => m,
+            None => {
+                let _one_at_a_time = self.bcrypt.lock().await;
+                let (hash, password) = (key.1.clone(), key.2.clone());
+                let m = crate::blocking::run(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                    .await
+                    .unwrap_or(false);
+                let mut checked = self.checked.lock();
+                if checked.len() >= MAX_CACHED_CHECKS {
+                    checked.clear();
+                }
+                checked.insert(key, m);
+                m
+            }
+        };
+        if known && matches {
+            (Verdict::Allowed, extra)
+        } else {
+            (Verdict::Unauthorized, extra)
+        }
+    }
+}
+
+/// The user and password of an `Authorization: Basic` header, as Go's
+/// `Request.BasicAuth` reads them (scheme case-insensitive).
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bcrypt of "secret", cost 4 (fast for tests).
+    fn hash() -> String {
+        bcrypt::hash("secret", 4).unwrap()
+    }
+
+    fn basic(user: &str, password: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {token}")).unwrap(),
+        );
+        h
+    }
+
+    fn auth_with(text: &str) -> (tempfile::TempDir, WebAuth) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, text).unwrap();
+        let auth = WebAuth::open(&path).unwrap();
+        (dir, auth)
+    }
+
+    #[tokio::test]
+    async fn the_right_password_passes_and_anything_else_is_unauthorized() {
+        let (_dir, auth) = auth_with(&format!("basic_auth_users:\n  admin: {}\n", hash()));
+        assert_eq!(auth.check(&basic("admin", "secret")).await.0, Verdict::Allowed);
+        // Cached: the same answer again.
+        assert_eq!(auth.check(&basic("admin", "secret")).await.0, Verdict::Allowed);
+        assert_eq!(auth.check(&basic("admin", "wrong")).await.0, Verdict::Unauthorized);
+        assert_eq!(auth.check(&basic("nobody", "secret")).await.0, Verdict::Unauthorized);
+        assert_eq!(auth.check(&HeaderMap::new()).await.0, Verdict::Unauthorized);
+    }
+
+    #[tokio::test]
+    async fn without_users_every_request_passes_with_the_configured_headers() {
+        let (_dir, auth) = auth_with("http_server_config:\n  headers:\n    X-Frame-Options: deny\n");
+        let (verdict, headers) = auth.check(&HeaderMap::new()).await;
+        assert_eq!(verdict, Verdict::Allowed);
+        assert_eq!(headers.get("x-frame-options").unwrap(), "deny");
+    }
+
+    #[tokio::test]
+    async fn an_edited_file_is_read_again_and_a_broken_one_refuses_everything() {
+        let (dir, auth) = auth_with(&format!("basic_auth_users:\n  admin: {}\n", hash()));
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, format!("basic_auth_users:\n  operator: {}\n", hash())).unwrap();
+        assert_eq!(auth.check(&basic("admin", "secret")).await.0, Verdict::Unauthorized);
+        assert_eq!(auth.check(&basic("operator", "secret")).await.0, Verdict::Allowed);
+        std::fs::write(&path, "basic_auth_users: [not, a, map]\n").unwrap();
+        assert_eq!(auth.check(&basic("operator", "secret")).await.0, Verdict::Broken);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(auth.check(&basic("operator", "secret")).await.0, Verdict::Broken);
+    }
+
+    #[test]
+    fn files_the_reference_would_refuse_or_pushgate_cannot_serve_are_refused() {
+        for (text, says) in [
+            ("basic_auth_users:\n  admin: plain\n", "not a bcrypt hash"),
+            ("unknown_key: 1\n", "unknown field"),
+            (
+                "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n",
+                "TLS is not supported yet",
+            ),
+            ("http_server_config:\n  headers:\n    Server: x\n", "cannot be set"),
+        ] {
+            let e = WebConfig::parse("web.yml", text).unwrap_err().to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+        assert!(!WebConfig::parse("web.yml", "").unwrap().requires_auth());
+    }
+
+    #[test]
+    fn basic_credentials_are_read_like_go_does() {
+        assert_eq!(
+            basic_credentials(&basic("a", "b:c")),
+            Some(("a".to_string(), "b:c".to_string()))
+        );
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(basic_credentials(&h), None);
+    }
+}
