@@ -144,7 +144,7 @@ impl WebConfig {
         }
         let mut users = BTreeMap::new();
         for (user, hash) in file.basic_auth_users.unwrap_or_default() {
-            if bcrypt::verify("", &hash).is_err() {
+            if hash.parse::<bcrypt::HashParts>().is_err() {
                 return Err(invalid(format!(
                     "basic_auth_users: the password of user {user:?} is not a bcrypt hash \
                      (make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
@@ -259,7 +259,8 @@ impl WebAuth {
     pub fn config(&self) -> Result<Arc<WebConfig>, String> {
         let now = stamp(&self.path);
         let mut current = self.current.lock();
-        if now != current.stamp || now.is_none() {
+        // A missing file is read (and logged) once, not on every request.
+        if now != current.stamp || (now.is_none() && current.config.is_ok()) {
             current.stamp = now;
             current.config = match WebConfig::load(&self.path) {
                 Ok(c) => {
