@@ -14,20 +14,14 @@ pub enum AdminError {
 async fn request(url: &str, method: &str, path: &str, body: &str) -> Result<(u16, String), AdminError> {
     use base64::Engine;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| AdminError::Request(format!("--url {url:?} must start with http://")))?;
-    let (authority, base) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let (authorization, host) = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    let Target { userinfo, host, base } = Target::parse(url)?;
+    let authorization = match userinfo {
+        Some(userinfo) => {
             let userinfo = percent_encoding::percent_decode_str(userinfo).decode_utf8_lossy();
             let token = base64::engine::general_purpose::STANDARD.encode(userinfo.as_bytes());
-            (format!("Authorization: Basic {token}\r\n"), host)
+            format!("Authorization: Basic {token}\r\n")
         }
-        None => (String::new(), authority),
+        None => String::new(),
     };
     let mut stream = tokio::net::TcpStream::connect(host)
         .await
@@ -56,19 +50,44 @@ async fn request(url: &str, method: &str, path: &str, body: &str) -> Result<(u16
     Ok((status, body))
 }
 
+/// The parts of an `http://[user:password@]host:port[/base]` URL.
+struct Target<'a> {
+    userinfo: Option<&'a str>,
+    host: &'a str,
+    /// The path prefix, without a trailing slash.
+    base: &'a str,
+}
+
+impl<'a> Target<'a> {
+    fn parse(url: &'a str) -> Result<Target<'a>, AdminError> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| AdminError::Request(format!("--url {url:?} must start with http://")))?;
+        let (authority, base) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => (Some(userinfo), host),
+            None => (None, authority),
+        };
+        Ok(Target { userinfo, host, base })
+    }
+}
+
 /// `url` with the password of its credentials, if any, replaced by `***`
 /// (for messages).
 fn without_password(url: &str) -> String {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, host)) => {
+    match Target::parse(url) {
+        Ok(Target {
+            userinfo: Some(userinfo),
+            host,
+            base,
+        }) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("http://{user}:***@{host}{}", &rest[authority_end..])
+            format!("http://{user}:***@{host}{base}")
         }
-        None => url.to_string(),
+        _ => url.to_string(),
     }
 }
 

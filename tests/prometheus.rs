@@ -3,8 +3,9 @@
 //! (`honor_labels: true`, a `replica` label per target): every replica shows
 //! Prometheus the pushed value with the pushed job label, the two survivors
 //! of a leader crash show a push made after it and never fail a scrape, and
-//! the crashed node shows it once restarted. Prometheus must be installed (`scripts/test.sh` installs it
-//! as root); `PUSHGATE_PROMETHEUS_BIN` names another binary.
+//! the crashed node shows it once restarted. Prometheus must be installed
+//! (`scripts/test.sh` installs it as root); `PUSHGATE_PROMETHEUS_BIN` names
+//! another binary.
 
 mod common;
 
@@ -205,8 +206,8 @@ fn prometheus_scrapes_every_replica_and_keeps_scraping_through_a_leader_crash() 
     prometheus.wait_for(METRIC, 222.0, &survivors);
     // No scrape of a survivor failed since the crash: each waited for the
     // next leader instead (`up` is 0 for a failed scrape, as the crashed
-    // node's scrapes show).
-    // Two scrape intervals after the crash, every target was scraped since.
+    // node's scrapes show). Two scrape intervals after the crash, every
+    // target was scraped since.
     let settled = killed + Duration::from_secs(2 * SCRAPE_INTERVAL + 1);
     std::thread::sleep(settled.saturating_duration_since(Instant::now()));
     let window = killed.elapsed().as_secs() + 1;

@@ -417,13 +417,15 @@ fn differences_between(reference: &Reference, ours: &Server, telemetry: &str, ca
     if differences.is_empty() {
         // The request counter counts the same requests (the start-up
         // readiness polls aside, which differ in number).
-        let counted = |url: String| {
-            let text = ours
-                .authorized(client().get(url))
+        let fetch = |url: String| {
+            ours.authorized(client().get(url))
                 .send()
-                .expect("scrape")
+                .expect("GET")
                 .text()
-                .expect("body");
+                .expect("body")
+        };
+        let counted = |url: String| {
+            let text = fetch(url);
             let mut lines: Vec<String> = text
                 .lines()
                 .filter(|l| l.starts_with("pushgateway_http_requests_total{") && !l.contains("handler=\"ready\""))
@@ -438,15 +440,7 @@ fn differences_between(reference: &Reference, ours: &Server, telemetry: &str, ca
                 "pushgateway_http_requests_total at the end:\n--- reference\n{theirs}\n--- pushgate\n{mine}"
             ));
         }
-        let api = |url: String| {
-            let text = ours
-                .authorized(client().get(url))
-                .send()
-                .expect("api")
-                .text()
-                .expect("body");
-            api_part(serde_json::from_str(&text).expect("JSON"))
-        };
+        let api = |url: String| api_part(serde_json::from_str(&fetch(url)).expect("JSON"));
         let prefix = telemetry.trim_end_matches("/metrics");
         let path = format!("{prefix}/api/v1/metrics");
         let (theirs, mine) = (api(reference.url(&path)), api(ours.url(&path)));

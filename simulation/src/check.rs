@@ -203,9 +203,9 @@ impl<'a> Timeline<'a> {
 /// The states `batch` (mutations of one log entry) can leave `state` in.
 ///
 /// A group's entry holds at most the mutations of its two clients and a
-/// wipe, since each client waits for one answer before it sends the next. A larger batch
-/// means mutations that did not overlap in time share an index, which the
-/// real-time check reports; it is then applied in history order only, so a
+/// wipe, since each client waits for one answer before it sends the next. A
+/// larger batch means mutations that did not overlap in time share an index,
+/// which the real-time check reports; it is then applied in history order only, so a
 /// broken history cannot make the checker try every permutation.
 fn every_order(state: GroupState, batch: &[Mutation]) -> Vec<GroupState> {
     const MAX_PERMUTED: usize = 4;

@@ -5,10 +5,11 @@
 //! neighbour `g - 1`, with two families: `sim_value` (written by PUT, which
 //! replaces the group) and `sim_post` (written by POST, which replaces only
 //! that family). Values are unique across clients (each client counts in its
-//! own residue class), so a value names the push that wrote it. DELETE removes the group; wipe removes every group. A push with
-//! a timestamp is rejected by apply (400) and records the group's failure
-//! time, creating the group if needed, so the model follows whether the last
-//! push to a group failed.
+//! own residue class), so a value names the push that wrote it. DELETE
+//! removes the group; wipe removes every group. A push with a timestamp is
+//! rejected by apply (400) and records the group's failure time, creating
+//! the group if needed, so the model follows whether the last push to a group
+//! failed.
 //!
 //! Every mutation is a "set": applying it twice, with anything in between,
 //! leaves the same state as applying it only the second time. The checker
