@@ -105,8 +105,8 @@ pub struct ServerFlags {
     no_enable_admin_api: bool,
 
     /// Path to a Prometheus web configuration file (exporter-toolkit format): basic_auth_users (bcrypt
-    /// hashes) guard every route; http_server_config.headers are added to every answer. Read again when it
-    /// changes. TLS (tls_server_config) is not served yet.
+    /// hashes) guard every route; http_server_config.headers are added to every answer; tls_server_config
+    /// serves HTTPS. Read again, with its certificate files, when they change.
     #[arg(long = "web.config.file", default_value = "")]
     pub web_config_file: String,
 

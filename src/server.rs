@@ -11,6 +11,7 @@ use crate::cluster::{ClusterNode, Environment, NodeConfig};
 use crate::config::{listen_address, parse_peers, route_prefix, ServerFlags};
 use crate::gateway::{Gateway, GatewayConfig, ReadConsistency};
 use crate::http::self_metrics::SelfMetrics;
+use crate::http::tls::{TlsConfigSource, TlsListener};
 use crate::http::web_config::WebAuth;
 use crate::http::{app, AppState, HttpConfig};
 use crate::model::api_json::rfc3339_nanos;
@@ -89,6 +90,12 @@ pub async fn serve(
         path => Some(Arc::new(WebAuth::open(std::path::Path::new(path))?)),
     };
 
+    // With tls_server_config every listener serves HTTPS only.
+    let tls: Option<Arc<dyn TlsConfigSource>> = match &web_auth {
+        Some(auth) if auth.serves_tls() => Some(auth.clone()),
+        _ => None,
+    };
+
     // Bind first: a port in use should fail fast, before touching the data.
     let mut listeners = Vec::new();
     for addr in &flags.listen_addresses {
@@ -97,7 +104,7 @@ pub async fn serve(
             addr: bind.clone(),
             source,
         })?;
-        tracing::info!(address = %bind, "listening for HTTP");
+        tracing::info!(address = %bind, tls = tls.is_some(), "listening for HTTP");
         listeners.push(listener);
     }
 
@@ -144,13 +151,19 @@ pub async fn serve(
     for listener in listeners {
         let router = router.clone();
         let mut stop = quit_tx.subscribe();
-        servers.spawn(async move {
-            axum::serve(HttpListener(listener), router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|q| *q).await;
-                })
-                .await
-        });
+        let stopped = async move {
+            let _ = stop.wait_for(|q| *q).await;
+        };
+        match &tls {
+            Some(source) => {
+                let listener = TlsListener::new(listener, source.clone());
+                servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
+            }
+            None => {
+                let listener = HttpListener(listener);
+                servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
+            }
+        }
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "pushgate is running");
     let _ = quit_rx.wait_for(|q| *q).await;

@@ -36,6 +36,11 @@ impl Connection {
             remote,
         }
     }
+
+    /// The peer's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
 }
 
 impl AsyncRead for Connection {

@@ -573,6 +573,92 @@ fn basic_auth_answers_like_the_reference() {
     assert!(differences.is_empty(), "{}", differences.join("\n\n"));
 }
 
+/// `tls_server_config` (spec §1.14): the same web configuration file on
+/// both sides, edited while they run. Pushes and scrapes over HTTPS, Go's
+/// plain-HTTP answer on the TLS port, a client certificate required after an
+/// edit (both read the file again per connection), and a renewed server
+/// certificate served without a restart.
+#[test]
+fn https_answers_like_the_reference() {
+    use common::pki::{https_client, start_https, Authority, SERVER_TLS};
+    let tmp = temp_dir("parity-https");
+    let ca = Authority::new("parity CA");
+    ca.server().write(tmp.path(), "server");
+    let trusting = https_client(&ca.cert_pem, None);
+    let ours = start_https(tmp.path(), SERVER_TLS, &trusting);
+    // Any answer, even the 400 for plain HTTP, means it listens.
+    let reference = Reference::start(&[&format!("--web.config.file={}", tmp.path().join("web.yml").display())]);
+    let bases = [
+        ("reference", format!("https://localhost:{}", reference.port)),
+        ("pushgate", format!("https://localhost:{}", ours.port)),
+    ];
+    let both = |what: &dyn Fn(&str) -> String| -> (String, String) { (what(&bases[0].1), what(&bases[1].1)) };
+
+    let plain_http = |port: u16| {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        tcp.write_all(b"PUT /metrics/job/plain HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nplain 1\n")
+            .expect("write");
+        let mut answer = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut tcp, &mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    assert_eq!(plain_http(reference.port), plain_http(ours.port));
+
+    let push = |c: &reqwest::blocking::Client, base: &str, value: u32| -> String {
+        match c
+            .put(format!("{base}/metrics/job/tls"))
+            .body(format!("tls_metric {value}\n"))
+            .send()
+        {
+            Ok(r) => format!("{} {}", r.status(), r.text().unwrap_or_default()),
+            Err(_) => "no answer".to_string(),
+        }
+    };
+    let scrape = |c: &reqwest::blocking::Client, base: &str| -> String {
+        match c.get(format!("{base}/metrics")).send() {
+            Ok(r) => pushed_part(&r.text().unwrap_or_default()),
+            Err(_) => "no answer".to_string(),
+        }
+    };
+    let (theirs, mine) = both(&|b| push(&trusting, b, 1));
+    assert_eq!(
+        (theirs.as_str(), mine.as_str()),
+        ("200 OK ", "200 OK "),
+        "{theirs} / {mine}"
+    );
+    let (theirs, mine) = both(&|b| scrape(&trusting, b));
+    assert_eq!(theirs, mine);
+    assert!(mine.contains("tls_metric{instance=\"\",job=\"tls\"} 1"), "{mine}");
+
+    // Client certificates become required: an edit of the running file.
+    let clients = Authority::new("parity clients CA");
+    std::fs::write(tmp.path().join("clients.crt"), &clients.cert_pem).expect("write clients CA");
+    std::fs::write(
+        tmp.path().join("web.yml"),
+        format!("{SERVER_TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.crt\n"),
+    )
+    .expect("edit web.yml");
+    let (theirs, mine) = both(&|b| push(&https_client(&ca.cert_pem, None), b, 2));
+    assert_eq!((theirs.as_str(), mine.as_str()), ("no answer", "no answer"));
+    let with_cert = https_client(&ca.cert_pem, Some(&clients.client("batch")));
+    let (theirs, mine) = both(&|b| push(&with_cert, b, 3));
+    assert_eq!(theirs, mine);
+    assert_eq!(mine, "200 OK ");
+
+    // A renewed server certificate, from another authority.
+    let renewed = Authority::new("renewed CA");
+    renewed.server().write(tmp.path(), "server");
+    let trusts_renewed = https_client(&renewed.cert_pem, Some(&clients.client("batch")));
+    let (theirs, mine) = both(&|b| scrape(&trusts_renewed, b));
+    assert_eq!(theirs, mine);
+    assert!(mine.contains("tls_metric{instance=\"\",job=\"tls\"} 3"), "{mine}");
+    // A new connection (a fresh client) that trusts only the old authority.
+    let trusts_old = https_client(&ca.cert_pem, Some(&clients.client("batch")));
+    let (theirs, mine) = both(&|b| scrape(&trusts_old, b));
+    assert_eq!((theirs.as_str(), mine.as_str()), ("no answer", "no answer"));
+}
+
 /// Random pushes from a grammar of valid and broken text-format lines (odd
 /// values, escapes, TYPE and HELP lines in every place, assembled histograms
 /// and summaries), sent to the reference and to pushgate side by side, with

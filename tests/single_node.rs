@@ -507,7 +507,7 @@ fn an_unusable_web_config_file_stops_the_start() {
         ("basic_auth_users:\n  admin: secret\n", "not a bcrypt hash"),
         (
             "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n",
-            "TLS is not supported yet",
+            "failed to load X509KeyPair",
         ),
         ("basic_auth_user:\n  admin: x\n", "unknown field"),
     ] {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod push;
 pub mod read;
 pub mod self_metrics;
+pub mod tls;
 pub mod ui;
 pub mod web_config;
 

@@ -19,8 +19,9 @@
 //! without a restart); a file that no longer parses makes every request
 //! `500` until it is fixed, so a broken edit never opens the gateway.
 //!
-//! TLS (`tls_server_config` with a certificate) is not served yet: such a
-//! file is refused at start with a message saying so.
+//! `tls_server_config` makes every HTTP listener serve HTTPS instead
+//! (`super::tls`): whether it does is decided at start; the certificate
+//! and settings are read again when they change.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ use std::time::SystemTime;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 use serde::Deserialize;
+
+use super::tls::{ServerConfigCache, TlsConfigSource, TlsSection, TlsSettings};
 
 /// Why a web configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +60,8 @@ struct WebConfigFile {
     basic_auth_users: Option<BTreeMap<String, String>>,
 }
 
-/// The TLS section: read so that a file written for the reference parses
-/// (and a misspelt key fails), refused when it asks for TLS. Only the
-/// certificate fields are looked at.
-#[allow(dead_code)]
+/// The TLS section, as exporter-toolkit names its keys (checked in
+/// `super::tls`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TlsServerConfig {
@@ -93,10 +94,9 @@ struct TlsServerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HttpServerConfig {
-    /// HTTP/2 on TLS connections in the reference; pushgate serves HTTP/2
-    /// (cleartext, prior knowledge) and HTTP/1.1 either way.
+    /// Offer HTTP/2 to TLS clients by ALPN (default true). Cleartext
+    /// HTTP/2 (prior knowledge) is served either way.
     #[serde(default)]
-    #[allow(dead_code)]
     http2: Option<bool>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
@@ -118,6 +118,8 @@ pub struct WebConfig {
     users: BTreeMap<String, String>,
     /// Added to every response.
     headers: HeaderMap,
+    /// `tls_server_config`, if it asks for TLS.
+    tls: Option<TlsSettings>,
 }
 
 impl WebConfig {
@@ -133,15 +135,28 @@ impl WebConfig {
         } else {
             serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?
         };
-        if let Some(tls) = &file.tls_server_config {
-            if !(tls.cert_file.is_empty() && tls.key_file.is_empty() && tls.cert.is_empty() && tls.key.is_empty()) {
-                return Err(invalid(
-                    "tls_server_config: TLS is not supported yet; terminate TLS in a reverse proxy in front of \
-                     pushgate (basic_auth_users and http_server_config.headers are supported)"
-                        .into(),
-                ));
+        let http2 = file.http_server_config.as_ref().and_then(|h| h.http2).unwrap_or(true);
+        let tls = match &file.tls_server_config {
+            Some(t) => {
+                let section = TlsSection {
+                    cert_file: &t.cert_file,
+                    key_file: &t.key_file,
+                    cert: &t.cert,
+                    key: &t.key,
+                    client_auth_type: &t.client_auth_type,
+                    client_ca_file: &t.client_ca_file,
+                    client_allowed_sans: &t.client_allowed_sans,
+                    min_version: &t.min_version,
+                    max_version: &t.max_version,
+                    cipher_suites: &t.cipher_suites,
+                    curve_preferences: &t.curve_preferences,
+                    prefer_server_cipher_suites: t.prefer_server_cipher_suites,
+                };
+                let dir = Path::new(path).parent().unwrap_or(Path::new("."));
+                TlsSettings::from_section(&section, dir, http2).map_err(invalid)?
             }
-        }
+            None => None,
+        };
         let mut users = BTreeMap::new();
         for (user, hash) in file.basic_auth_users.unwrap_or_default() {
             if hash.parse::<bcrypt::HashParts>().is_err() {
@@ -164,7 +179,7 @@ impl WebConfig {
                 .map_err(|_| invalid(format!("http_server_config.headers: the value of {name} is not valid")))?;
             headers.insert(HeaderName::from_static(static_lower(allowed)), value);
         }
-        Ok(WebConfig { users, headers })
+        Ok(WebConfig { users, headers, tls })
     }
 
     /// Reads and checks the file at `path`.
@@ -184,6 +199,11 @@ impl WebConfig {
     /// Headers to add to every response.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
+    }
+
+    /// The TLS settings, if the listeners serve HTTPS.
+    pub fn tls(&self) -> Option<&TlsSettings> {
+        self.tls.as_ref()
     }
 }
 
@@ -225,6 +245,8 @@ pub struct WebAuth {
     /// One bcrypt check at a time, as in exporter-toolkit: a flood of wrong
     /// passwords takes one CPU, not all of them.
     bcrypt: Arc<tokio::sync::Mutex<()>>,
+    /// The TLS configuration built from the settings in force.
+    tls: ServerConfigCache,
 }
 
 struct Loaded {
@@ -239,10 +261,18 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 impl WebAuth {
-    /// Reads the file once; an invalid file stops the server from starting.
+    /// Reads the file (and the TLS files it names) once; an invalid file
+    /// stops the server from starting.
     pub fn open(path: &Path) -> Result<WebAuth, WebConfigError> {
         let stamp = stamp(path);
         let config = WebConfig::load(path)?;
+        let tls = ServerConfigCache::default();
+        if let Some(settings) = config.tls() {
+            tls.get(settings).map_err(|message| WebConfigError::Invalid {
+                path: path.display().to_string(),
+                message,
+            })?;
+        }
         Ok(WebAuth {
             path: path.to_path_buf(),
             current: parking_lot::Mutex::new(Loaded {
@@ -251,7 +281,14 @@ impl WebAuth {
             }),
             checked: parking_lot::Mutex::new(HashMap::new()),
             bcrypt: Arc::new(tokio::sync::Mutex::new(())),
+            tls,
         })
+    }
+
+    /// Whether the listeners serve HTTPS (decided at start, as in the
+    /// reference).
+    pub fn serves_tls(&self) -> bool {
+        matches!(self.config(), Ok(c) if c.tls().is_some())
     }
 
     /// The configuration in force: the file as it is now, read again if it
@@ -316,6 +353,16 @@ impl WebAuth {
         } else {
             (Verdict::Unauthorized, extra)
         }
+    }
+}
+
+impl TlsConfigSource for WebAuth {
+    fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        let config = self.config()?;
+        let settings = config
+            .tls()
+            .ok_or("the web configuration has no tls_server_config any more; restart pushgate to serve plain HTTP")?;
+        self.tls.get(settings)
     }
 }
 
@@ -397,10 +444,7 @@ mod tests {
         for (text, says) in [
             ("basic_auth_users:\n  admin: plain\n", "not a bcrypt hash"),
             ("unknown_key: 1\n", "unknown field"),
-            (
-                "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n",
-                "TLS is not supported yet",
-            ),
+            ("tls_server_config:\n  cert_file: a.crt\n", "missing key_file"),
             ("http_server_config:\n  headers:\n    Server: x\n", "cannot be set"),
         ] {
             let e = WebConfig::parse("web.yml", text).unwrap_err().to_string();

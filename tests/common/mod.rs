@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod disk;
 pub mod failing_syncs;
 pub mod numbered;
+pub mod pki;
 pub mod proxy;
 pub mod pushers;
 

@@ -1,0 +1,160 @@
+//! HTTPS (`tls_server_config` in `--web.config.file`) against the real
+//! binary: every route over TLS, plain HTTP on the TLS port, certificate
+//! renewal without a restart, client certificates, and settings that stop
+//! the start.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::pki::{https, https_client, start_https, Authority, SERVER_TLS};
+use common::temp_dir;
+
+#[test]
+fn every_route_is_served_over_https_and_plain_http_gets_the_go_answer() {
+    let tmp = temp_dir("https-routes");
+    let ca = Authority::new("test CA");
+    ca.server().write(tmp.path(), "server");
+    let c = https_client(&ca.cert_pem, None);
+    let s = start_https(tmp.path(), SERVER_TLS, &c);
+
+    let r = c
+        .put(https(&s, "/metrics/job/tls"))
+        .body("tls_metric 7\n")
+        .send()
+        .expect("PUT");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-pushgate-log-index"));
+    let scrape = c.get(https(&s, "/metrics")).send().expect("GET").text().expect("body");
+    assert!(scrape.contains("tls_metric{instance=\"\",job=\"tls\"} 7\n"), "{scrape}");
+    let api = c.get(https(&s, "/api/v1/metrics")).send().expect("GET");
+    assert_eq!(api.status(), 200);
+    assert_eq!(c.get(https(&s, "/-/healthy")).send().expect("GET").status(), 200);
+
+    // Plain HTTP on the TLS port: Go's exact answer, then the connection closes.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).expect("read");
+    assert_eq!(
+        answer,
+        "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+    );
+
+    // A client that does not trust the server's authority gets no answer.
+    let stranger = https_client(&Authority::new("other CA").cert_pem, None);
+    assert!(stranger.get(https(&s, "/metrics")).send().is_err());
+}
+
+#[test]
+fn a_renewed_certificate_is_served_to_new_connections_without_a_restart() {
+    let tmp = temp_dir("https-renew");
+    let (old_ca, new_ca) = (Authority::new("old CA"), Authority::new("new CA"));
+    old_ca.server().write(tmp.path(), "server");
+    let trusts_old = https_client(&old_ca.cert_pem, None);
+    let s = start_https(tmp.path(), SERVER_TLS, &trusts_old);
+    let pid = s.pid();
+
+    new_ca.server().write(tmp.path(), "server");
+    // Fresh clients: fresh connections, so a fresh handshake each.
+    let trusts_new = https_client(&new_ca.cert_pem, None);
+    let r = trusts_new
+        .put(https(&s, "/metrics/job/renewed"))
+        .body("renewed 1\n")
+        .send()
+        .expect("PUT with the renewed certificate");
+    assert_eq!(r.status(), 200);
+    assert!(https_client(&old_ca.cert_pem, None)
+        .get(https(&s, "/metrics"))
+        .send()
+        .is_err());
+    assert_eq!(s.pid(), pid);
+    assert!(s.log_text().contains("TLS certificate and settings read again"));
+}
+
+#[test]
+fn client_certificates_are_required_and_verified_when_configured() {
+    let tmp = temp_dir("https-mtls");
+    let ca = Authority::new("test CA");
+    ca.server().write(tmp.path(), "server");
+    let clients = Authority::new("clients CA");
+    std::fs::write(tmp.path().join("clients.crt"), &clients.cert_pem).expect("write clients CA");
+    let web_yml =
+        format!("{SERVER_TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.crt\n");
+    let known = clients.client("batch-job");
+    let with_cert = https_client(&ca.cert_pem, Some(&known));
+    let s = start_https(tmp.path(), &web_yml, &with_cert);
+
+    let r = with_cert
+        .put(https(&s, "/metrics/job/mtls"))
+        .body("mtls 1\n")
+        .send()
+        .expect("PUT with a client certificate");
+    assert_eq!(r.status(), 200);
+    let without = https_client(&ca.cert_pem, None);
+    assert!(without
+        .put(https(&s, "/metrics/job/mtls"))
+        .body("mtls 2\n")
+        .send()
+        .is_err());
+    let foreign = Authority::new("foreign CA").client("intruder");
+    let with_foreign = https_client(&ca.cert_pem, Some(&foreign));
+    assert!(with_foreign
+        .put(https(&s, "/metrics/job/mtls"))
+        .body("mtls 3\n")
+        .send()
+        .is_err());
+    let scrape = with_cert
+        .get(https(&s, "/metrics"))
+        .send()
+        .expect("GET")
+        .text()
+        .expect("body");
+    assert!(scrape.contains("mtls{instance=\"\",job=\"mtls\"} 1\n"), "{scrape}");
+}
+
+#[test]
+fn tls_settings_that_cannot_be_served_stop_the_start() {
+    let tmp = temp_dir("https-bad");
+    let ca = Authority::new("test CA");
+    ca.server().write(tmp.path(), "server");
+    std::fs::write(tmp.path().join("garbage.crt"), "not a certificate\n").expect("write");
+    for (web_yml, says) in [
+        (
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: server.key\n".to_string(),
+            "failed to load X509KeyPair",
+        ),
+        (
+            "tls_server_config:\n  cert_file: garbage.crt\n  key_file: server.key\n".to_string(),
+            "failed to load X509KeyPair",
+        ),
+        (
+            // A key that does not belong to the certificate.
+            format!("tls_server_config:\n  cert_file: {}\n  key_file: server.key\n", {
+                ca.server().write(tmp.path(), "other");
+                "other.crt"
+            }),
+            "failed to load X509KeyPair",
+        ),
+        (
+            format!("{SERVER_TLS}  client_ca_file: server.crt\n"),
+            "without a Client Auth Policy",
+        ),
+        (format!("{SERVER_TLS}  max_version: TLS11\n"), "below TLS12"),
+    ] {
+        let path = tmp.path().join("web.yml");
+        std::fs::write(&path, &web_yml).expect("write web.yml");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .arg(format!("--web.config.file={}", path.display()))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!("--storage.path={}", tmp.path().join("data").display()))
+            .output()
+            .expect("run pushgate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{web_yml:?} was accepted");
+        assert!(stderr.contains(says), "{web_yml:?}: {stderr}");
+    }
+}
