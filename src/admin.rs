@@ -1,5 +1,7 @@
 //! `pushgate cluster ...`: a small client for a node's cluster admin API.
 
+use std::sync::Arc;
+
 use crate::config::{ClusterAction, ClusterCommand, StatusOutput};
 
 #[derive(Debug, thiserror::Error)]
@@ -8,50 +10,143 @@ pub enum AdminError {
     Request(String),
 }
 
-/// One HTTP/1.1 request over a plain TCP connection (no TLS; admin traffic is
-/// local). Credentials in the URL (`http://user:password@host:port`) are sent
-/// as basic authentication, for a node with `--web.config.file`.
-async fn request(url: &str, method: &str, path: &str, body: &str) -> Result<(u16, String), AdminError> {
-    use base64::Engine;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Target { userinfo, host, base } = Target::parse(url)?;
-    let authorization = match userinfo {
-        Some(userinfo) => {
-            let userinfo = percent_encoding::percent_decode_str(userinfo).decode_utf8_lossy();
-            let token = base64::engine::general_purpose::STANDARD.encode(userinfo.as_bytes());
-            format!("Authorization: Basic {token}\r\n")
-        }
-        None => String::new(),
-    };
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| AdminError::Request(format!("cannot connect to {host}: {e}")))?;
-    let req = format!(
-        "{method} {base}{path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| AdminError::Request(e.to_string()))?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| AdminError::Request(e.to_string()))?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
+/// The node the client talks to: its URL and, for `https://`, the TLS
+/// settings to connect with.
+struct Node {
+    url: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// The parts of an `http://[user:password@]host:port[/base]` URL.
+impl Node {
+    fn new(cmd: &ClusterCommand) -> Result<Node, AdminError> {
+        let target = Target::parse(&cmd.url)?;
+        let tls = if target.https {
+            Some(Arc::new(client_tls(cmd)?))
+        } else {
+            if cmd.tls_ca_file.is_some() || cmd.tls_cert_file.is_some() {
+                return Err(AdminError::Request("--tls.* flags need an https:// --url".to_string()));
+            }
+            None
+        };
+        Ok(Node {
+            url: cmd.url.clone(),
+            tls,
+        })
+    }
+
+    /// One HTTP/1.1 request on a new connection. Credentials in the URL
+    /// (`http://user:password@host:port`) are sent as basic authentication,
+    /// for a node with `--web.config.file`.
+    async fn request(&self, method: &str, path: &str, body: &str) -> Result<(u16, String), AdminError> {
+        use base64::Engine;
+        let Target {
+            userinfo, host, base, ..
+        } = Target::parse(&self.url)?;
+        let authorization = match userinfo {
+            Some(userinfo) => {
+                let userinfo = percent_encoding::percent_decode_str(userinfo).decode_utf8_lossy();
+                let token = base64::engine::general_purpose::STANDARD.encode(userinfo.as_bytes());
+                format!("Authorization: Basic {token}\r\n")
+            }
+            None => String::new(),
+        };
+        let req = format!(
+            "{method} {base}{path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let stream = tokio::net::TcpStream::connect(host)
+            .await
+            .map_err(|e| AdminError::Request(format!("cannot connect to {host}: {e}")))?;
+        let raw = match &self.tls {
+            None => exchange(stream, &req).await,
+            Some(config) => {
+                let name = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_matches(['[', ']']);
+                let name = rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| AdminError::Request(format!("--url host {name:?}: {e}")))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| AdminError::Request(format!("TLS with {host} failed: {e}")))?;
+                exchange(tls, &req).await
+            }
+        }
+        .map_err(|e| AdminError::Request(format!("no answer from {host}: {e}")))?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        Ok((status, body))
+    }
+}
+
+/// Sends `req` and reads the answer until the node closes the connection.
+async fn exchange(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    req: &str,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    // A TLS peer may close without close_notify; what was read is the answer.
+    if let Err(e) = stream.read_to_end(&mut raw).await {
+        if raw.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return Err(e);
+        }
+    }
+    Ok(raw)
+}
+
+/// Where the system keeps its trusted authorities (Debian, Ubuntu, Alpine).
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The TLS client settings of `--tls.*`.
+#[allow(deprecated)] // ring, as the server side (src/http/tls.rs)
+fn client_tls(cmd: &ClusterCommand) -> Result<rustls::ClientConfig, AdminError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fail =
+        |what: &std::path::Path, e: &dyn std::fmt::Display| AdminError::Request(format!("{}: {e}", what.display()));
+    let ca_file = cmd
+        .tls_ca_file
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(SYSTEM_CA_BUNDLE));
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&ca_file).map_err(|e| {
+        AdminError::Request(format!(
+            "cannot read the authorities to trust from {} ({e}); give them with --tls.ca-file",
+            ca_file.display()
+        ))
+    })?;
+    for cert in certs {
+        let cert = cert.map_err(|e| fail(&ca_file, &e))?;
+        roots.add(cert).map_err(|e| fail(&ca_file, &e))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AdminError::Request(e.to_string()))?
+        .with_root_certificates(roots);
+    match (&cmd.tls_cert_file, &cmd.tls_key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let chain = CertificateDer::pem_file_iter(cert_file)
+                .map_err(|e| fail(cert_file, &e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail(cert_file, &e))?;
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| fail(key_file, &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| fail(cert_file, &e))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// The parts of an `http[s]://[user:password@]host:port[/base]` URL.
 struct Target<'a> {
+    https: bool,
     userinfo: Option<&'a str>,
     host: &'a str,
     /// The path prefix, without a trailing slash.
@@ -60,9 +155,15 @@ struct Target<'a> {
 
 impl<'a> Target<'a> {
     fn parse(url: &'a str) -> Result<Target<'a>, AdminError> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| AdminError::Request(format!("--url {url:?} must start with http://")))?;
+        let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => {
+                return Err(AdminError::Request(format!(
+                    "--url {url:?} must start with http:// or https://"
+                )))
+            }
+        };
         let (authority, base) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -71,7 +172,12 @@ impl<'a> Target<'a> {
             Some((userinfo, host)) => (Some(userinfo), host),
             None => (None, authority),
         };
-        Ok(Target { userinfo, host, base })
+        Ok(Target {
+            https,
+            userinfo,
+            host,
+            base,
+        })
     }
 }
 
@@ -80,12 +186,14 @@ impl<'a> Target<'a> {
 fn without_password(url: &str) -> String {
     match Target::parse(url) {
         Ok(Target {
+            https,
             userinfo: Some(userinfo),
             host,
             base,
         }) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("http://{user}:***@{host}{base}")
+            let scheme = if https { "https" } else { "http" };
+            format!("{scheme}://{user}:***@{host}{base}")
         }
         _ => url.to_string(),
     }
@@ -117,11 +225,12 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
         ),
         ClusterAction::Remove { node_id } => ("DELETE", format!("/api/v1/cluster/members/{node_id}"), String::new()),
     };
+    let node = Node::new(&cmd)?;
     let (status, text) = match &cmd.action {
         ClusterAction::Add { node_id, .. } => {
-            with_progress(&cmd.url, *node_id, request(&cmd.url, method, &path, &body)).await?
+            with_progress(&node, *node_id, node.request(method, &path, &body)).await?
         }
-        _ => request(&cmd.url, method, &path, &body).await?,
+        _ => node.request(method, &path, &body).await?,
     };
     let json = serde_json::from_str::<serde_json::Value>(&text).ok();
     let table = match (&cmd.action, &json) {
@@ -153,14 +262,14 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// has caught up and become a voter: with a large store, a snapshot stream
 /// of a while) and meanwhile says on stderr, every `PROGRESS_EVERY`, where
 /// the new node stands.
-async fn with_progress<T>(url: &str, node_id: u64, add: impl std::future::Future<Output = T>) -> T {
+async fn with_progress<T>(node: &Node, node_id: u64, add: impl std::future::Future<Output = T>) -> T {
     tokio::pin!(add);
     let mut last = None;
     loop {
         tokio::select! {
             done = &mut add => return done,
             _ = tokio::time::sleep(PROGRESS_EVERY) => {
-                let answer = request(url, "GET", "/api/v1/cluster/status?members=true", "").await;
+                let answer = node.request("GET", "/api/v1/cluster/status?members=true", "").await;
                 let line = match answer {
                     Ok((200, text)) => serde_json::from_str(&text).ok().and_then(|v| add_progress(&v, node_id)),
                     _ => None,

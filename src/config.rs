@@ -33,9 +33,20 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ClusterCommand {
-    /// HTTP address of any node; http://user:password@host:port sends basic-auth credentials.
+    /// HTTP address of any node; http://user:password@host:port sends basic-auth credentials,
+    /// https:// speaks TLS (a node with tls_server_config).
     #[arg(long = "url", default_value = "http://127.0.0.1:9091", global = true)]
     pub url: String,
+    /// With https://: PEM file of the authorities to trust (default: the system's bundle,
+    /// /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long = "tls.ca-file", global = true)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// With https://: client certificate (PEM) to present, for a node that requires one.
+    #[arg(long = "tls.cert-file", global = true, requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// With https://: the private key (PEM) of --tls.cert-file.
+    #[arg(long = "tls.key-file", global = true, requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub action: ClusterAction,
 }

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::pki::{https, https_client, start_https, Authority, SERVER_TLS};
-use common::temp_dir;
+use common::{cli, temp_dir};
 
 #[test]
 fn every_route_is_served_over_https_and_plain_http_gets_the_go_answer() {
@@ -114,6 +114,34 @@ fn client_certificates_are_required_and_verified_when_configured() {
         .text()
         .expect("body");
     assert!(scrape.contains("mtls{instance=\"\",job=\"mtls\"} 1\n"), "{scrape}");
+
+    // The admin client, with and without its certificate.
+    std::fs::write(tmp.path().join("ca.crt"), &ca.cert_pem).expect("write CA");
+    known.write(tmp.path(), "admin");
+    let flag = |name: &str, file: &str| format!("--tls.{name}={}", tmp.path().join(file).display());
+    let url = format!("https://localhost:{}", s.port);
+    let status = cli(
+        &url,
+        &[
+            "cluster",
+            "status",
+            "--output=json",
+            &flag("ca-file", "ca.crt"),
+            &flag("cert-file", "admin.crt"),
+            &flag("key-file", "admin.key"),
+        ],
+    );
+    assert!(status.contains("\"cluster_id\""), "{status}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["cluster", "status", &flag("ca-file", "ca.crt"), &format!("--url={url}")])
+        .output()
+        .expect("run pushgate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no answer from localhost") && stderr.contains("CertificateRequired"),
+        "{stderr}"
+    );
 }
 
 #[test]
