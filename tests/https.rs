@@ -145,6 +145,43 @@ fn client_certificates_are_required_and_verified_when_configured() {
 }
 
 #[test]
+fn require_any_client_cert_takes_any_certificate_but_not_none() {
+    let tmp = temp_dir("https-any-cert");
+    let ca = Authority::new("test CA");
+    ca.server().write(tmp.path(), "server");
+    let web_yml = format!("{SERVER_TLS}  client_auth_type: RequireAnyClientCert\n");
+    let anyone = Authority::new("anyone's CA").client("someone");
+    let with_any = https_client(&ca.cert_pem, Some(&anyone));
+    let s = start_https(tmp.path(), &web_yml, &with_any);
+    let r = with_any
+        .put(https(&s, "/metrics/job/any"))
+        .body("any 1\n")
+        .send()
+        .expect("PUT with any certificate");
+    assert_eq!(r.status(), 200);
+    let without = https_client(&ca.cert_pem, None);
+    assert!(without.get(https(&s, "/metrics")).send().is_err());
+}
+
+#[test]
+fn min_version_tls13_refuses_tls12_clients() {
+    let tmp = temp_dir("https-tls13");
+    let ca = Authority::new("test CA");
+    ca.server().write(tmp.path(), "server");
+    let c = https_client(&ca.cert_pem, None);
+    let s = start_https(tmp.path(), &format!("{SERVER_TLS}  min_version: TLS13\n"), &c);
+    let tls12_only = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).expect("root"))
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .expect("client");
+    assert!(tls12_only.get(https(&s, "/metrics")).send().is_err());
+    assert_eq!(c.get(https(&s, "/metrics")).send().expect("GET").status(), 200);
+}
+
+#[test]
 fn tls_settings_that_cannot_be_served_stop_the_start() {
     let tmp = temp_dir("https-bad");
     let ca = Authority::new("test CA");

@@ -754,6 +754,36 @@ mod tests {
     }
 
     #[test]
+    fn cipher_suites_and_curves_narrow_what_is_offered() {
+        let suites = [
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_string(),
+            "TLS_RSA_WITH_AES_128_CBC_SHA".to_string(),
+            "TLS_AES_128_GCM_SHA256".to_string(),
+        ];
+        let curves = ["CurveP521".to_string(), "CurveP384".to_string()];
+        let s = check(&TlsSection {
+            cipher_suites: &suites,
+            curve_preferences: &curves,
+            min_version: "TLS10",
+            ..section("a.crt", "a.key")
+        })
+        .unwrap()
+        .unwrap();
+        assert!(s.tls12 && s.tls13);
+        let provider = s.provider();
+        let tls12: Vec<_> = provider
+            .cipher_suites
+            .iter()
+            .filter(|c| c.version() == &rustls::version::TLS12)
+            .map(|c| c.suite())
+            .collect();
+        assert_eq!(tls12, [rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]);
+        assert_eq!(provider.cipher_suites.len(), 1 + 3, "TLS 1.3 suites are kept");
+        let groups: Vec<_> = provider.kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(groups, [NamedGroup::secp384r1]);
+    }
+
+    #[test]
     fn only_plain_http_request_lines_are_answered_in_plain_http() {
         assert!(looks_like_http(b"GET /"));
         assert!(looks_like_http(b"OPTIO"));
