@@ -59,10 +59,20 @@ pub enum ClientAuth {
 }
 
 /// Where a PEM text comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Pem {
     File(PathBuf),
     Inline(String),
+}
+
+/// Inline PEM may be a private key: never shown.
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pem::File(path) => f.debug_tuple("File").field(path).finish(),
+            Pem::Inline(_) => f.write_str("Inline(<hidden>)"),
+        }
+    }
 }
 
 /// `tls_server_config`, checked: every name is known and every combination
@@ -781,6 +791,31 @@ mod tests {
         assert_eq!(provider.cipher_suites.len(), 1 + 3, "TLS 1.3 suites are kept");
         let groups: Vec<_> = provider.kx_groups.iter().map(|g| g.name()).collect();
         assert_eq!(groups, [NamedGroup::secp384r1]);
+    }
+
+    #[test]
+    fn inline_pem_is_served_and_never_shown() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert, key) = (cert.pem(), key.serialize_pem());
+        let s = check(&TlsSection {
+            cert: &cert,
+            key: &key,
+            ..TlsSection::default()
+        })
+        .unwrap()
+        .unwrap();
+        let config = s.server_config().unwrap();
+        assert_eq!(config.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(!format!("{s:?}").contains("PRIVATE KEY"));
+        let both = check(&TlsSection {
+            cert: &cert,
+            ..section("a.crt", "a.key")
+        });
+        assert!(both.unwrap_err().contains("not both"));
     }
 
     #[test]
