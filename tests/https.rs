@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::pki::{https, https_client, start_https, Authority, SERVER_TLS};
-use common::{cli, temp_dir};
+use common::{cli, refused_start_with_web_config, temp_dir};
 
 #[test]
 fn every_route_is_served_over_https_and_plain_http_gets_the_go_answer() {
@@ -210,16 +210,7 @@ fn tls_settings_that_cannot_be_served_stop_the_start() {
         ),
         (format!("{SERVER_TLS}  max_version: TLS11\n"), "below TLS12"),
     ] {
-        let path = tmp.path().join("web.yml");
-        std::fs::write(&path, &web_yml).expect("write web.yml");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .arg(format!("--web.config.file={}", path.display()))
-            .arg("--web.listen-address=127.0.0.1:0")
-            .arg(format!("--storage.path={}", tmp.path().join("data").display()))
-            .output()
-            .expect("run pushgate");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{web_yml:?} was accepted");
+        let stderr = refused_start_with_web_config(tmp.path(), &web_yml);
         assert!(stderr.contains(says), "{web_yml:?}: {stderr}");
     }
 }

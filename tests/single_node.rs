@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{cli, client, free_port, temp_dir, Server, PROTOBUF};
+use common::{cli, client, free_port, refused_start_with_web_config, temp_dir, Server, PROTOBUF};
 
 #[test]
 fn push_scrape_and_delete_round_trip() {
@@ -511,16 +511,7 @@ fn an_unusable_web_config_file_stops_the_start() {
         ),
         ("basic_auth_user:\n  admin: x\n", "unknown field"),
     ] {
-        let path = tmp.path().join("web.yml");
-        std::fs::write(&path, text).expect("write web.yml");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .arg(format!("--web.config.file={}", path.display()))
-            .arg("--web.listen-address=127.0.0.1:0")
-            .arg(format!("--storage.path={}", tmp.path().join("data").display()))
-            .output()
-            .expect("run pushgate");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{text:?} was accepted");
+        let stderr = refused_start_with_web_config(tmp.path(), text);
         assert!(stderr.contains(says), "{text:?}: {stderr}");
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))

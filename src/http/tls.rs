@@ -343,14 +343,10 @@ impl TlsSettings {
             })),
             ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
                 let ca = self.client_ca_file.as_ref().ok_or("client_ca_file is required")?;
+                let ca_error = |e: &dyn std::fmt::Display| format!("client_ca_file {}: {e}", ca.display());
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in
-                    CertificateDer::pem_file_iter(ca).map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?
-                {
-                    let cert = cert.map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+                for cert in CertificateDer::pem_file_iter(ca).map_err(|e| ca_error(&e))? {
+                    roots.add(cert.map_err(|e| ca_error(&e))?).map_err(|e| ca_error(&e))?;
                 }
                 let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
                 let builder = if self.client_auth == ClientAuth::VerifyClientCertIfGiven {
@@ -358,11 +354,7 @@ impl TlsSettings {
                 } else {
                     builder
                 };
-                Some(
-                    builder
-                        .build()
-                        .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?,
-                )
+                Some(builder.build().map_err(|e| ca_error(&e))?)
             }
         };
         let builder = match verifier {
