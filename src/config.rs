@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::transport::tls::MutualTlsFiles;
+
 /// Boolean flags also take the reference's (kingpin's) `--no-<flag>` form; the
 /// last of the two on the command line wins.
 #[derive(Parser, Debug, Clone)]
@@ -220,6 +222,26 @@ pub struct ServerFlags {
     #[arg(long = "cluster.peers", default_value = "")]
     pub cluster_peers: String,
 
+    /// Mutual TLS between replicas: this node's certificate (PEM, with its
+    /// chain), presented to peers as server and as client. With
+    /// --cluster.tls.key-file and --cluster.tls.ca-file; set on every replica.
+    #[arg(long = "cluster.tls.cert-file", default_value = "")]
+    pub cluster_tls_cert_file: String,
+
+    /// Private key (PEM) of --cluster.tls.cert-file.
+    #[arg(long = "cluster.tls.key-file", default_value = "")]
+    pub cluster_tls_key_file: String,
+
+    /// Authorities (PEM) that sign the replicas' certificates: a peer whose
+    /// certificate they did not sign is refused, on both ends of a connection.
+    #[arg(long = "cluster.tls.ca-file", default_value = "")]
+    pub cluster_tls_ca_file: String,
+
+    /// Name every peer's certificate must carry (default: the host of the
+    /// peer's address, as in --cluster.peers).
+    #[arg(long = "cluster.tls.server-name", default_value = "")]
+    pub cluster_tls_server_name: String,
+
     /// Only log messages with the given severity or above: debug, info, warn, error.
     #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
     pub log_level: String,
@@ -376,7 +398,43 @@ impl ServerFlags {
                 self.node_id
             ));
         }
+        let tls = [
+            &self.cluster_tls_cert_file,
+            &self.cluster_tls_key_file,
+            &self.cluster_tls_ca_file,
+        ];
+        let given = tls.iter().filter(|f| !f.is_empty()).count();
+        if given != 0 && given != tls.len() {
+            return Err(
+                "mutual TLS between replicas needs all of --cluster.tls.cert-file, --cluster.tls.key-file and \
+                 --cluster.tls.ca-file"
+                    .into(),
+            );
+        }
+        if given == 0 && !self.cluster_tls_server_name.is_empty() {
+            return Err(
+                "--cluster.tls.server-name needs --cluster.tls.cert-file, --cluster.tls.key-file and \
+                 --cluster.tls.ca-file"
+                    .into(),
+            );
+        }
+        if given != 0 && peers.is_empty() {
+            return Err("--cluster.tls.* needs --cluster.peers: a single node has no cluster port".into());
+        }
         Ok(())
+    }
+
+    /// The files of mutual TLS between replicas, if it is on.
+    pub fn cluster_tls(&self) -> Option<MutualTlsFiles> {
+        if self.cluster_tls_cert_file.is_empty() {
+            return None;
+        }
+        Some(MutualTlsFiles {
+            cert_file: self.cluster_tls_cert_file.clone().into(),
+            key_file: self.cluster_tls_key_file.clone().into(),
+            ca_file: self.cluster_tls_ca_file.clone().into(),
+            server_name: Some(self.cluster_tls_server_name.clone()).filter(|n| !n.is_empty()),
+        })
     }
 
     /// Every flag as the string the status API shows.
@@ -419,6 +477,10 @@ impl ServerFlags {
             self.cluster_advertise_address.clone(),
         );
         m.insert("cluster.peers".into(), self.cluster_peers.clone());
+        m.insert("cluster.tls.cert-file".into(), self.cluster_tls_cert_file.clone());
+        m.insert("cluster.tls.key-file".into(), self.cluster_tls_key_file.clone());
+        m.insert("cluster.tls.ca-file".into(), self.cluster_tls_ca_file.clone());
+        m.insert("cluster.tls.server-name".into(), self.cluster_tls_server_name.clone());
         m.insert("log.level".into(), self.log_level.clone());
         m.insert("log.format".into(), self.log_format.clone());
         m

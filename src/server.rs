@@ -11,11 +11,11 @@ use crate::cluster::{ClusterNode, Environment, NodeConfig};
 use crate::config::{listen_address, parse_peers, route_prefix, ServerFlags};
 use crate::gateway::{Gateway, GatewayConfig, ReadConsistency};
 use crate::http::self_metrics::SelfMetrics;
-use crate::http::tls::{TlsConfigSource, TlsListener};
 use crate::http::web_config::WebAuth;
 use crate::http::{app, AppState, HttpConfig};
 use crate::model::api_json::rfc3339_nanos;
-use crate::transport::HttpListener;
+use crate::transport::tls::{MutualTls, TlsConfigSource, TlsListener, TlsTransport};
+use crate::transport::{HttpListener, Transport};
 
 /// Why the server stopped with an error (the process exits non-zero).
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("{0}")]
     WebConfig(#[from] crate::http::web_config::WebConfigError),
+    #[error("cannot use mutual TLS between replicas: {0}")]
+    ClusterTls(String),
 }
 
 /// The address other nodes reach this node's cluster port at.
@@ -96,6 +98,17 @@ pub async fn serve(
         _ => None,
     };
 
+    // Mutual TLS between replicas wraps the cluster port and every
+    // connection to a peer; the HTTP listeners stay as the web config says.
+    let cluster_transport: Arc<dyn Transport> = match flags.cluster_tls() {
+        Some(files) => {
+            let tls = MutualTls::open(files).map_err(ServerError::ClusterTls)?;
+            tracing::info!("replicas talk mutual TLS");
+            Arc::new(TlsTransport::new(env.transport.clone(), Arc::new(tls)))
+        }
+        None => env.transport.clone(),
+    };
+
     // Bind first: a port in use should fail fast, before touching the data.
     let mut listeners = Vec::new();
     for addr in &flags.listen_addresses {
@@ -110,7 +123,11 @@ pub async fn serve(
 
     tracing::info!(path = %flags.storage_path.display(), node_id = flags.node_id, "opening storage");
     let started_at = (env.clock)();
-    let node = ClusterNode::start(node_config, env).await?;
+    let cluster_env = Environment {
+        clock: env.clock.clone(),
+        transport: cluster_transport,
+    };
+    let node = ClusterNode::start(node_config, cluster_env).await?;
     let gateway = Arc::new(Gateway::new(
         node.clone(),
         GatewayConfig {
@@ -154,16 +171,11 @@ pub async fn serve(
         let stopped = async move {
             let _ = stop.wait_for(|q| *q).await;
         };
-        match &tls {
-            Some(source) => {
-                let listener = TlsListener::new(listener, source.clone());
-                servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
-            }
-            None => {
-                let listener = HttpListener(listener);
-                servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
-            }
-        }
+        let listener = match &tls {
+            Some(source) => HttpListener(Box::new(TlsListener::new(listener, source.clone()))),
+            None => HttpListener(listener),
+        };
+        servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "pushgate is running");
     let _ = quit_rx.wait_for(|q| *q).await;

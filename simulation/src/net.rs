@@ -6,10 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::Uri;
-use hyper_util::rt::TokioIo;
-use pushgate::transport::{BoxFuture, Connection, Listener, Transport};
+use pushgate::transport::{BoxFuture, Connection, Io, Listener, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::{Channel, Endpoint};
 
 /// Sockets of a simulated host.
 pub struct Simulated;
@@ -40,13 +38,13 @@ impl Transport for Simulated {
         })
     }
 
-    fn channel(&self, endpoint: Endpoint) -> Channel {
-        endpoint.connect_with_connector_lazy(tower::service_fn(|uri: Uri| async move {
+    fn connect(&self, uri: Uri) -> BoxFuture<'static, io::Result<Box<dyn Io>>> {
+        Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_string();
             let port = uri.port_u16().unwrap_or(80);
             let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
-            Ok::<_, io::Error>(TokioIo::new(stream))
-        }))
+            Ok(Box::new(stream) as Box<dyn Io>)
+        })
     }
 }
 

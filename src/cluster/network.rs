@@ -33,6 +33,9 @@ pub const NODE_ID_HEADER: &str = "x-pushgate-node-id";
 /// Largest gRPC message (a batch entry or a snapshot chunk is far smaller).
 pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// How long making a connection to a peer (TCP and, with
+/// `--cluster.tls.*`, the TLS handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A failed call's status with the causes tonic keeps in its source chain
 /// (its message alone is often just "transport error").
@@ -98,11 +101,10 @@ impl Peers {
             None => {
                 let endpoint = Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|e| tonic::Status::invalid_argument(format!("bad peer address {addr:?}: {e}")))?
-                    .connect_timeout(Duration::from_millis(500))
                     .http2_keep_alive_interval(Duration::from_millis(500))
                     .keep_alive_timeout(Duration::from_secs(1))
                     .keep_alive_while_idle(true);
-                let channel = self.transport.channel(endpoint);
+                let channel = crate::transport::channel(self.transport.clone(), endpoint, CONNECT_TIMEOUT);
                 channels.insert(addr.to_string(), channel.clone());
                 channel
             }
@@ -249,6 +251,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use tonic::transport::Endpoint;
@@ -256,14 +259,14 @@ mod tests {
     use super::{describe_status, never_sent};
     use crate::pb::pushgate::v1 as pb;
     use crate::pb::pushgate::v1::replica_client::ReplicaClient;
-    use crate::transport::{Os, Transport};
+    use crate::transport::Os;
 
     async fn call(port: u16) -> tonic::Status {
         let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
             .expect("endpoint")
-            .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(2));
-        let mut client = ReplicaClient::new(Os::default().channel(endpoint));
+        let channel = crate::transport::channel(Arc::new(Os::default()), endpoint, Duration::from_millis(500));
+        let mut client = ReplicaClient::new(channel);
         client
             .status(pb::StatusRequest {})
             .await
@@ -311,7 +314,7 @@ mod tests {
                 _ => break,
             }
         }
-        assert_never_sent(&call(port).await, "deadline has elapsed");
+        assert_never_sent(&call(port).await, "no connection within 500ms");
     }
 
     /// A connection that was made and then dropped may have carried the call.

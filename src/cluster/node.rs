@@ -227,7 +227,7 @@ impl Environment {
     pub fn os(source_ip: Option<std::net::IpAddr>) -> Self {
         Environment {
             clock: system_clock(),
-            transport: Arc::new(Os { source_ip }),
+            transport: Arc::new(Os::new(source_ip)),
         }
     }
 }

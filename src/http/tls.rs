@@ -21,29 +21,20 @@
 //! rustls can offer (a `max_version` below TLS12, only CBC cipher suites) is
 //! refused with a message that says so.
 
-use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, NamedGroup, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::mpsc;
 
-use crate::transport::{Connection, Listener};
+pub use crate::transport::tls::Pem;
+use crate::transport::tls::{read_certs, read_key, read_roots, Reloading};
 
-/// How long a client may take to send its first bytes and finish the
-/// handshake before its connection is closed.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections that finished their handshake and wait for the HTTP server.
-const HANDSHAKEN_BACKLOG: usize = 128;
+/// The rustls configuration of the `tls_server_config` in force.
+pub type ServerConfigCache = Reloading<TlsSettings, Arc<rustls::ServerConfig>>;
 
 /// `client_auth_type`, as Go's `tls.ClientAuthType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,23 +47,6 @@ pub enum ClientAuth {
     /// Accepts none; verifies one that is sent.
     VerifyClientCertIfGiven,
     RequireAndVerifyClientCert,
-}
-
-/// Where a PEM text comes from.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Pem {
-    File(PathBuf),
-    Inline(String),
-}
-
-/// Inline PEM may be a private key: never shown.
-impl std::fmt::Debug for Pem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Pem::File(path) => f.debug_tuple("File").field(path).finish(),
-            Pem::Inline(_) => f.write_str("Inline(<hidden>)"),
-        }
-    }
 }
 
 /// `tls_server_config`, checked: every name is known and every combination
@@ -306,6 +280,12 @@ impl TlsSettings {
     }
 
     /// The files this configuration reads.
+    /// The rustls configuration from `cache`, built again when these
+    /// settings or one of their files changed.
+    pub fn cached_server_config(&self, cache: &ServerConfigCache) -> Result<Arc<rustls::ServerConfig>, String> {
+        cache.get(self, &self.files(), |s| s.server_config().map(Arc::new))
+    }
+
     fn files(&self) -> Vec<&Path> {
         let mut files = Vec::new();
         for pem in [&self.cert, &self.key] {
@@ -343,18 +323,18 @@ impl TlsSettings {
             })),
             ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
                 let ca = self.client_ca_file.as_ref().ok_or("client_ca_file is required")?;
-                let ca_error = |e: &dyn std::fmt::Display| format!("client_ca_file {}: {e}", ca.display());
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(ca).map_err(|e| ca_error(&e))? {
-                    roots.add(cert.map_err(|e| ca_error(&e))?).map_err(|e| ca_error(&e))?;
-                }
+                let roots = read_roots(ca).map_err(|e| format!("client_ca_file {e}"))?;
                 let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
                 let builder = if self.client_auth == ClientAuth::VerifyClientCertIfGiven {
                     builder.allow_unauthenticated()
                 } else {
                     builder
                 };
-                Some(builder.build().map_err(|e| ca_error(&e))?)
+                Some(
+                    builder
+                        .build()
+                        .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?,
+                )
             }
         };
         let builder = match verifier {
@@ -393,27 +373,6 @@ impl TlsSettings {
                 .collect();
         }
         Arc::new(provider)
-    }
-}
-
-fn read_certs(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Result<Vec<_>, _> = match pem {
-        Pem::File(path) => CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .collect(),
-        Pem::Inline(text) => CertificateDer::pem_slice_iter(text.as_bytes()).collect(),
-    };
-    let certs = certs.map_err(|e| e.to_string())?;
-    if certs.is_empty() {
-        return Err("tls: failed to find any PEM data in certificate input".into());
-    }
-    Ok(certs)
-}
-
-fn read_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
-    match pem {
-        Pem::File(path) => PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display())),
-        Pem::Inline(text) => PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| e.to_string()),
     }
 }
 
@@ -464,191 +423,6 @@ impl ClientCertVerifier for AnyClientCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Modification time and size of a file, to see whether it changed.
-type Stamp = Option<(SystemTime, u64)>;
-
-fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-/// The rustls configuration for the settings in force, built again only
-/// when the settings or one of their files changed.
-#[derive(Default)]
-pub struct ServerConfigCache {
-    current: parking_lot::Mutex<Option<Built>>,
-}
-
-struct Built {
-    settings: TlsSettings,
-    stamps: Vec<Stamp>,
-    config: Result<Arc<rustls::ServerConfig>, String>,
-}
-
-impl ServerConfigCache {
-    pub fn get(&self, settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, String> {
-        let stamps: Vec<Stamp> = settings.files().into_iter().map(stamp).collect();
-        let mut current = self.current.lock();
-        if let Some(built) = current.as_ref() {
-            if built.settings == *settings && built.stamps == stamps {
-                return built.config.clone();
-            }
-        }
-        let reloaded = current.is_some();
-        let config = settings.server_config().map(Arc::new);
-        match &config {
-            Ok(_) if reloaded => tracing::info!("TLS certificate and settings read again"),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "TLS handshakes fail until the TLS settings or files are fixed"),
-        }
-        *current = Some(Built {
-            settings: settings.clone(),
-            stamps,
-            config: config.clone(),
-        });
-        config
-    }
-}
-
-/// Where a TLS listener gets the configuration for a new connection.
-pub trait TlsConfigSource: Send + Sync + 'static {
-    fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String>;
-}
-
-/// A listener whose connections have finished a TLS handshake.
-///
-/// Handshakes run in their own tasks, so a client that connects and sends
-/// nothing holds up no one (and is dropped after [`HANDSHAKE_TIMEOUT`]).
-pub struct TlsListener {
-    handshaken: mpsc::Receiver<Connection>,
-    local_addr: io::Result<std::net::SocketAddr>,
-}
-
-impl TlsListener {
-    pub fn new(mut listener: Box<dyn Listener>, source: Arc<dyn TlsConfigSource>) -> TlsListener {
-        let local_addr = listener.local_addr();
-        let (tx, handshaken) = mpsc::channel(HANDSHAKEN_BACKLOG);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
-                    // The HTTP server stopped: stop listening.
-                    _ = tx.closed() => return,
-                };
-                match accepted {
-                    Ok(conn) => {
-                        let (tx, source) = (tx.clone(), source.clone());
-                        tokio::spawn(async move {
-                            let remote = conn.remote();
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(conn, &*source)).await {
-                                Ok(Ok(Some(tls))) => {
-                                    let _ = tx.send(tls).await;
-                                }
-                                Ok(Ok(None)) => {}
-                                Ok(Err(e)) => tracing::info!(client = %remote, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::info!(client = %remote, "TLS handshake timed out"),
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting an HTTPS connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
-        TlsListener { handshaken, local_addr }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = Connection;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Connection, std::net::SocketAddr) {
-        match self.handshaken.recv().await {
-            Some(conn) => {
-                let remote = conn.remote();
-                (conn, remote)
-            }
-            // The accepting task holds a sender as long as this listener
-            // lives, so this is not reached.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match &self.local_addr {
-            Ok(a) => Ok(*a),
-            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-        }
-    }
-}
-
-/// Go's answer to plain HTTP on a TLS port.
-const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
-
-/// Whether the first five bytes of a connection are a plain HTTP request
-/// (Go's `tlsRecordHeaderLooksLikeHTTP`).
-fn looks_like_http(first: &[u8; 5]) -> bool {
-    matches!(first, b"GET /" | b"HEAD " | b"POST " | b"PUT /" | b"OPTIO")
-}
-
-/// Runs the server side of a handshake. `None`: a plain HTTP request was
-/// answered with a 400 and the connection closed.
-async fn handshake(mut conn: Connection, source: &dyn TlsConfigSource) -> io::Result<Option<Connection>> {
-    let remote = conn.remote();
-    let mut first = [0u8; 5];
-    conn.read_exact(&mut first).await?;
-    if looks_like_http(&first) {
-        conn.write_all(PLAIN_HTTP_ANSWER).await?;
-        let _ = conn.shutdown().await;
-        return Ok(None);
-    }
-    let config = source.server_config().map_err(io::Error::other)?;
-    let rewound = Rewound {
-        first,
-        sent: 0,
-        inner: conn,
-    };
-    let tls = tokio_rustls::TlsAcceptor::from(config).accept(rewound).await?;
-    Ok(Some(Connection::new(tls, remote)))
-}
-
-/// A connection whose first five bytes were read and are read again.
-struct Rewound {
-    first: [u8; 5],
-    sent: usize,
-    inner: Connection,
-}
-
-impl AsyncRead for Rewound {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.sent < self.first.len() {
-            let n = (self.first.len() - self.sent).min(buf.remaining());
-            let start = self.sent;
-            buf.put_slice(&self.first[start..start + n]);
-            self.sent += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewound {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -808,12 +582,5 @@ mod tests {
             ..section("a.crt", "a.key")
         });
         assert!(both.unwrap_err().contains("not both"));
-    }
-
-    #[test]
-    fn only_plain_http_request_lines_are_answered_in_plain_http() {
-        assert!(looks_like_http(b"GET /"));
-        assert!(looks_like_http(b"OPTIO"));
-        assert!(!looks_like_http(&[0x16, 0x03, 0x01, 0x02, 0x00]));
     }
 }

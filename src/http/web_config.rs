@@ -26,13 +26,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 use serde::Deserialize;
 
-use super::tls::{ServerConfigCache, TlsConfigSource, TlsSection, TlsSettings};
+use super::tls::{ServerConfigCache, TlsSection, TlsSettings};
+use crate::transport::tls::{stamp, Stamp, TlsConfigSource};
 
 /// Why a web configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -251,13 +251,8 @@ pub struct WebAuth {
 
 struct Loaded {
     /// The file's modification time and length when it was read.
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Stamp,
     config: Result<Arc<WebConfig>, String>,
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 impl WebAuth {
@@ -268,10 +263,12 @@ impl WebAuth {
         let config = WebConfig::load(path)?;
         let tls = ServerConfigCache::default();
         if let Some(settings) = config.tls() {
-            tls.get(settings).map_err(|message| WebConfigError::Invalid {
-                path: path.display().to_string(),
-                message,
-            })?;
+            settings
+                .cached_server_config(&tls)
+                .map_err(|message| WebConfigError::Invalid {
+                    path: path.display().to_string(),
+                    message,
+                })?;
         }
         Ok(WebAuth {
             path: path.to_path_buf(),
@@ -362,7 +359,7 @@ impl TlsConfigSource for WebAuth {
         let settings = config
             .tls()
             .ok_or("the web configuration has no tls_server_config any more; restart pushgate to serve plain HTTP")?;
-        self.tls.get(settings)
+        settings.cached_server_config(&self.tls)
     }
 }
 

@@ -19,6 +19,7 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, Node>,
     pub dir: tempfile::TempDir,
     pub peers: String,
+    /// Flags every node gets; `{id}` in one is replaced by the node's id.
     pub extra: Vec<String>,
     /// A command every node runs under (`nsenter ... --`), if any.
     pub wrap: Vec<String>,
@@ -69,7 +70,8 @@ impl TestCluster {
             format!("--cluster.listen-address={ip}:{grpc}"),
             format!("--cluster.advertise-address={ip}:{proxy_port}"),
         ];
-        args.extend(self.extra.iter().cloned());
+        // `{id}` in an extra flag is this node's id (per-node files).
+        args.extend(self.extra.iter().map(|a| a.replace("{id}", &id.to_string())));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let data = self.dir.path().join(format!("node{id}"));
         let mut server = Server {

@@ -306,22 +306,28 @@ impl Server {
     }
 }
 
-/// Runs `pushgate <args> --url=<url>` (the admin client) and returns its stdout.
 /// Starts pushgate with `web_yml` as its `--web.config.file` (written into
 /// `dir`), expects it to refuse to start, and returns what it said.
 pub fn refused_start_with_web_config(dir: &Path, web_yml: &str) -> String {
     let path = dir.join("web.yml");
     std::fs::write(&path, web_yml).expect("write web.yml");
+    refused_start(dir, &[format!("--web.config.file={}", path.display())])
+}
+
+/// Starts pushgate with `flags` (data in `dir`), expects it to refuse to
+/// start, and returns what it said.
+pub fn refused_start(dir: &Path, flags: &[String]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .arg(format!("--web.config.file={}", path.display()))
+        .args(flags)
         .arg("--web.listen-address=127.0.0.1:0")
         .arg(format!("--storage.path={}", dir.join("data").display()))
         .output()
         .expect("run pushgate");
-    assert!(!out.status.success(), "{web_yml:?} was accepted");
+    assert!(!out.status.success(), "{flags:?} was accepted");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `pushgate <args> --url=<url>` (the admin client) and returns its stdout.
 pub fn cli(url: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
         .args(args)

@@ -1,6 +1,7 @@
-//! Certificates for HTTPS tests, made on the fly (rcgen): a certificate
+//! Certificates for TLS tests, made on the fly (rcgen): a certificate
 //! authority, server certificates for `localhost` and 127.0.0.1, client
-//! certificates, and clients that trust exactly one authority.
+//! certificates, replicas' certificates, and clients that trust exactly one
+//! authority.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,13 +43,13 @@ impl Authority {
         }
     }
 
-    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Issued {
+    fn issue(&self, names: &[&str], usages: &[ExtendedKeyUsagePurpose]) -> Issued {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
         params
             .distinguished_name
             .push(DnType::CommonName, names.first().copied().unwrap_or("client"));
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages.to_vec();
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");
         Issued {
@@ -59,12 +60,21 @@ impl Authority {
 
     /// A server certificate for `localhost` and 127.0.0.1.
     pub fn server(&self) -> Issued {
-        self.issue(&["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth)
+        self.issue(&["localhost", "127.0.0.1"], &[ExtendedKeyUsagePurpose::ServerAuth])
     }
 
     /// A client certificate.
     pub fn client(&self, name: &str) -> Issued {
-        self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(&[name], &[ExtendedKeyUsagePurpose::ClientAuth])
+    }
+
+    /// A replica's certificate for the address `host`: it serves the cluster
+    /// port and dials peers with it (`--cluster.tls.cert-file`).
+    pub fn replica(&self, host: &str) -> Issued {
+        self.issue(
+            &[host],
+            &[ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        )
     }
 }
 

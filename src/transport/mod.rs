@@ -4,7 +4,10 @@
 //! only through a [`Transport`]: [`Os`] is the operating system's TCP, and the
 //! deterministic simulation (`simulation/`) plugs in turmoil's simulated
 //! network instead. Everything above this module, the HTTP routes, Raft, the
-//! log store, is the same code in both.
+//! log store, is the same code in both. [`tls`] wraps any transport in TLS:
+//! HTTPS on the HTTP listeners, mutual TLS between replicas.
+
+pub mod tls;
 
 use std::future::Future;
 use std::io;
@@ -13,8 +16,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::{Channel, Endpoint};
+use tower::Service;
 
 /// A boxed future, as the object-safe [`Transport`] methods return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -94,17 +103,58 @@ pub trait Transport: Send + Sync + 'static {
     /// Listens on `addr` (HOST:PORT).
     fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>>;
 
-    /// A lazily connecting gRPC channel to `endpoint`, which carries the
-    /// address and every timeout and keepalive setting.
-    fn channel(&self, endpoint: Endpoint) -> Channel;
+    /// Opens a byte stream to the host and port of `uri`, resolving a name
+    /// again on every call. The connect timeout is the caller's.
+    fn connect(&self, uri: Uri) -> BoxFuture<'static, io::Result<Box<dyn Io>>>;
+}
+
+/// A lazily connecting gRPC channel through `transport` to `endpoint`, which
+/// carries the address and every other timeout and keepalive setting.
+///
+/// A connection (and its TLS handshake) not made within `connect_timeout`
+/// fails like a refused one: tonic wraps every failure of the connector in
+/// `tonic::ConnectError`, which says that nothing was sent. (The endpoint's
+/// own `connect_timeout` would fire outside that wrapper.)
+pub fn channel(transport: Arc<dyn Transport>, endpoint: Endpoint, connect_timeout: Duration) -> Channel {
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
+        let connecting = transport.connect(uri);
+        async move {
+            match tokio::time::timeout(connect_timeout, connecting).await {
+                Ok(connected) => connected.map(TokioIo::new),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection within {connect_timeout:?}"),
+                )),
+            }
+        }
+    }))
 }
 
 /// The operating system's TCP.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Os {
-    /// Source address of outgoing connections (one loopback address per node
+    /// hyper's connector, as tonic's own channels use it (every address a
+    /// name resolves to is tried, IPv6 and IPv4 raced).
+    connector: HttpConnector,
+}
+
+impl Os {
+    /// Outgoing connections from `source_ip` (one loopback address per node
     /// in a local cluster, so that every connection's source names its node).
-    pub source_ip: Option<IpAddr>,
+    pub fn new(source_ip: Option<IpAddr>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        // Small RPCs must not wait for Nagle.
+        connector.set_nodelay(true);
+        connector.set_local_address(source_ip);
+        Os { connector }
+    }
+}
+
+impl Default for Os {
+    fn default() -> Self {
+        Os::new(None)
+    }
 }
 
 struct OsListener(tokio::net::TcpListener);
@@ -132,8 +182,12 @@ impl Transport for Os {
         })
     }
 
-    fn channel(&self, endpoint: Endpoint) -> Channel {
-        endpoint.tcp_nodelay(true).local_address(self.source_ip).connect_lazy()
+    fn connect(&self, uri: Uri) -> BoxFuture<'static, io::Result<Box<dyn Io>>> {
+        let mut connector = self.connector.clone();
+        Box::pin(async move {
+            let stream = connector.call(uri).await.map_err(io::Error::other)?;
+            Ok(Box::new(stream.into_inner()) as Box<dyn Io>)
+        })
     }
 }
 

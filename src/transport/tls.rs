@@ -1,0 +1,493 @@
+//! TLS over any [`Transport`]: the accepting side every TLS listener shares
+//! (HTTPS on the HTTP ports, the cluster port), and mutual TLS between
+//! replicas ([`MutualTls`], [`TlsTransport`]).
+//!
+//! Certificates and keys are files that are looked at again (a `stat`) for
+//! every new connection and read again only when one changed, so a renewed
+//! certificate (cert-manager, certbot, a rotated Kubernetes Secret) is used
+//! without a restart. A renewal that cannot be used fails new handshakes,
+//! with an error in the log, and never falls back to plain text; connections
+//! already made keep their session.
+//!
+//! Handshakes run in their own tasks, so a client that connects and sends
+//! nothing holds up no one.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use http::Uri;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::mpsc;
+
+use super::{BoxFuture, Connection, Io, Listener, Transport};
+
+/// How long a client may take to send its first bytes and finish the
+/// handshake before its connection is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections that finished their handshake and wait for their server.
+const HANDSHAKEN_BACKLOG: usize = 128;
+
+/// Where a PEM text comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Pem {
+    File(PathBuf),
+    Inline(String),
+}
+
+/// Inline PEM may be a private key: never shown.
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pem::File(path) => f.debug_tuple("File").field(path).finish(),
+            Pem::Inline(_) => f.write_str("Inline(<hidden>)"),
+        }
+    }
+}
+
+/// The certificates of a PEM text (a chain, or a bundle of authorities).
+pub fn read_certs(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Result<Vec<_>, _> = match pem {
+        Pem::File(path) => CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .collect(),
+        Pem::Inline(text) => CertificateDer::pem_slice_iter(text.as_bytes()).collect(),
+    };
+    let certs = certs.map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("tls: failed to find any PEM data in certificate input".into());
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM text.
+pub fn read_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
+    match pem {
+        Pem::File(path) => PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display())),
+        Pem::Inline(text) => PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| e.to_string()),
+    }
+}
+
+/// The authorities of a CA file, as a root store.
+pub fn read_roots(ca_file: &Path) -> Result<rustls::RootCertStore, String> {
+    let ca_error = |e: &dyn std::fmt::Display| format!("{}: {e}", ca_file.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| ca_error(&e))? {
+        roots.add(cert.map_err(|e| ca_error(&e))?).map_err(|e| ca_error(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_error(&"no certificate in the file"));
+    }
+    Ok(roots)
+}
+
+/// Modification time and size of a file, to see whether it changed.
+pub type Stamp = Option<(SystemTime, u64)>;
+
+/// The [`Stamp`] of the file at `path` now (`None`: it cannot be read).
+pub fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// What was built from settings of kind `K` and their files, built again
+/// only when the settings or one of the files changed.
+pub struct Reloading<K, V> {
+    current: parking_lot::Mutex<Option<Built<K, V>>>,
+}
+
+struct Built<K, V> {
+    settings: K,
+    stamps: Vec<Stamp>,
+    value: Result<V, String>,
+}
+
+impl<K, V> Default for Reloading<K, V> {
+    fn default() -> Self {
+        Reloading {
+            current: parking_lot::Mutex::new(None),
+        }
+    }
+}
+
+impl<K: PartialEq + Clone, V: Clone> Reloading<K, V> {
+    /// The value for `settings`, whose files are `files`, built by `build`
+    /// if they are new or changed. A failure is logged once per change.
+    pub fn get(&self, settings: &K, files: &[&Path], build: impl FnOnce(&K) -> Result<V, String>) -> Result<V, String> {
+        let stamps: Vec<Stamp> = files.iter().map(|f| stamp(f)).collect();
+        let mut current = self.current.lock();
+        if let Some(built) = current.as_ref() {
+            if built.settings == *settings && built.stamps == stamps {
+                return built.value.clone();
+            }
+        }
+        let reloaded = current.is_some();
+        let value = build(settings);
+        match &value {
+            Ok(_) if reloaded => tracing::info!("TLS certificate and settings read again"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "TLS handshakes fail until the TLS settings or files are fixed"),
+        }
+        *current = Some(Built {
+            settings: settings.clone(),
+            stamps,
+            value: value.clone(),
+        });
+        value
+    }
+}
+
+/// Where a TLS listener gets the configuration for a new connection.
+pub trait TlsConfigSource: Send + Sync + 'static {
+    fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String>;
+}
+
+/// A listener whose connections have finished a TLS handshake.
+pub struct TlsListener {
+    handshaken: mpsc::Receiver<Connection>,
+    local_addr: io::Result<std::net::SocketAddr>,
+}
+
+impl TlsListener {
+    /// Accepts on `listener` and hands over connections once their
+    /// handshake with the configuration of `source` is done. Failures are
+    /// logged with the client's address.
+    pub fn new(mut listener: Box<dyn Listener>, source: Arc<dyn TlsConfigSource>) -> TlsListener {
+        let local_addr = listener.local_addr();
+        let (tx, handshaken) = mpsc::channel(HANDSHAKEN_BACKLOG);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    // The server stopped: stop listening.
+                    _ = tx.closed() => return,
+                };
+                match accepted {
+                    Ok(conn) => {
+                        let (tx, source) = (tx.clone(), source.clone());
+                        tokio::spawn(async move {
+                            let remote = conn.remote();
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(conn, &*source)).await {
+                                Ok(Ok(Some(tls))) => {
+                                    let _ = tx.send(tls).await;
+                                }
+                                Ok(Ok(None)) => {}
+                                Ok(Err(e)) => tracing::info!(client = %remote, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::info!(client = %remote, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a TLS connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        TlsListener { handshaken, local_addr }
+    }
+}
+
+impl Listener for TlsListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
+        Box::pin(async move {
+            match self.handshaken.recv().await {
+                Some(conn) => Ok(conn),
+                // The accepting task holds a sender as long as this listener
+                // lives, so this is not reached.
+                None => std::future::pending().await,
+            }
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.local_addr {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
+/// Go's answer to plain HTTP on a TLS port.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// Whether the first five bytes of a connection are a plain HTTP request
+/// (Go's `tlsRecordHeaderLooksLikeHTTP`).
+fn looks_like_http(first: &[u8; 5]) -> bool {
+    matches!(first, b"GET /" | b"HEAD " | b"POST " | b"PUT /" | b"OPTIO")
+}
+
+/// Whether the first five bytes are HTTP/2's preface sent in plain text: a
+/// replica without `--cluster.tls.*` calling one with it.
+fn looks_like_plain_http2(first: &[u8; 5]) -> bool {
+    first == b"PRI *"
+}
+
+/// Runs the server side of a handshake. `None`: a plain HTTP request was
+/// answered with a 400 and the connection closed.
+async fn handshake(mut conn: Connection, source: &dyn TlsConfigSource) -> io::Result<Option<Connection>> {
+    let remote = conn.remote();
+    let mut first = [0u8; 5];
+    conn.read_exact(&mut first).await?;
+    if looks_like_http(&first) {
+        conn.write_all(PLAIN_HTTP_ANSWER).await?;
+        let _ = conn.shutdown().await;
+        return Ok(None);
+    }
+    if looks_like_plain_http2(&first) {
+        return Err(io::Error::other(
+            "the client speaks plain-text HTTP/2 (gRPC without TLS) to a TLS port: \
+             is --cluster.tls.* set on every replica?",
+        ));
+    }
+    let config = source.server_config().map_err(io::Error::other)?;
+    let rewound = Rewound {
+        first,
+        sent: 0,
+        inner: conn,
+    };
+    let tls = tokio_rustls::TlsAcceptor::from(config).accept(rewound).await?;
+    Ok(Some(Connection::new(tls, remote)))
+}
+
+/// A connection whose first five bytes were read and are read again.
+struct Rewound {
+    first: [u8; 5],
+    sent: usize,
+    inner: Connection,
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.sent < self.first.len() {
+            let n = (self.first.len() - self.sent).min(buf.remaining());
+            let start = self.sent;
+            buf.put_slice(&self.first[start..start + n]);
+            self.sent += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Mutual TLS between replicas (`--cluster.tls.*`): every replica presents
+/// its certificate on both ends of a connection and accepts only peers whose
+/// certificate the cluster's CA signed. A client also checks that the
+/// server's certificate names the address it dialled (or
+/// `--cluster.tls.server-name`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MutualTlsFiles {
+    /// This node's certificate (chain) in PEM, used as server and as client.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The authorities that sign the replicas' certificates.
+    pub ca_file: PathBuf,
+    /// The name every peer's certificate must carry, instead of the host of
+    /// the peer's address.
+    pub server_name: Option<String>,
+}
+
+/// Both ends' rustls configurations of [`MutualTlsFiles`].
+#[derive(Clone)]
+struct MutualConfigs {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl MutualTlsFiles {
+    #[allow(deprecated)] // ring, as everywhere in pushgate (no CMake or NASM to build it)
+    fn build(&self) -> Result<MutualConfigs, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert_error = |e: String| format!("--cluster.tls.cert-file: {e}");
+        let chain = read_certs(&Pem::File(self.cert_file.clone())).map_err(cert_error)?;
+        let key = read_key(&Pem::File(self.key_file.clone())).map_err(|e| format!("--cluster.tls.key-file: {e}"))?;
+        let roots = Arc::new(read_roots(&self.ca_file).map_err(|e| format!("--cluster.tls.ca-file: {e}"))?);
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| format!("--cluster.tls.ca-file: {e}"))?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| cert_error(format!("does not go with --cluster.tls.key-file: {e}")))?;
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| cert_error(format!("does not go with --cluster.tls.key-file: {e}")))?;
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(MutualConfigs {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
+    }
+}
+
+/// [`MutualTlsFiles`] in force, read again when a file changes.
+pub struct MutualTls {
+    files: MutualTlsFiles,
+    built: Reloading<MutualTlsFiles, MutualConfigs>,
+}
+
+impl MutualTls {
+    /// Reads the files once: settings that cannot be used stop the start.
+    pub fn open(files: MutualTlsFiles) -> Result<MutualTls, String> {
+        let tls = MutualTls {
+            files,
+            built: Reloading::default(),
+        };
+        tls.configs()?;
+        Ok(tls)
+    }
+
+    fn configs(&self) -> Result<MutualConfigs, String> {
+        let f = &self.files;
+        self.built
+            .get(f, &[&f.cert_file, &f.key_file, &f.ca_file], MutualTlsFiles::build)
+    }
+}
+
+impl TlsConfigSource for MutualTls {
+    fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        Ok(self.configs()?.server)
+    }
+}
+
+/// A transport whose listeners and connections speak mutual TLS over those
+/// of `inner`.
+pub struct TlsTransport {
+    inner: Arc<dyn Transport>,
+    tls: Arc<MutualTls>,
+}
+
+impl TlsTransport {
+    pub fn new(inner: Arc<dyn Transport>, tls: Arc<MutualTls>) -> Self {
+        TlsTransport { inner, tls }
+    }
+}
+
+impl Transport for TlsTransport {
+    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let listener = self.inner.bind(addr).await?;
+            Ok(Box::new(TlsListener::new(listener, self.tls.clone())) as Box<dyn Listener>)
+        })
+    }
+
+    fn connect(&self, uri: Uri) -> BoxFuture<'static, io::Result<Box<dyn Io>>> {
+        let name = match &self.tls.files.server_name {
+            Some(name) => name.clone(),
+            None => uri.host().unwrap_or_default().trim_matches(['[', ']']).to_string(),
+        };
+        let configs = self.tls.configs();
+        let connecting = self.inner.connect(uri);
+        Box::pin(async move {
+            let configs = configs.map_err(io::Error::other)?;
+            let name = ServerName::try_from(name.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?}: {e}")))?;
+            let stream = connecting.await?;
+            let tls = tokio_rustls::TlsConnector::from(configs.client)
+                .connect(name, stream)
+                .await?;
+            Ok(Box::new(tls) as Box<dyn Io>)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA and a replica certificate for `names` (server and client use),
+    /// written as `ca.crt`, `node.crt` and `node.key` into `dir`.
+    fn write_pki(dir: &Path, names: &[&str]) -> MutualTlsFiles {
+        use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let mut node = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        std::fs::write(dir.join("node.crt"), node.signed_by(&key, &issuer).unwrap().pem()).unwrap();
+        std::fs::write(dir.join("node.key"), key.serialize_pem()).unwrap();
+        MutualTlsFiles {
+            cert_file: dir.join("node.crt"),
+            key_file: dir.join("node.key"),
+            ca_file: dir.join("ca.crt"),
+            server_name: None,
+        }
+    }
+
+    /// Both ends of one handshake with `files`, the client expecting `name`.
+    async fn handshake_as(files: MutualTlsFiles, name: &str) -> io::Result<()> {
+        let configs = MutualTls::open(files)
+            .map_err(io::Error::other)?
+            .configs()
+            .map_err(io::Error::other)?;
+        let (client_io, server_io) = tokio::io::duplex(64 << 10);
+        let server = tokio_rustls::TlsAcceptor::from(configs.server).accept(server_io);
+        let name = ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
+        let client = tokio_rustls::TlsConnector::from(configs.client).connect(name, client_io);
+        let (server, client) = tokio::join!(server, client);
+        client?;
+        server.map(|_| ())
+    }
+
+    /// A Kubernetes StatefulSet's replicas can share one certificate that
+    /// names every pod, or, with fully qualified peer names, a wildcard of
+    /// the headless service (README, manifest). webpki takes no wildcard
+    /// directly above a one-label name, so `*.pushgate-peers` covers nothing.
+    #[tokio::test]
+    async fn one_certificate_can_cover_every_pod_of_a_statefulset() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_pki(dir.path(), &["pushgate-0.pushgate-peers", "pushgate-1.pushgate-peers"]);
+        handshake_as(files.clone(), "pushgate-0.pushgate-peers").await.unwrap();
+        handshake_as(files.clone(), "pushgate-1.pushgate-peers").await.unwrap();
+        let e = handshake_as(files, "pushgate-2.pushgate-peers").await.unwrap_err();
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+
+        let fqdn = "pushgate-peers.monitoring.svc.cluster.local";
+        let files = write_pki(dir.path(), &[&format!("*.{fqdn}")]);
+        handshake_as(files.clone(), &format!("pushgate-4.{fqdn}"))
+            .await
+            .unwrap();
+
+        let files = write_pki(dir.path(), &["*.pushgate-peers"]);
+        let e = handshake_as(files, "pushgate-0.pushgate-peers").await.unwrap_err();
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+    }
+
+    #[test]
+    fn only_plain_http_request_lines_are_answered_in_plain_http() {
+        assert!(looks_like_http(b"GET /"));
+        assert!(looks_like_http(b"OPTIO"));
+        assert!(!looks_like_http(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(!looks_like_http(b"PRI *"));
+        assert!(looks_like_plain_http2(b"PRI *"));
+    }
+}
