@@ -7,6 +7,7 @@
 # HTTP on 127.0.0.1:PORT; TARGET=follower: node 2 does. The other nodes use
 # PORT2/PORT3; PORT4-6 are the cluster (gRPC) ports. With NODE_CPUS set (for
 # example 0.5), every node runs in a CPU budget of its own (bench/cpu-budget.sh).
+# NODE_FLAGS (split on spaces) are added to every node's flags.
 set -euo pipefail
 BIN=$1 DIR=$2 TARGET=$3
 shift 3
@@ -21,7 +22,7 @@ trap 'kill -TERM "${PIDS[@]}" 2>/dev/null; wait; exit 0' TERM INT
 for i in 0 1 2; do
   "${WRAP[@]}" "$BIN" --cluster.node-id=$((i+1)) --cluster.peers="$PEERS" \
     --web.listen-address=127.0.0.1:${HTTP[$i]} --cluster.listen-address=127.0.0.1:${GRPC[$i]} \
-    --storage.path="$DIR/node$((i+1))" > "$DIR/node$((i+1)).log" 2>&1 &
+    --storage.path="$DIR/node$((i+1))" ${NODE_FLAGS:-} > "$DIR/node$((i+1)).log" 2>&1 &
   PIDS+=($!)
 done
 wait -n "${PIDS[@]}"
