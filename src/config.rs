@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::transport::tls::MutualTlsFiles;
+use crate::transport::tls::{MutualTlsSettings, Plaintext};
 
 /// Boolean flags also take the reference's (kingpin's) `--no-<flag>` form; the
 /// last of the two on the command line wins.
@@ -242,6 +242,12 @@ pub struct ServerFlags {
     #[arg(long = "cluster.tls.server-name", default_value = "")]
     pub cluster_tls_server_name: String,
 
+    /// Plain text between replicas while a running cluster switches to TLS
+    /// (or back) one replica at a time: refuse (TLS only), accept (take
+    /// both, dial TLS), accept-and-dial (take both, dial plain text).
+    #[arg(long = "cluster.tls.plaintext", default_value = "refuse", value_parser = Plaintext::NAMES)]
+    pub cluster_tls_plaintext: String,
+
     /// Only log messages with the given severity or above: debug, info, warn, error.
     #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
     pub log_level: String,
@@ -411,10 +417,10 @@ impl ServerFlags {
                     .into(),
             );
         }
-        if given == 0 && !self.cluster_tls_server_name.is_empty() {
+        if given == 0 && (!self.cluster_tls_server_name.is_empty() || self.cluster_tls_plaintext != "refuse") {
             return Err(
-                "--cluster.tls.server-name needs --cluster.tls.cert-file, --cluster.tls.key-file and \
-                 --cluster.tls.ca-file"
+                "--cluster.tls.server-name and --cluster.tls.plaintext need --cluster.tls.cert-file, \
+                 --cluster.tls.key-file and --cluster.tls.ca-file"
                     .into(),
             );
         }
@@ -425,15 +431,16 @@ impl ServerFlags {
     }
 
     /// The files of mutual TLS between replicas, if it is on.
-    pub fn cluster_tls(&self) -> Option<MutualTlsFiles> {
+    pub fn cluster_tls(&self) -> Option<MutualTlsSettings> {
         if self.cluster_tls_cert_file.is_empty() {
             return None;
         }
-        Some(MutualTlsFiles {
+        Some(MutualTlsSettings {
             cert_file: self.cluster_tls_cert_file.clone().into(),
             key_file: self.cluster_tls_key_file.clone().into(),
             ca_file: self.cluster_tls_ca_file.clone().into(),
             server_name: Some(self.cluster_tls_server_name.clone()).filter(|n| !n.is_empty()),
+            plaintext: Plaintext::parse(&self.cluster_tls_plaintext).unwrap_or_default(),
         })
     }
 
@@ -481,6 +488,7 @@ impl ServerFlags {
         m.insert("cluster.tls.key-file".into(), self.cluster_tls_key_file.clone());
         m.insert("cluster.tls.ca-file".into(), self.cluster_tls_ca_file.clone());
         m.insert("cluster.tls.server-name".into(), self.cluster_tls_server_name.clone());
+        m.insert("cluster.tls.plaintext".into(), self.cluster_tls_plaintext.clone());
         m.insert("log.level".into(), self.log_level.clone());
         m.insert("log.format".into(), self.log_format.clone());
         m

@@ -14,7 +14,7 @@ use crate::http::self_metrics::SelfMetrics;
 use crate::http::web_config::WebAuth;
 use crate::http::{app, AppState, HttpConfig};
 use crate::model::api_json::rfc3339_nanos;
-use crate::transport::tls::{MutualTls, TlsConfigSource, TlsListener, TlsTransport};
+use crate::transport::tls::{MutualTls, Plaintext, TlsConfigSource, TlsListener, TlsTransport};
 use crate::transport::{HttpListener, Transport};
 
 /// Why the server stopped with an error (the process exits non-zero).
@@ -102,8 +102,15 @@ pub async fn serve(
     // connection to a peer; the HTTP listeners stay as the web config says.
     let cluster_transport: Arc<dyn Transport> = match flags.cluster_tls() {
         Some(files) => {
+            let plaintext = files.plaintext;
             let tls = MutualTls::open(files).map_err(ServerError::ClusterTls)?;
             tracing::info!("replicas talk mutual TLS");
+            if plaintext != Plaintext::Refuse {
+                tracing::warn!(
+                    "replicas may also talk plain text (--cluster.tls.plaintext): only while switching \
+                     the cluster to or from TLS, one replica at a time"
+                );
+            }
             Arc::new(TlsTransport::new(env.transport.clone(), Arc::new(tls)))
         }
         None => env.transport.clone(),
@@ -172,7 +179,7 @@ pub async fn serve(
             let _ = stop.wait_for(|q| *q).await;
         };
         let listener = match &tls {
-            Some(source) => HttpListener(Box::new(TlsListener::new(listener, source.clone()))),
+            Some(source) => HttpListener(Box::new(TlsListener::new(listener, source.clone(), false))),
             None => HttpListener(listener),
         };
         servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });

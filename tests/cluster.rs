@@ -237,39 +237,7 @@ fn a_rolling_restart_refuses_no_push_and_loses_none() {
     let urls = cluster.nodes.values().map(|n| n.server.url("")).collect();
     let pushers = Pushers::start(6, "rolling", "rv", urls);
     std::thread::sleep(Duration::from_secs(1));
-    let mut order: Vec<u64> = (1..=3).filter(|id| *id != first_leader).collect();
-    order.push(first_leader);
-    for id in order {
-        let url = cluster.node(id).url("");
-        pushers.avoid(&url);
-        // Requests already sent to it get their answers before it stops.
-        std::thread::sleep(Duration::from_millis(200));
-        let t0 = Instant::now();
-        assert_eq!(
-            cluster.node_mut(id).terminate(),
-            Some(0),
-            "node {id} exits cleanly on SIGTERM"
-        );
-        cluster.node_mut(id).spawn();
-        eprintln!("node {id} restarted in {:?}", t0.elapsed());
-        pushers.include(&url);
-        let leader = cluster.wait_leader(Duration::from_secs(10));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let lag = cluster
-                .status(leader)
-                .and_then(|s| s["replication_lag"][id.to_string()].as_u64());
-            if lag.is_some_and(|l| l < 50) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {id} did not catch up after its restart: lag {lag:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    cluster.rolling_restart(&pushers, |_, _| {});
     let pushed = pushers.stop();
     let log = cluster.node(first_leader).log_text();
     let handed_over = log.lines().find(|l| l.contains("leadership handed over"));

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{node_ip, TestCluster};
 use common::pki::{Authority, Issued};
+use common::pushers::Pushers;
 use common::{refused_start, temp_dir};
 use pushgate::pb::pushgate::v1 as pb;
-use pushgate::transport::tls::{MutualTls, MutualTlsFiles, TlsTransport};
+use pushgate::transport::tls::{MutualTls, MutualTlsSettings, Plaintext, TlsTransport};
 use pushgate::transport::{Os, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -64,7 +65,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A `status` call to the cluster port at `address`, in plain text or with
 /// the files of `tls`.
-fn status_call(address: &str, tls: Option<MutualTlsFiles>) -> Result<pb::StatusResponse, String> {
+fn status_call(address: &str, tls: Option<MutualTlsSettings>) -> Result<pb::StatusResponse, String> {
     let transport: Arc<dyn Transport> = match tls {
         Some(files) => Arc::new(TlsTransport::new(
             Arc::new(Os::default()),
@@ -87,13 +88,14 @@ fn status_call(address: &str, tls: Option<MutualTlsFiles>) -> Result<pb::StatusR
 }
 
 /// Client files: `who` (written into `dir` as `<name>.crt/.key`), trusting `ca_file`.
-fn client_files(dir: &Path, name: &str, who: &Issued, ca_file: &Path) -> MutualTlsFiles {
+fn client_files(dir: &Path, name: &str, who: &Issued, ca_file: &Path) -> MutualTlsSettings {
     who.write(dir, name);
-    MutualTlsFiles {
+    MutualTlsSettings {
         cert_file: dir.join(format!("{name}.crt")),
         key_file: dir.join(format!("{name}.key")),
         ca_file: ca_file.to_path_buf(),
         server_name: None,
+        plaintext: Plaintext::Refuse,
     }
 }
 
@@ -271,6 +273,10 @@ fn unusable_cluster_tls_settings_stop_the_start() {
     for (flags, says) in [
         (vec![peers.clone(), cert("node1.crt")], "needs all of"),
         (
+            vec![peers.clone(), "--cluster.tls.plaintext=accept".to_string()],
+            "--cluster.tls.plaintext need",
+        ),
+        (
             vec![cert("node1.crt"), key("node1.key"), ca_file("ca.crt")],
             "needs --cluster.peers",
         ),
@@ -317,4 +323,57 @@ fn one_certificate_shared_by_every_replica_works_with_a_server_name() {
     cluster.node(2).put_ok("/metrics/job/shared", "m 1\n");
     let text = cluster.node(3).pushed_exposition();
     assert!(text.contains("job=\"shared\""), "{text}");
+}
+
+/// A running plain-text cluster switches to mutual TLS in three rolling
+/// restarts (`--cluster.tls.plaintext` accept-and-dial, accept, then the
+/// default refuse) while clients push through every node: no push is
+/// refused or lost, and at the end the cluster port refuses plain text.
+#[test]
+fn a_running_cluster_switches_to_tls_one_replica_at_a_time_without_refusing_a_push() {
+    let dir = temp_dir("tls-switch");
+    let ca = Authority::new("pushgate replicas");
+    write_cluster_pki(dir.path(), &ca, 3);
+    let tls = tls_flags(dir.path());
+    let mut cluster = TestCluster::start_in(dir, 3, &[], Vec::new());
+    cluster.wait_leader(Duration::from_secs(30));
+    let address = cluster_address(&cluster, 1);
+    status_call(&address, None).expect("plain text before the switch");
+    let urls = cluster.nodes.values().map(|n| n.server.url("")).collect();
+    let pushers = Pushers::start(6, "switch", "sw", urls);
+    std::thread::sleep(Duration::from_secs(1));
+    for step in ["accept-and-dial", "accept", "refuse"] {
+        cluster.rolling_restart(&pushers, |id, server| {
+            server.args.retain(|a| !a.starts_with("--cluster.tls."));
+            server
+                .args
+                .extend(tls.iter().map(|f| f.replace("{id}", &id.to_string())));
+            server.args.push(format!("--cluster.tls.plaintext={step}"));
+        });
+        eprintln!("every replica runs --cluster.tls.plaintext={step}");
+    }
+    let pushed = pushers.stop();
+    assert!(
+        pushed.refusals.is_empty(),
+        "pushes refused during the switch: {:?}",
+        pushed.refusals
+    );
+    assert_eq!(
+        pushed.acked.len(),
+        6,
+        "every pusher got pushes acknowledged: {:?}",
+        pushed.acked
+    );
+    for id in 1..=3u64 {
+        pushed.assert_stored(&cluster.node(id).api_metrics(), "sw");
+    }
+    let e = status_call(&address, None).expect_err("plain text after the switch");
+    wait_for_log(&cluster, 1, "plain-text HTTP/2");
+    let member = client_files(
+        cluster.dir.path(),
+        "member",
+        &ca.replica("127.0.0.1"),
+        &cluster.dir.path().join("ca.crt"),
+    );
+    status_call(&address, Some(member)).unwrap_or_else(|m| panic!("{m} (plain: {e})"));
 }

@@ -157,8 +157,14 @@ pub struct TlsListener {
 impl TlsListener {
     /// Accepts on `listener` and hands over connections once their
     /// handshake with the configuration of `source` is done. Failures are
-    /// logged with the client's address.
-    pub fn new(mut listener: Box<dyn Listener>, source: Arc<dyn TlsConfigSource>) -> TlsListener {
+    /// logged with the client's address. With `accepts_plaintext`, a
+    /// connection that does not start with a TLS record is handed over as it
+    /// is (switching a cluster to TLS one replica at a time).
+    pub fn new(
+        mut listener: Box<dyn Listener>,
+        source: Arc<dyn TlsConfigSource>,
+        accepts_plaintext: bool,
+    ) -> TlsListener {
         let local_addr = listener.local_addr();
         let (tx, handshaken) = mpsc::channel(HANDSHAKEN_BACKLOG);
         tokio::spawn(async move {
@@ -173,7 +179,8 @@ impl TlsListener {
                         let (tx, source) = (tx.clone(), source.clone());
                         tokio::spawn(async move {
                             let remote = conn.remote();
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(conn, &*source)).await {
+                            let handshake = handshake(conn, &*source, accepts_plaintext);
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                                 Ok(Ok(Some(tls))) => {
                                     let _ = tx.send(tls).await;
                                 }
@@ -229,12 +236,27 @@ fn looks_like_plain_http2(first: &[u8; 5]) -> bool {
     first == b"PRI *"
 }
 
+/// The first byte of a TLS handshake record (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// Runs the server side of a handshake. `None`: a plain HTTP request was
 /// answered with a 400 and the connection closed.
-async fn handshake(mut conn: Connection, source: &dyn TlsConfigSource) -> io::Result<Option<Connection>> {
+async fn handshake(
+    mut conn: Connection,
+    source: &dyn TlsConfigSource,
+    accepts_plaintext: bool,
+) -> io::Result<Option<Connection>> {
     let remote = conn.remote();
     let mut first = [0u8; 5];
     conn.read_exact(&mut first).await?;
+    if accepts_plaintext && first[0] != TLS_HANDSHAKE_RECORD {
+        let plain = Rewound {
+            first,
+            sent: 0,
+            inner: conn,
+        };
+        return Ok(Some(Connection::new(plain, remote)));
+    }
     if looks_like_http(&first) {
         conn.write_all(PLAIN_HTTP_ANSWER).await?;
         let _ = conn.shutdown().await;
@@ -296,7 +318,7 @@ impl AsyncWrite for Rewound {
 /// server's certificate names the address it dialled (or
 /// `--cluster.tls.server-name`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MutualTlsFiles {
+pub struct MutualTlsSettings {
     /// This node's certificate (chain) in PEM, used as server and as client.
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
@@ -305,16 +327,47 @@ pub struct MutualTlsFiles {
     /// The name every peer's certificate must carry, instead of the host of
     /// the peer's address.
     pub server_name: Option<String>,
+    /// What this replica does about plain text.
+    pub plaintext: Plaintext,
 }
 
-/// Both ends' rustls configurations of [`MutualTlsFiles`].
+/// What a replica with mutual TLS does about plain-text connections
+/// (`--cluster.tls.plaintext`): the steps of switching a running cluster to
+/// TLS, or back, one replica at a time, with no moment in which two
+/// replicas cannot talk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Plaintext {
+    /// TLS only, both ways (the default).
+    #[default]
+    Refuse,
+    /// Takes plain-text connections as well as TLS ones; dials peers in TLS.
+    Accept,
+    /// Takes both; dials peers in plain text.
+    AcceptAndDial,
+}
+
+impl Plaintext {
+    /// The flag's values, in the order of a switch to TLS read backwards.
+    pub const NAMES: [&'static str; 3] = ["refuse", "accept", "accept-and-dial"];
+
+    pub fn parse(name: &str) -> Option<Plaintext> {
+        match name {
+            "refuse" => Some(Plaintext::Refuse),
+            "accept" => Some(Plaintext::Accept),
+            "accept-and-dial" => Some(Plaintext::AcceptAndDial),
+            _ => None,
+        }
+    }
+}
+
+/// Both ends' rustls configurations of [`MutualTlsSettings`].
 #[derive(Clone)]
 struct MutualConfigs {
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
 }
 
-impl MutualTlsFiles {
+impl MutualTlsSettings {
     #[allow(deprecated)] // ring, as everywhere in pushgate (no CMake or NASM to build it)
     fn build(&self) -> Result<MutualConfigs, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -346,17 +399,17 @@ impl MutualTlsFiles {
     }
 }
 
-/// [`MutualTlsFiles`] in force, read again when a file changes.
+/// [`MutualTlsSettings`] in force, read again when a file changes.
 pub struct MutualTls {
-    files: MutualTlsFiles,
-    built: Reloading<MutualTlsFiles, MutualConfigs>,
+    settings: MutualTlsSettings,
+    built: Reloading<MutualTlsSettings, MutualConfigs>,
 }
 
 impl MutualTls {
     /// Reads the files once: settings that cannot be used stop the start.
-    pub fn open(files: MutualTlsFiles) -> Result<MutualTls, String> {
+    pub fn open(settings: MutualTlsSettings) -> Result<MutualTls, String> {
         let tls = MutualTls {
-            files,
+            settings,
             built: Reloading::default(),
         };
         tls.configs()?;
@@ -364,9 +417,9 @@ impl MutualTls {
     }
 
     fn configs(&self) -> Result<MutualConfigs, String> {
-        let f = &self.files;
+        let f = &self.settings;
         self.built
-            .get(f, &[&f.cert_file, &f.key_file, &f.ca_file], MutualTlsFiles::build)
+            .get(f, &[&f.cert_file, &f.key_file, &f.ca_file], MutualTlsSettings::build)
     }
 }
 
@@ -393,12 +446,17 @@ impl Transport for TlsTransport {
     fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
         Box::pin(async move {
             let listener = self.inner.bind(addr).await?;
-            Ok(Box::new(TlsListener::new(listener, self.tls.clone())) as Box<dyn Listener>)
+            let accepts_plaintext = self.tls.settings.plaintext != Plaintext::Refuse;
+            let listener = TlsListener::new(listener, self.tls.clone(), accepts_plaintext);
+            Ok(Box::new(listener) as Box<dyn Listener>)
         })
     }
 
     fn connect(&self, uri: Uri) -> BoxFuture<'static, io::Result<Box<dyn Io>>> {
-        let name = match &self.tls.files.server_name {
+        if self.tls.settings.plaintext == Plaintext::AcceptAndDial {
+            return self.inner.connect(uri);
+        }
+        let name = match &self.tls.settings.server_name {
             Some(name) => name.clone(),
             None => uri.host().unwrap_or_default().trim_matches(['[', ']']).to_string(),
         };
@@ -423,7 +481,7 @@ mod tests {
 
     /// A CA and a replica certificate for `names` (server and client use),
     /// written as `ca.crt`, `node.crt` and `node.key` into `dir`.
-    fn write_pki(dir: &Path, names: &[&str]) -> MutualTlsFiles {
+    fn write_pki(dir: &Path, names: &[&str]) -> MutualTlsSettings {
         use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -435,16 +493,17 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         std::fs::write(dir.join("node.crt"), node.signed_by(&key, &issuer).unwrap().pem()).unwrap();
         std::fs::write(dir.join("node.key"), key.serialize_pem()).unwrap();
-        MutualTlsFiles {
+        MutualTlsSettings {
             cert_file: dir.join("node.crt"),
             key_file: dir.join("node.key"),
             ca_file: dir.join("ca.crt"),
             server_name: None,
+            plaintext: Plaintext::Refuse,
         }
     }
 
     /// Both ends of one handshake with `files`, the client expecting `name`.
-    async fn handshake_as(files: MutualTlsFiles, name: &str) -> io::Result<()> {
+    async fn handshake_as(files: MutualTlsSettings, name: &str) -> io::Result<()> {
         let configs = MutualTls::open(files)
             .map_err(io::Error::other)?
             .configs()
