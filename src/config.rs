@@ -430,7 +430,7 @@ impl ServerFlags {
         Ok(())
     }
 
-    /// The files of mutual TLS between replicas, if it is on.
+    /// The settings of mutual TLS between replicas, if it is on.
     pub fn cluster_tls(&self) -> Option<MutualTlsSettings> {
         if self.cluster_tls_cert_file.is_empty() {
             return None;
