@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start a local three-node pushgate cluster on this machine, in the foreground.
 #
-#   deploy/local-cluster.sh [--data DIR] [--port PORT] [--nginx] [--bin PATH] [-- PUSHGATE FLAGS...]
+#   deploy/local-cluster.sh [--data DIR] [--port PORT] [--nginx] [--tls] [--bin PATH] [-- PUSHGATE FLAGS...]
 #
 # Node i (1..3) listens on 127.0.0.1i: HTTP on port 9091, cluster (gRPC) on
 # 9092 unless --port is given, in which case the ports are picked once and
@@ -10,21 +10,24 @@
 # on 127.0.0.1:PORT (default 9091) stands in front of the three nodes, like a
 # Kubernetes Service. Ctrl-C / SIGTERM stops everything; if one node exits
 # (e.g. PUT /-/quit), the others are stopped too and the script exits with
-# that node's status.
+# that node's status. With --tls, the replicas talk mutual TLS with
+# certificates of a CA made for this cluster (openssl, once, in DIR/tls).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 DATA=./data-cluster
 PORT=""
 NGINX=0
+TLS=0
 BIN=""
 while (($#)); do
   case $1 in
     --data) DATA=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
     --nginx) NGINX=1; shift ;;
+    --tls) TLS=1; shift ;;
     --bin) BIN=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -91,6 +94,31 @@ if ((NGINX)) && [[ -z $PORT ]]; then
   echo "--nginx needs --port (the nodes then use ports of their own)" >&2; exit 2
 fi
 
+# Mutual TLS: a CA of this cluster's own and one certificate per node for its
+# address, made once and kept with the data (a restarted cluster reuses them).
+TLS_FLAGS=()
+if ((TLS)); then
+  T=$DATA/tls
+  if [[ ! -f $T/ca.crt ]]; then
+    mkdir -p "$T"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=pushgate local cluster CA" -keyout "$T/ca.key" -out "$T/ca.crt" 2>/dev/null
+    for i in 1 2 3; do
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=node$i" \
+        -keyout "$T/node$i.key" -out "$T/node$i.csr" 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1%s\nextendedKeyUsage=serverAuth,clientAuth\n' $i > "$T/node$i.ext"
+      openssl x509 -req -in "$T/node$i.csr" -CA "$T/ca.crt" -CAkey "$T/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$T/node$i.ext" -out "$T/node$i.crt" 2>/dev/null
+    done
+  fi
+  echo "replicas talk mutual TLS (CA and certificates in $T)" >&2
+fi
+tls_flags() { # node id
+  ((TLS)) || return 0
+  printf '%s\n' "--cluster.tls.cert-file=$DATA/tls/node$1.crt" "--cluster.tls.key-file=$DATA/tls/node$1.key" \
+    "--cluster.tls.ca-file=$DATA/tls/ca.crt"
+}
+
 PIDS=()
 stop_all() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -99,7 +127,8 @@ stop_all() {
 trap 'stop_all; exit 0' TERM INT
 
 for i in 1 2 3; do
-  "$BIN" --cluster.node-id=$i --cluster.peers="$PEERS" \
+  mapfile -t TLS_FLAGS < <(tls_flags $i)
+  "$BIN" --cluster.node-id=$i --cluster.peers="$PEERS" "${TLS_FLAGS[@]}" \
     --web.listen-address=127.0.0.1$i:${HTTP[$((i-1))]} \
     --cluster.listen-address=127.0.0.1$i:${GRPC[$((i-1))]} \
     --storage.path="$DATA/node$i" "${EXTRA[@]}" >>"$DATA/node$i.log" 2>&1 &

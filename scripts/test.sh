@@ -15,6 +15,8 @@ command -v python3 >/dev/null || need_pkgs+=(python3 python3-pip)
 command -v nginx >/dev/null || need_pkgs+=(nginx-light)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+# Certificates of deploy/local-cluster.sh --tls.
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 # A C compiler, for the failing-sync library of tests/failing_disk.rs.
 command -v cc >/dev/null || need_pkgs+=(gcc libc6-dev)
 # The reference Pushgateway, for tests/reference_parity.rs.
@@ -73,6 +75,10 @@ if [[ -d $SHARED/conformance ]]; then
 
   log "Pushgateway conformance suite through a round-robin nginx in front of a three-node cluster"
   PGW_CMD="$ROOT/deploy/local-cluster.sh --bin $BIN --nginx --port {port} --data {datadir} -- --web.enable-admin-api --web.enable-lifecycle" \
+    python3 -m pytest -q -p no:cacheprovider conformance -m 'not version_specific' --runxfail
+
+  log "Pushgateway conformance suite through nginx in front of a three-node cluster whose replicas talk mutual TLS"
+  PGW_CMD="$ROOT/deploy/local-cluster.sh --bin $BIN --nginx --tls --port {port} --data {datadir} -- --web.enable-admin-api --web.enable-lifecycle" \
     python3 -m pytest -q -p no:cacheprovider conformance -m 'not version_specific' --runxfail
 else
   echo "no conformance suite at $SHARED/conformance; skipped" >&2
