@@ -23,6 +23,11 @@ fn init_logging(level: &str, format: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr is a pipe whose reader
+        // went away) is dropped. By default tracing-subscriber reports it
+        // with eprintln!, which panics on the same broken stderr, and so
+        // kills whatever task logged: the signal handler, a Raft task.
+        .log_internal_errors(false)
         .with_ansi(ansi);
     if format == "json" {
         builder.json().init();

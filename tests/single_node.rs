@@ -522,3 +522,54 @@ fn an_unusable_web_config_file_stops_the_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read --web.config.file"));
 }
+
+/// A node whose stderr (its log) is a pipe nobody reads any more keeps
+/// working and still stops on SIGTERM: a log line that cannot be written is
+/// dropped, not a panic of the task that logged it (here the signal handler).
+#[test]
+fn a_closed_log_pipe_neither_breaks_the_node_nor_its_shutdown() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let tmp = temp_dir("closed-log");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--cluster.listen-address=127.0.0.1:{}", free_port()))
+        .arg(format!("--storage.path={}", tmp.path().join("data").display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pushgate");
+    drop(child.stderr.take());
+    let c = client();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.get(url("/-/ready")).send().is_ok_and(|r| r.status() == 200) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("pushgate exited ({status}) once its log pipe was closed");
+        }
+        assert!(Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = c.put(url("/metrics/job/closed_log")).body("m 1\n").send().unwrap();
+    assert_eq!(r.status(), 200);
+    // SAFETY: signalling the child this test started, by its PID.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pushgate did not stop on SIGTERM with its log pipe closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
