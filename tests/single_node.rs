@@ -529,47 +529,28 @@ fn an_unusable_web_config_file_stops_the_start() {
 #[test]
 fn a_closed_log_pipe_neither_breaks_the_node_nor_its_shutdown() {
     use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let tmp = temp_dir("closed-log");
-    let port = free_port();
+    let cluster = format!("--cluster.listen-address=127.0.0.1:{}", free_port());
+    let mut s = Server::unstarted("127.0.0.1", free_port(), &tmp.path().join("data"), &[&cluster]);
+    // As `Server::spawn_unready`, with stderr a pipe whose reader is gone.
     let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--cluster.listen-address=127.0.0.1:{}", free_port()))
-        .arg(format!("--storage.path={}", tmp.path().join("data").display()))
+        .arg(format!("--web.listen-address={}:{}", s.host, s.port))
+        .arg(format!("--storage.path={}", s.dir.display()))
+        .args(&s.args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start pushgate");
     drop(child.stderr.take());
-    let c = client();
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !c.get(url("/-/ready")).send().is_ok_and(|r| r.status() == 200) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("pushgate exited ({status}) once its log pipe was closed");
-        }
-        assert!(Instant::now() < deadline, "not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let r = c.put(url("/metrics/job/closed_log")).body("m 1\n").send().unwrap();
-    assert_eq!(r.status(), 200);
-    // SAFETY: signalling the child this test started, by its PID.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pushgate did not stop on SIGTERM with its log pipe closed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    s.child = Some(child);
+    s.wait_ready(Duration::from_secs(30));
+    s.put_ok("/metrics/job/closed_log", "m 1\n");
+    assert_eq!(
+        s.terminate(),
+        Some(0),
+        "pushgate stops on SIGTERM with its log pipe closed"
+    );
 }
