@@ -19,7 +19,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 export PUSHGATE_PORT_1=$(free_port) PUSHGATE_PORT_2=$(free_port) PUSHGATE_PORT_3=$(free_port)
 PORTS=("" "$PUSHGATE_PORT_1" "$PUSHGATE_PORT_2" "$PUSHGATE_PORT_3")
 compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$FILE" "$@"; }
-cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; }
+UP_LOG=$(mktemp)
+cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; rm -f "$UP_LOG"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; compose logs --no-color --tail 30 >&2 || true; exit 1; }
 url() { echo "http://127.0.0.1:${PORTS[$1]}$2"; }
@@ -59,7 +60,9 @@ leader() {
 }
 
 echo "== building the image and starting $PROJECT (ports ${PORTS[*]:1})"
-compose up -d --build >/dev/null 2>&1 || fail "compose up"
+SECONDS_UP=$SECONDS
+compose up -d --build >"$UP_LOG" 2>&1 || { tail -40 "$UP_LOG" >&2; fail "compose up (its last lines above)"; }
+echo "   built and started in $((SECONDS - SECONDS_UP)) s"
 for i in 1 2 3; do
   until_ok "curl -sf --max-time 2 $(url "$i" /-/ready)" 120 || fail "node $i not ready within 120 s"
 done

@@ -83,3 +83,19 @@ if [[ -d $SHARED/conformance ]]; then
 else
   echo "no conformance suite at $SHARED/conformance; skipped" >&2
 fi
+
+# ---- the Compose deployment: the image of deploy/Dockerfile in real containers --
+# Builds the image (a release build inside Docker), starts deploy/compose.yaml
+# as a project of its own, kills the leader's container and checks the
+# survivors and the restarted node (deploy/compose-check.sh). A machine that
+# cannot pull images gets its base images from deploy/base-images.sh.
+if [[ ${PUSHGATE_SKIP_COMPOSE:-} == 1 ]]; then
+  log "Compose deployment: skipped (PUSHGATE_SKIP_COMPOSE=1)"
+elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  log "Compose deployment: three replicas in containers (deploy/compose-check.sh)"
+  cd "$ROOT"
+  deploy/base-images.sh
+  deploy/compose-check.sh
+else
+  log "Compose deployment: skipped (no Docker daemon reachable)"
+fi
