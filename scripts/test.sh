@@ -44,6 +44,13 @@ log "cargo test (unit and black-box tests)"
 # As root the disk tests (tests/disk_full.rs, small tmpfs disks in a private
 # mount namespace) must run rather than skip.
 if [[ $(id -u) == 0 ]]; then export PUSHGATE_TEST_NAMESPACES=required; fi
+# Likewise the power-loss tests (tests/power_loss.rs), on a FUSE disk the
+# test serves: they run wherever root has /dev/fuse.
+if [[ $(id -u) == 0 && -c /dev/fuse ]]; then
+  export PUSHGATE_TEST_FUSE=required
+else
+  echo "NOTE: no /dev/fuse or not root: tests/power_loss.rs will skip" >&2
+fi
 cargo test --release --workspace
 
 # ---- the Kubernetes manifest ---------------------------------------------------

@@ -518,7 +518,7 @@ impl LogStore {
     }
 
     fn open_with(dir: &Path, cache_bytes: u64, stats: Arc<ClusterStats>, new_log: NewLog) -> Result<Self, io::Error> {
-        std::fs::create_dir_all(dir)?;
+        super::durable_dir::create_dir_all(dir)?;
         let open = || {
             sled::Config::new()
                 .path(dir)

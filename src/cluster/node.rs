@@ -245,7 +245,7 @@ impl ClusterNode {
     pub async fn start(config: NodeConfig, env: Environment) -> Result<Arc<Self>, StartError> {
         let Environment { clock, transport } = env;
         let stats = Arc::new(ClusterStats::default());
-        std::fs::create_dir_all(&config.data_dir)
+        super::durable_dir::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let log_store = LogStore::open(&config.data_dir.join("raft-log"), config.cache_bytes, stats.clone())
             .map_err(|e| StartError::Storage(e.to_string()))?;

@@ -97,7 +97,8 @@ impl StateMachine {
     }
 
     pub fn open(snapshot_dir: &Path, node_id: NodeId, stats: Arc<ClusterStats>) -> Result<Self, String> {
-        std::fs::create_dir_all(snapshot_dir).map_err(|e| format!("cannot create {}: {e}", snapshot_dir.display()))?;
+        super::durable_dir::create_dir_all(snapshot_dir)
+            .map_err(|e| format!("cannot create {}: {e}", snapshot_dir.display()))?;
         let sm = StateMachine {
             node_id,
             shared: Arc::new(SharedState {

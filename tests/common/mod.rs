@@ -8,6 +8,7 @@ pub mod disk;
 pub mod failing_syncs;
 pub mod numbered;
 pub mod pki;
+pub mod power_loss;
 pub mod proxy;
 pub mod pushers;
 
