@@ -436,6 +436,38 @@ fn log_layout(db: &sled::Db, meta: &sled::Tree, new_log: NewLog) -> Result<(Layo
     })
 }
 
+/// Removes sled's settings file (`conf`) if its checksum fails; says
+/// whether it did.
+///
+/// sled 0.34 writes `conf` on the first open without syncing it, and on a
+/// later open warns about a failed checksum but parses the file anyway: a
+/// torn one fails every open ("Read corrupted data", or an "upgrade" from
+/// format 0.3 when "0.34" lost its last digit). A file whose checksum fails
+/// was never a finished one. It holds only sled's fixed settings (segment
+/// size, compression, format version), which pushgate never changes, so
+/// sled writes the same file again when it finds none; the log itself is in
+/// `db`, with checksums of its own. Called before sled opens the directory.
+fn remove_torn_sled_conf(dir: &Path) -> io::Result<bool> {
+    let path = dir.join("conf");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    // sled itself takes a file of 8 bytes or fewer for no file.
+    if bytes.len() <= 8 {
+        return Ok(false);
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() == crc {
+        return Ok(false);
+    }
+    tracing::warn!(file = %path.display(), "removing sled's settings file, torn by a crash or a power cut (sled writes it again)");
+    std::fs::remove_file(&path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(true)
+}
+
 /// Removes the page-cache snapshots that sled began and never finished;
 /// returns how many there were.
 ///
@@ -527,6 +559,7 @@ impl LogStore {
                 .mode(sled::Mode::HighThroughput)
                 .open()
         };
+        remove_torn_sled_conf(dir)?;
         let db = match open() {
             Err(sled::Error::Corruption { .. }) if remove_unfinished_sled_snapshots(dir)? > 0 => open(),
             other => other,
@@ -537,6 +570,9 @@ impl LogStore {
             .map_err(|e| io::Error::other(format!("the Raft log in {}: {e}", dir.display())))?;
         let log = Arc::new(Segments::open(&db, layout).map_err(io::Error::other)?);
         let db_file = File::open(dir.join("db"))?;
+        // sled writes its settings file once, on the first open, and never
+        // syncs it: a power cut soon after would leave it empty or torn.
+        File::open(dir.join("conf"))?.sync_all()?;
         // Make the directory entries of a new log durable once.
         File::open(dir)?.sync_all()?;
         let syncer = Arc::new(Syncer {
@@ -1164,6 +1200,37 @@ mod tests {
         let mut log = reopen(&path).await;
         assert_eq!(indexes(&mut log, 1).await, (1..=10).collect::<Vec<_>>());
         assert!(!empty.exists() && !cut.exists(), "unfinished snapshots removed");
+    }
+
+    /// sled writes its settings file (`conf`) on the first open without
+    /// syncing it; a power cut can leave it torn, and sled then refuses every
+    /// open ("failed to parse minor version value"). The log opens anyway,
+    /// with every entry, and sled writes the file again.
+    #[tokio::test]
+    async fn a_torn_sled_settings_file_does_not_stop_the_log_from_opening() {
+        let _one = ONE_LOG_AT_A_TIME.lock().await;
+        crate::blocking::run_inline_on_this_thread();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log");
+        {
+            let mut log = reopen(&path).await;
+            log.blocking_append((1..=10).map(entry)).await.expect("append");
+        }
+        let conf = path.join("conf");
+        let whole = std::fs::read(&conf).expect("sled's settings file");
+        // Every way a power cut can tear it: the text cut anywhere, with or
+        // without the checksum, and whole text with a torn checksum.
+        for torn in [whole.len() - 2, whole.len() - 4, whole.len() / 2, 12] {
+            std::fs::write(&conf, &whole[..torn]).expect("tear");
+            let mut log = reopen(&path).await;
+            assert_eq!(
+                indexes(&mut log, 1).await,
+                (1..=10).collect::<Vec<_>>(),
+                "torn at {torn}"
+            );
+            drop(log);
+            assert_eq!(std::fs::read(&conf).expect("written again"), whole, "torn at {torn}");
+        }
     }
 
     /// After a failed sync every later sync fails the same way without

@@ -1,19 +1,22 @@
 //! A disk that loses power: a FUSE filesystem, served by the test process,
 //! that keeps in memory what the processes on it wrote and, apart from that,
-//! what they made durable. Cutting the power unmounts it, forgets everything
-//! that was not synced and mounts it again, as a machine that lost power
-//! and booted finds its disk.
+//! what they made durable. Cutting the power unmounts it, forgets what was
+//! not synced and mounts it again, as a machine that lost power and booted
+//! finds its disk.
 //!
-//! What survives is the weakest a POSIX filesystem promises:
-//! * a file's contents (and size) as of its last `fsync`/`fdatasync`;
+//! What survives is no more than POSIX promises:
+//! * a file's contents (and size) as of its last `fsync`/`fdatasync`, plus
+//!   any of the writes after it, each whole, torn (its first sectors only)
+//!   or not at all, as a disk that wrote some of its queue when the power
+//!   went;
 //! * a directory's entries (creations, renames, removals) as of its last
 //!   `fsync` on the directory: a file created, written and synced whose
 //!   directory was not synced since is gone, and a rename not followed by a
 //!   sync of its directory is undone.
 //!
-//! Real filesystems often keep more (ext4 commits metadata in order), never
-//! less, so a program that keeps every acknowledged write here keeps it on
-//! any of them. Mounting needs root and `/dev/fuse`.
+//! Real filesystems often keep more (ext4 commits metadata in order), so a
+//! program that keeps every acknowledged write here should keep it on them.
+//! Mounting needs root and `/dev/fuse`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -21,6 +24,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+
+use rand::Rng;
 
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -36,12 +41,40 @@ enum Contents {
     File {
         data: Vec<u8>,
         synced: Vec<u8>,
+        /// Changes since the last sync, in order: what the disk may or may
+        /// not have written when the power goes.
+        pending: Vec<Change>,
     },
     Dir {
         entries: BTreeMap<OsString, u64>,
         synced: BTreeMap<OsString, u64>,
     },
 }
+
+/// A change to a file's contents that was not synced yet.
+enum Change {
+    Write { offset: usize, bytes: Vec<u8> },
+    SetLen(usize),
+}
+
+impl Change {
+    fn apply(&self, data: &mut Vec<u8>) {
+        match self {
+            Change::Write { offset, bytes } => {
+                let end = offset + bytes.len();
+                if data.len() < end {
+                    data.resize(end, 0);
+                }
+                data[*offset..end].copy_from_slice(bytes);
+            }
+            Change::SetLen(len) => data.resize(*len, 0),
+        }
+    }
+}
+
+/// The unit a disk writes whole: a write torn by a power cut keeps a
+/// number of whole sectors.
+const SECTOR: usize = 512;
 
 struct Node {
     contents: Contents,
@@ -52,10 +85,25 @@ struct Node {
 /// What a power cut forgot.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Lost {
-    /// Files whose contents went back to their last sync.
+    /// Files whose contents differ from what was last written to them.
     pub files_rolled_back: usize,
+    /// Unsynced writes (and truncations) the disk had not made, made in
+    /// part (torn at a sector boundary), and made in full.
+    pub changes_dropped: usize,
+    pub changes_torn: usize,
+    pub changes_kept: usize,
     /// Directories whose entries went back to their last sync.
     pub directories_rolled_back: usize,
+}
+
+impl std::ops::AddAssign for Lost {
+    fn add_assign(&mut self, other: Lost) {
+        self.files_rolled_back += other.files_rolled_back;
+        self.directories_rolled_back += other.directories_rolled_back;
+        self.changes_dropped += other.changes_dropped;
+        self.changes_torn += other.changes_torn;
+        self.changes_kept += other.changes_kept;
+    }
 }
 
 struct Disk {
@@ -122,11 +170,25 @@ impl Disk {
         self.entries_mut(dir)?.get(name).copied().ok_or(Errno::ENOENT)
     }
 
-    fn data_mut(&mut self, ino: u64) -> Result<&mut Vec<u8>, Errno> {
-        match self.nodes.get_mut(&ino).map(|n| &mut n.contents) {
+    fn data(&self, ino: u64) -> Result<&[u8], Errno> {
+        match self.nodes.get(&ino).map(|n| &n.contents) {
             Some(Contents::File { data, .. }) => Ok(data),
             Some(Contents::Dir { .. }) => Err(Errno::EISDIR),
             None => Err(Errno::ENOENT),
+        }
+    }
+
+    /// Changes a file's contents now; the change is durable at the next sync.
+    fn change(&mut self, ino: u64, change: Change) -> Result<(), Errno> {
+        let node = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
+        match &mut node.contents {
+            Contents::File { data, pending, .. } => {
+                change.apply(data);
+                pending.push(change);
+                node.mtime = SystemTime::now();
+                Ok(())
+            }
+            Contents::Dir { .. } => Err(Errno::EISDIR),
         }
     }
 
@@ -166,8 +228,9 @@ impl Disk {
 
     fn sync(&mut self, ino: u64) -> Result<(), Errno> {
         match self.nodes.get_mut(&ino).map(|n| &mut n.contents) {
-            Some(Contents::File { data, synced }) => {
+            Some(Contents::File { data, synced, pending }) => {
                 synced.clone_from(data);
+                pending.clear();
                 self.file_syncs += 1;
             }
             Some(Contents::Dir { entries, synced }) => synced.clone_from(entries),
@@ -176,17 +239,48 @@ impl Disk {
         Ok(())
     }
 
-    /// Everything goes back to its last sync; nodes no synced entry reaches
-    /// are gone.
-    fn cut_power(&mut self) -> Lost {
+    /// Every file keeps what was synced and, of the changes after that, a
+    /// random choice (`keep` of them, in order; a write may be torn, keeping
+    /// only its first sectors); directories go back to their last sync;
+    /// nodes no synced entry reaches are gone.
+    fn cut_power(&mut self, keep: f64) -> Lost {
+        let mut rng = rand::thread_rng();
         let mut lost = Lost::default();
         for node in self.nodes.values_mut() {
             match &mut node.contents {
-                Contents::File { data, synced } => {
-                    if data != synced {
-                        lost.files_rolled_back += 1;
-                        data.clone_from(synced);
+                Contents::File { data, synced, pending } => {
+                    let mut after = synced.clone();
+                    for change in pending.drain(..) {
+                        if !rng.gen_bool(keep) {
+                            lost.changes_dropped += 1;
+                            continue;
+                        }
+                        match change {
+                            // A write that crosses a sector boundary may stop at any
+                            // of them: its first sectors are written, the rest not.
+                            Change::Write { offset, bytes }
+                                if (offset / SECTOR + 1) * SECTOR < offset + bytes.len() && rng.gen_bool(0.5) =>
+                            {
+                                let boundaries = (offset / SECTOR + 1)..(offset + bytes.len()).div_ceil(SECTOR);
+                                let cut = rng.gen_range(boundaries) * SECTOR;
+                                let torn = Change::Write {
+                                    offset,
+                                    bytes: bytes[..cut - offset].to_vec(),
+                                };
+                                torn.apply(&mut after);
+                                lost.changes_torn += 1;
+                            }
+                            change => {
+                                change.apply(&mut after);
+                                lost.changes_kept += 1;
+                            }
+                        }
                     }
+                    if *data != after {
+                        lost.files_rolled_back += 1;
+                    }
+                    *data = after.clone();
+                    *synced = after;
                 }
                 Contents::Dir { entries, synced } => {
                     if entries != synced {
@@ -258,7 +352,7 @@ impl Filesystem for Served {
         let mut disk = self.disk();
         let result = (|| {
             if let Some(size) = size {
-                disk.data_mut(ino.0)?.resize(size as usize, 0);
+                disk.change(ino.0, Change::SetLen(size as usize))?;
             }
             let node = disk.nodes.get_mut(&ino.0).ok_or(Errno::ENOENT)?;
             if let Some(mode) = mode {
@@ -293,6 +387,7 @@ impl Filesystem for Served {
         let file = Contents::File {
             data: Vec::new(),
             synced: Vec::new(),
+            pending: Vec::new(),
         };
         match self.disk().make(parent.0, name, file, mode & !umask) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
@@ -372,8 +467,8 @@ impl Filesystem for Served {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let mut disk = self.disk();
-        match disk.data_mut(ino.0) {
+        let disk = self.disk();
+        match disk.data(ino.0) {
             Ok(data) => {
                 let start = (offset as usize).min(data.len());
                 let end = (start + size as usize).min(data.len());
@@ -395,18 +490,11 @@ impl Filesystem for Served {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let mut disk = self.disk();
-        let result = disk.data_mut(ino.0).map(|data| {
-            let end = offset as usize + bytes.len();
-            if data.len() < end {
-                data.resize(end, 0);
-            }
-            data[offset as usize..end].copy_from_slice(bytes);
-        });
-        if let Some(node) = disk.nodes.get_mut(&ino.0) {
-            node.mtime = SystemTime::now();
-        }
-        match result {
+        let change = Change::Write {
+            offset: offset as usize,
+            bytes: bytes.to_vec(),
+        };
+        match self.disk().change(ino.0, change) {
             Ok(()) => reply.written(bytes.len() as u32),
             Err(e) => reply.error(e),
         }
@@ -477,6 +565,7 @@ impl Filesystem for Served {
         let file = Contents::File {
             data: Vec::new(),
             synced: Vec::new(),
+            pending: Vec::new(),
         };
         match self.disk().make(parent.0, name, file, mode & !umask) {
             Ok(attr) => reply.created(&TTL, &attr, Generation(0), FileHandle(0), FopenFlags::empty()),
@@ -498,14 +587,16 @@ impl Filesystem for Served {
             return reply.error(Errno::EOPNOTSUPP);
         }
         let mut disk = self.disk();
-        match disk.data_mut(ino.0) {
-            Ok(data) => {
-                let end = (offset + length) as usize;
-                if data.len() < end {
-                    data.resize(end, 0);
-                }
-                reply.ok()
+        let result = disk.data(ino.0).map(|data| data.len()).and_then(|len| {
+            let end = (offset + length) as usize;
+            if len < end {
+                disk.change(ino.0, Change::SetLen(end))
+            } else {
+                Ok(())
             }
+        });
+        match result {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -564,14 +655,15 @@ impl PowerLossDisk {
 
     /// Cuts the power: unmounts (every process using the disk must have
     /// exited: kill them first), forgets what was not synced and mounts the
-    /// disk again.
-    pub fn cut_power(&mut self) -> Lost {
+    /// disk again. Of the writes after a file's last sync, each was made
+    /// with probability `keep` (in part, when torn): 0.0 forgets them all.
+    pub fn cut_power(&mut self, keep: f64) -> Lost {
         if let Some(session) = self.session.take() {
             session
                 .umount_and_join()
                 .expect("unmount the power-loss disk (is a process still using it?)");
         }
-        let lost = self.disk.lock().unwrap_or_else(|p| p.into_inner()).cut_power();
+        let lost = self.disk.lock().unwrap_or_else(|p| p.into_inner()).cut_power(keep);
         self.attach().expect("mount the power-loss disk again");
         lost
     }
