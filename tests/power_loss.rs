@@ -11,14 +11,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster::TestCluster;
+use common::crash_pushers::{assert_no_acknowledged_push_lost, CrashPushers, Progress};
 use common::power_loss::{power_loss_disk_or_skip, Lost, PowerLossDisk};
-use common::{client, free_port, temp_dir, Server};
+use common::{free_port, temp_dir, Server};
 use rand::Rng;
 
 const PUSHERS: usize = 6;
@@ -38,114 +37,6 @@ fn keep_of(round: usize) -> f64 {
         0.0
     } else {
         0.5
-    }
-}
-
-/// Per pusher: the last value acknowledged (200) and the one in flight.
-#[derive(Default, Clone, Copy, Debug)]
-struct Progress {
-    acked: Option<u64>,
-    in_flight: Option<u64>,
-}
-
-/// Pushers that each PUT to their own group through `urls` (pusher `p` uses
-/// `urls[p % len]`), with two series of the same value, and also create a new
-/// group every few pushes (so that the store and its snapshots grow, not only
-/// the log). Runs until `stop`; a pusher stops at the first push that is not
-/// answered 200.
-struct Pushers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<u64>>,
-}
-
-impl Pushers {
-    fn start(urls: &[String], first_values: &[u64], progress: Arc<Mutex<Vec<Progress>>>) -> Pushers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..PUSHERS)
-            .map(|p| {
-                let (stop, progress) = (stop.clone(), progress.clone());
-                let base = urls[p % urls.len()].clone();
-                let mut v = first_values[p];
-                std::thread::spawn(move || {
-                    let c = client();
-                    while !stop.load(Ordering::Relaxed) {
-                        v += 1;
-                        progress.lock().unwrap()[p].in_flight = Some(v);
-                        let body = format!(
-                            "# TYPE power_value gauge\npower_value{{half=\"a\"}} {v}\npower_value{{half=\"b\"}} {v}\n"
-                        );
-                        let url = format!("{base}/metrics/job/power/pusher/{p}");
-                        match c.put(&url).body(body).timeout(Duration::from_secs(5)).send() {
-                            Ok(r) if r.status() == 200 => progress.lock().unwrap()[p].acked = Some(v),
-                            _ => break,
-                        }
-                        if v.is_multiple_of(8) {
-                            let url = format!("{base}/metrics/job/power-extra/pusher/{p}/n/{v}");
-                            let extra = format!("power_extra {v}\n");
-                            if !matches!(c.put(&url).body(extra).timeout(Duration::from_secs(5)).send(), Ok(r) if r.status() == 200)
-                            {
-                                break;
-                            }
-                        }
-                    }
-                    v
-                })
-            })
-            .collect();
-        Pushers { stop, threads }
-    }
-
-    /// Stops the pushers; returns the last value each used.
-    fn stop(self) -> Vec<u64> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.threads
-            .into_iter()
-            .map(|t| t.join().expect("pusher thread"))
-            .collect()
-    }
-}
-
-/// pusher -> the values of its two `power_value` series, from `/api/v1/metrics`.
-fn stored(groups: &serde_json::Value) -> BTreeMap<String, Vec<u64>> {
-    groups
-        .as_array()
-        .expect("an array of groups")
-        .iter()
-        .filter(|g| g["labels"]["job"] == "power")
-        .map(|g| {
-            let values = g["power_value"]["metrics"]
-                .as_array()
-                .map(|ms| ms.iter().filter_map(|m| m["value"].as_str()?.parse().ok()).collect())
-                .unwrap_or_default();
-            (g["labels"]["pusher"].as_str().unwrap_or_default().to_string(), values)
-        })
-        .collect()
-}
-
-/// Every acknowledged push is stored whole: the pusher's group holds the
-/// acknowledged value or the one that was in flight, in both series.
-fn check(round: usize, what: &str, progress: &[Progress], groups: &serde_json::Value) {
-    let stored = stored(groups);
-    for (p, pr) in progress.iter().enumerate() {
-        let Some(acked) = pr.acked else { continue };
-        let values = stored.get(&p.to_string()).unwrap_or_else(|| {
-            panic!("round {round} ({what}): the group of pusher {p} was lost (acknowledged {acked})")
-        });
-        assert_eq!(
-            values.len(),
-            2,
-            "round {round} ({what}): a push was half applied: {values:?}"
-        );
-        assert_eq!(
-            values[0], values[1],
-            "round {round} ({what}): a push was half applied: {values:?}"
-        );
-        assert!(
-            values[0] == acked || Some(values[0]) == pr.in_flight,
-            "round {round} ({what}), pusher {p}: stored {}, acknowledged {acked}, in flight {:?}: an acknowledged push was lost",
-            values[0],
-            pr.in_flight
-        );
     }
 }
 
@@ -174,15 +65,16 @@ fn a_power_cut_loses_no_acknowledged_push() {
     let mut rng = rand::thread_rng();
     let mut lost = Lost::default();
     for round in 0..rounds() {
-        let pushers = Pushers::start(&[server.url("")], &values, progress.clone());
+        let pushers = CrashPushers::start("power", &[server.url("")], &values, progress.clone(), Some(8));
         std::thread::sleep(Duration::from_millis(rng.gen_range(300..1_500)));
         server.kill9();
-        values = pushers.stop();
+        values = pushers.stop().into_iter().map(|(last, _)| last).collect();
         lost += disk.cut_power(keep_of(round));
         server.spawn();
-        check(
+        assert_no_acknowledged_push_lost(
             round,
             "after the power cut",
+            "power",
             &progress.lock().unwrap(),
             &server.api_metrics(),
         );
@@ -227,12 +119,12 @@ fn a_power_cut_of_every_replica_at_once_loses_no_acknowledged_push() {
     for round in 0..rounds() {
         cluster.wait_leader(Duration::from_secs(15));
         let urls: Vec<String> = cluster.nodes.values().map(|n| n.server.url("")).collect();
-        let pushers = Pushers::start(&urls, &values, progress.clone());
+        let pushers = CrashPushers::start("power", &urls, &values, progress.clone(), Some(8));
         std::thread::sleep(Duration::from_millis(rng.gen_range(300..1_500)));
         for node in cluster.nodes.values_mut() {
             node.server.kill9();
         }
-        values = pushers.stop();
+        values = pushers.stop().into_iter().map(|(last, _)| last).collect();
         for disk in disks.iter_mut() {
             lost += disk.cut_power(keep_of(round));
         }
@@ -244,7 +136,13 @@ fn a_power_cut_of_every_replica_at_once_loses_no_acknowledged_push() {
         }
         let progress = progress.lock().unwrap();
         for (id, node) in &cluster.nodes {
-            check(round, &format!("node {id}"), &progress, &node.server.api_metrics());
+            assert_no_acknowledged_push_lost(
+                round,
+                &format!("node {id}"),
+                "power",
+                &progress,
+                &node.server.api_metrics(),
+            );
         }
     }
     let acked = progress.lock().unwrap().iter().filter(|p| p.acked.is_some()).count();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod crash_pushers;
 pub mod disk;
 pub mod failing_syncs;
 pub mod numbered;

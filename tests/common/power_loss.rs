@@ -51,6 +51,23 @@ enum Contents {
     },
 }
 
+impl Contents {
+    fn empty_file() -> Contents {
+        Contents::File {
+            data: Vec::new(),
+            synced: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn empty_dir() -> Contents {
+        Contents::Dir {
+            entries: BTreeMap::new(),
+            synced: BTreeMap::new(),
+        }
+    }
+}
+
 /// A change to a file's contents that was not synced yet.
 enum Change {
     Write { offset: usize, bytes: Vec<u8> },
@@ -117,10 +134,7 @@ struct Disk {
 impl Disk {
     fn new() -> Disk {
         let root = Node {
-            contents: Contents::Dir {
-                entries: BTreeMap::new(),
-                synced: BTreeMap::new(),
-            },
+            contents: Contents::empty_dir(),
             perm: 0o755,
             mtime: SystemTime::now(),
         };
@@ -384,11 +398,7 @@ impl Filesystem for Served {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::EPERM);
         }
-        let file = Contents::File {
-            data: Vec::new(),
-            synced: Vec::new(),
-            pending: Vec::new(),
-        };
+        let file = Contents::empty_file();
         match self.disk().make(parent.0, name, file, mode & !umask) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
@@ -396,10 +406,7 @@ impl Filesystem for Served {
     }
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let dir = Contents::Dir {
-            entries: BTreeMap::new(),
-            synced: BTreeMap::new(),
-        };
+        let dir = Contents::empty_dir();
         match self.disk().make(parent.0, name, dir, mode & !umask) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
@@ -562,11 +569,7 @@ impl Filesystem for Served {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let file = Contents::File {
-            data: Vec::new(),
-            synced: Vec::new(),
-            pending: Vec::new(),
-        };
+        let file = Contents::empty_file();
         match self.disk().make(parent.0, name, file, mode & !umask) {
             Ok(attr) => reply.created(&TTL, &attr, Generation(0), FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(e),
