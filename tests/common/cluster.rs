@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::proxy::Proxy;
@@ -24,6 +25,9 @@ pub struct TestCluster {
     pub extra: Vec<String>,
     /// A command every node runs under (`nsenter ... --`), if any.
     pub wrap: Vec<String>,
+    /// The pushgate binary nodes start with (this build's unless a test
+    /// starts another release's).
+    pub program: PathBuf,
 }
 
 pub fn node_ip(id: u64) -> IpAddr {
@@ -38,6 +42,17 @@ impl TestCluster {
 
     /// Like `start`, in `dir`, every node run under `wrap`.
     pub fn start_in(dir: tempfile::TempDir, n: u64, extra: &[&str], wrap: Vec<String>) -> TestCluster {
+        Self::start_release(dir, n, extra, wrap, super::this_release())
+    }
+
+    /// Like `start_in`, every node running the pushgate binary `program`.
+    pub fn start_release(
+        dir: tempfile::TempDir,
+        n: u64,
+        extra: &[&str],
+        wrap: Vec<String>,
+        program: PathBuf,
+    ) -> TestCluster {
         let specs: Vec<(u64, u16, u16)> = (1..=n).map(|id| (id, free_port(), free_port())).collect();
         let peers: Vec<String> = specs
             .iter()
@@ -50,6 +65,7 @@ impl TestCluster {
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             wrap,
+            program,
         };
         for (id, grpc, proxy_port) in specs {
             let node = cluster.launch(id, grpc, proxy_port, &cluster.peers.clone());
@@ -84,6 +100,7 @@ impl TestCluster {
             args: args.iter().map(|s| s.to_string()).collect(),
             wrap: self.wrap.clone(),
             credentials: None,
+            program: self.program.clone(),
         };
         server.spawn_unready();
         Node { id, ip, server, proxy }
@@ -178,44 +195,55 @@ impl TestCluster {
 
     /// Restarts every node in turn, the followers first and the leader last
     /// (it hands leadership over when it stops), with `change` applied to
-    /// each node's process before it starts again. `pushers` stay off a
-    /// node while it is down. Each node must exit cleanly, be ready again
-    /// and catch up (lag under 50 entries) before the next one stops.
+    /// each node's process before it starts again (see `restart_node`).
     pub fn rolling_restart(&mut self, pushers: &Pushers, mut change: impl FnMut(u64, &mut Server)) {
         let first_leader = self.wait_leader(Duration::from_secs(10));
         let mut order: Vec<u64> = self.nodes.keys().copied().filter(|id| *id != first_leader).collect();
         order.push(first_leader);
         for id in order {
-            let url = self.node(id).url("");
-            pushers.avoid(&url);
-            // Requests already sent to it get their answers before it stops.
-            std::thread::sleep(Duration::from_millis(200));
-            let t0 = Instant::now();
-            assert_eq!(
-                self.node_mut(id).terminate(),
-                Some(0),
-                "node {id} exits cleanly on SIGTERM"
-            );
-            change(id, self.node_mut(id));
-            self.node_mut(id).spawn();
-            eprintln!("node {id} restarted in {:?}", t0.elapsed());
-            pushers.include(&url);
-            let leader = self.wait_leader(Duration::from_secs(10));
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let lag = self
-                    .status(leader)
-                    .and_then(|s| s["replication_lag"][id.to_string()].as_u64());
-                if lag.is_some_and(|l| l < 50) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "node {id} did not catch up after its restart: lag {lag:?}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
+            self.restart_node(pushers, id, &mut change);
+        }
+    }
+
+    /// Stops node `id` with SIGTERM, applies `change` to its process and
+    /// starts it again. `pushers` stay off the node while it is down. The
+    /// node must exit cleanly, be ready again and catch up (lag under 50
+    /// entries) before this returns.
+    pub fn restart_node(&mut self, pushers: &Pushers, id: u64, change: impl FnOnce(u64, &mut Server)) {
+        let url = self.node(id).url("");
+        pushers.avoid(&url);
+        // Requests already sent to it get their answers before it stops.
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        assert_eq!(
+            self.node_mut(id).terminate(),
+            Some(0),
+            "node {id} exits cleanly on SIGTERM"
+        );
+        change(id, self.node_mut(id));
+        self.node_mut(id).spawn();
+        eprintln!("node {id} restarted in {:?}", t0.elapsed());
+        pushers.include(&url);
+        self.wait_caught_up(id, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    /// Waits until the leader reports node `id` less than 50 entries behind.
+    pub fn wait_caught_up(&mut self, id: u64, timeout: Duration) {
+        let leader = self.wait_leader(Duration::from_secs(10));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lag = self
+                .status(leader)
+                .and_then(|s| s["replication_lag"][id.to_string()].as_u64());
+            if lag.is_some_and(|l| l < 50) {
+                return;
             }
-            std::thread::sleep(Duration::from_secs(1));
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not catch up within {timeout:?}: lag {lag:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }

@@ -82,6 +82,14 @@ pub struct Server {
     pub wrap: Vec<String>,
     /// Basic-auth user and password the helpers send (`--web.config.file`).
     pub credentials: Option<(String, String)>,
+    /// The pushgate binary `spawn` runs: this build's, or another
+    /// release's (tests/upgrade.rs).
+    pub program: PathBuf,
+}
+
+/// This build's pushgate binary.
+pub fn this_release() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pushgate"))
 }
 
 pub fn client() -> reqwest::blocking::Client {
@@ -119,6 +127,7 @@ impl Server {
             args: extra.iter().map(|s| s.to_string()).collect(),
             wrap: Vec::new(),
             credentials: None,
+            program: this_release(),
         }
     }
 
@@ -134,7 +143,7 @@ impl Server {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let bin = env!("CARGO_BIN_EXE_pushgate").to_string();
+        let bin = self.program.display().to_string();
         let mut argv = self.wrap.iter().chain(std::iter::once(&bin));
         let program = argv.next().expect("a program");
         let child = Command::new(program)

@@ -1,0 +1,257 @@
+//! Upgrades and roll-backs between real releases: a cluster started with an
+//! older pushgate binary is upgraded node by node to this build while
+//! clients push, as README "Upgrading a cluster" says, and a node rolled back
+//! after the log moved to the newer entry format stops instead of diverging.
+//!
+//! The older release is the last one that wrote only log entry format 1
+//! (before forwarded pushes carried request ids); `scripts/test.sh` builds it
+//! from the project's history (`scripts/old-release.sh`) and passes its
+//! path in `PUSHGATE_OLD_RELEASE`. Without it these tests skip with a line,
+//! unless `PUSHGATE_TEST_UPGRADE=required`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::cluster::TestCluster;
+use common::pushers::{Pushed, Pushers};
+use common::{temp_dir, this_release};
+
+/// The older release's binary, or `None` (and a line saying so) when the
+/// test must skip.
+fn old_release() -> Option<PathBuf> {
+    let required = std::env::var("PUSHGATE_TEST_UPGRADE").is_ok_and(|v| v == "required");
+    match std::env::var_os("PUSHGATE_OLD_RELEASE").map(PathBuf::from) {
+        Some(path) if path.is_file() => Some(path),
+        other => {
+            assert!(
+                !required,
+                "PUSHGATE_TEST_UPGRADE=required but PUSHGATE_OLD_RELEASE is {other:?} (build it with scripts/old-release.sh)"
+            );
+            eprintln!(
+                "SKIP: no older release to upgrade from (PUSHGATE_OLD_RELEASE; scripts/old-release.sh builds it)"
+            );
+            None
+        }
+    }
+}
+
+/// Every node's `log_entry_format` (the format of the newest entry it
+/// applied), in node order; `None` for a node that does not answer. The
+/// older release does not report it: it applies format 1 only.
+fn log_formats(cluster: &TestCluster) -> Vec<Option<u64>> {
+    cluster
+        .nodes
+        .keys()
+        .map(|id| {
+            let status = cluster.status(*id)?;
+            Some(status["log_entry_format"].as_u64().unwrap_or(1))
+        })
+        .collect()
+}
+
+/// The entry format node `id` says it applies, as the leader's members
+/// status reports it (the `entry_format` of its row).
+fn entry_format_of(cluster: &mut TestCluster, id: u64) -> Option<u64> {
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let text = common::client()
+        .get(cluster.node(leader).url("/api/v1/cluster/status?members=true"))
+        .send()
+        .ok()?
+        .text()
+        .ok()?;
+    let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+    status["data"]["nodes"][id.to_string()]["entry_format"].as_u64()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// No push refused, every pusher acknowledged, and every node holds every
+/// acknowledged push and the leader's exact exposition.
+fn assert_nothing_refused_or_lost(cluster: &mut TestCluster, pushed: &Pushed, gauge: &str, what: &str) {
+    assert!(
+        pushed.refusals.is_empty(),
+        "{what}: {} pushes refused, the first: {:?}",
+        pushed.refusals.len(),
+        pushed.refusals.iter().take(3).collect::<Vec<_>>()
+    );
+    assert!(
+        !pushed.acked.is_empty(),
+        "{what}: no push was acknowledged: nothing was tested"
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let want = cluster.node(leader).pushed_exposition();
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    for id in ids {
+        pushed.assert_stored(&cluster.node(id).api_metrics(), gauge);
+        cluster.wait_converged(id, &want, Duration::from_secs(10));
+    }
+}
+
+/// The README's upgrade procedure from the older release to this one,
+/// under pushes through every node that is up: the followers first, then
+/// a stretch where a new-release leader leads an old-release follower, then
+/// the last node. While any member runs the old release the log stays on
+/// entry format 1, which it applies; once all run this one, it moves to
+/// format 2. No push is refused at any point and every node ends with every
+/// acknowledged push.
+#[test]
+fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
+    let Some(old) = old_release() else { return };
+    let mut cluster = TestCluster::start_release(temp_dir("upgrade"), 3, &[], Vec::new(), old.clone());
+    let first_leader = cluster.wait_leader(Duration::from_secs(10));
+    for id in 1..=3 {
+        assert_eq!(
+            entry_format_of(&mut cluster, id),
+            Some(1),
+            "node {id} runs the older release (it applies entry format 1 only)"
+        );
+    }
+    let urls = |c: &TestCluster| c.nodes.values().map(|n| n.server.url("")).collect::<Vec<_>>();
+
+    // 1. The followers, one at a time, while clients push through all nodes.
+    let pushers = Pushers::start(6, "upgrade", "uv", urls(&cluster));
+    std::thread::sleep(Duration::from_secs(1));
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != first_leader).collect();
+    for id in &followers {
+        cluster.restart_node(&pushers, *id, |_, server| server.program = this_release());
+        assert_eq!(
+            entry_format_of(&mut cluster, *id),
+            Some(2),
+            "node {id} runs this release"
+        );
+    }
+    let pushed = pushers.stop();
+    assert_nothing_refused_or_lost(&mut cluster, &pushed, "uv", "upgrading the followers");
+    assert_eq!(
+        log_formats(&cluster),
+        vec![Some(1); 3],
+        "the old-release leader wrote format 1 only"
+    );
+
+    // 2. A new-release leader with an old-release follower: cut the old
+    // leader off until one of the upgraded nodes is elected, then let it back.
+    cluster.isolate(first_leader, true);
+    wait_for("a leader among the upgraded nodes", Duration::from_secs(10), || {
+        cluster.other_leader(first_leader).is_some()
+    });
+    cluster.isolate(first_leader, false);
+    wait_for("the old leader steps down", Duration::from_secs(10), || {
+        cluster.status(first_leader).is_some_and(|s| s["state"] == "Follower")
+    });
+    cluster.wait_caught_up(first_leader, Duration::from_secs(20));
+    let pushers = Pushers::start(6, "upgrade", "uv", urls(&cluster));
+    // The leader asks every member every 2 s which format it applies: give
+    // it several rounds to (wrongly) move on.
+    std::thread::sleep(Duration::from_secs(6));
+    let pushed = pushers.stop();
+    assert_nothing_refused_or_lost(&mut cluster, &pushed, "uv", "a new leader over an old follower");
+    assert_eq!(
+        log_formats(&cluster),
+        vec![Some(1); 3],
+        "while node {first_leader} runs the older release the new leader writes format 1, which it applies"
+    );
+    let old_node = cluster.status(first_leader).expect("the old-release node answers");
+    assert_eq!(old_node["error"], serde_json::Value::Null, "{old_node:#}");
+    assert!(cluster.node(first_leader).get("/-/ready").status().is_success());
+
+    // 3. The last node; then the log moves to format 2 on every node.
+    let pushers = Pushers::start(6, "upgrade", "uv", urls(&cluster));
+    cluster.restart_node(&pushers, first_leader, |_, server| server.program = this_release());
+    wait_for("entry format 2 on every node", Duration::from_secs(20), || {
+        log_formats(&cluster) == vec![Some(2); 3]
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let pushed = pushers.stop();
+    assert_nothing_refused_or_lost(&mut cluster, &pushed, "uv", "upgrading the last node");
+}
+
+/// Rolling a node back to the older release once the log holds format-2
+/// entries: the node stops before applying what it cannot (it never serves
+/// or acknowledges anything from a diverged state), the others go on, and
+/// started again on this release it catches up with nothing lost.
+#[test]
+fn a_node_rolled_back_after_the_format_changed_stops_and_catches_up_when_upgraded_again() {
+    let Some(old) = old_release() else { return };
+    let mut cluster = TestCluster::start("rollback", 3, &[]);
+    let urls: Vec<String> = cluster.nodes.values().map(|n| n.server.url("")).collect();
+    let pushers = Pushers::start(6, "rollback", "rb", urls);
+    wait_for("entry format 2 on every node", Duration::from_secs(20), || {
+        log_formats(&cluster) == vec![Some(2); 3]
+    });
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let back = (1..=3).find(|id| *id != leader).expect("a follower");
+
+    // Roll node `back` back to the older release.
+    let url = cluster.node(back).url("");
+    pushers.avoid(&url);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        cluster.node_mut(back).terminate(),
+        Some(0),
+        "node {back} exits cleanly on SIGTERM"
+    );
+    cluster.node_mut(back).program = old;
+    cluster.node_mut(back).spawn_unready();
+    // It meets a format-2 entry or snapshot, either while replaying its own
+    // log (it exits) or from the leader (it keeps running, unhealthy). It
+    // is never ready, and it says what to do.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let said = loop {
+        let server = cluster.node_mut(back);
+        let ready = common::client()
+            .get(server.url("/-/ready"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .map(|r| r.status().as_u16());
+        assert_ne!(ready.ok(), Some(200), "the rolled-back node {back} must not be ready");
+        if let Some(status) = server.exit_status() {
+            assert!(!status.success(), "it exits with a failure: {status:?}");
+            break server.log_text();
+        }
+        let health = common::client()
+            .get(server.url("/-/healthy"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .and_then(|r| Ok((r.status().as_u16(), r.text()?)));
+        if let Ok((503, body)) = health {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rolled-back node {back} neither stopped nor failed /-/healthy:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        said.contains("was written by a newer pushgate") && said.contains("run the leader's release on it"),
+        "the rolled-back node says why it stopped and what to do:\n{said}"
+    );
+    // The other two go on meanwhile.
+    std::thread::sleep(Duration::from_secs(2));
+    let pushed = pushers.stop();
+    assert!(
+        pushed.refusals.is_empty(),
+        "{} pushes refused by the others while node {back} was rolled back, the first: {:?}",
+        pushed.refusals.len(),
+        pushed.refusals.iter().take(3).collect::<Vec<_>>()
+    );
+
+    // Upgraded again, it catches up and holds every acknowledged push.
+    let server = cluster.node_mut(back);
+    if server.is_running() {
+        assert_eq!(server.terminate(), Some(0), "node {back} exits cleanly on SIGTERM");
+    }
+    server.program = this_release();
+    server.spawn();
+    cluster.wait_caught_up(back, Duration::from_secs(20));
+    assert_nothing_refused_or_lost(&mut cluster, &pushed, "rb", "after the roll-back");
+}
