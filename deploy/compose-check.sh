@@ -59,6 +59,9 @@ leader() {
   return 1
 }
 
+# The commit the nodes report (the image is built without .git).
+PUSHGATE_REVISION=${PUSHGATE_REVISION:-$(git -C "$(dirname "$0")/.." rev-parse --short=12 HEAD 2>/dev/null || true)}
+export PUSHGATE_REVISION
 echo "== building the image and starting $PROJECT (ports ${PORTS[*]:1})"
 SECONDS_UP=$SECONDS
 compose up -d --build >"$UP_LOG" 2>&1 || { tail -40 "$UP_LOG" >&2; fail "compose up (its last lines above)"; }

@@ -40,7 +40,7 @@ echo "old-release.sh: building pushgate at ${COMMIT:0:12} in $OUT (a release bui
 START=$(date +%s)
 (
   cd "$OUT/src"
-  CARGO_TARGET_DIR=$OUT/target cargo build --release --locked --quiet --bin pushgate
+  PUSHGATE_REVISION=${COMMIT:0:12} CARGO_TARGET_DIR=$OUT/target cargo build --release --locked --quiet --bin pushgate
 )
 cp "$OUT/target/release/pushgate" "$BIN.tmp"
 mv "$BIN.tmp" "$BIN"

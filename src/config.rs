@@ -14,7 +14,7 @@ use crate::transport::tls::{MutualTlsSettings, Plaintext};
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "pushgate",
-    version,
+    version = crate::build_info::BUILD_VERSION,
     about = "A highly available, Prometheus Pushgateway-compatible push gateway.",
     long_about = "pushgate accepts pushes like the Prometheus Pushgateway and keeps them in a Raft-replicated, \
 durable store. With no flags it runs one durable node with its data in ./data; with --cluster.peers it runs \

@@ -16,6 +16,7 @@ pub mod pb {
 pub mod admin;
 pub mod allocator;
 pub mod blocking;
+pub mod build_info;
 pub mod cluster;
 pub mod config;
 pub mod gateway;

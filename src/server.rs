@@ -184,7 +184,7 @@ pub async fn serve(
         };
         servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
     }
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "pushgate is running");
+    tracing::info!(version = crate::build_info::BUILD_VERSION, "pushgate is running");
     let _ = quit_rx.wait_for(|q| *q).await;
     tracing::info!("shutting down: finishing in-flight requests");
     let mut result = Ok(());

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::pushers::{Pushed, Pushers};
-use common::{temp_dir, this_release};
+use common::{build_version, temp_dir, this_release};
 
 /// The older release's binary, or `None` (and a line saying so) when the
 /// test must skip.
@@ -158,6 +158,16 @@ fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
         vec![Some(1); 3],
         "while node {first_leader} runs the older release the new leader writes format 1, which it applies"
     );
+    // `cluster status` tells the operator the upgrade is not finished:
+    // this build reports its commit (`0.1.0+<commit>`), the older one `0.1.0`.
+    let table = common::cli(&cluster.node(first_leader).url(""), &["cluster", "status"]);
+    let warning = table
+        .lines()
+        .find(|l| l.starts_with("the members run different releases"))
+        .unwrap_or_else(|| panic!("the status table says the upgrade is not finished:\n{table}"));
+    for release in [build_version(&old), build_version(&this_release())] {
+        assert!(warning.contains(&release), "{warning} names {release}");
+    }
     let old_node = cluster.status(first_leader).expect("the old-release node answers");
     assert_eq!(old_node["error"], serde_json::Value::Null, "{old_node:#}");
     assert!(cluster.node(first_leader).get("/-/ready").status().is_success());
@@ -171,6 +181,11 @@ fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
     std::thread::sleep(Duration::from_secs(1));
     let pushed = pushers.stop();
     assert_nothing_refused_or_lost(&mut cluster, &pushed, "uv", "upgrading the last node");
+    let table = common::cli(&cluster.node(first_leader).url(""), &["cluster", "status"]);
+    assert!(
+        !table.contains("different releases"),
+        "the upgrade is finished:\n{table}"
+    );
 }
 
 /// Rolling a node back to the older release once the log holds format-2

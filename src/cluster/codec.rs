@@ -68,7 +68,7 @@ pub const NEWER_FORMAT: &str = "incompatible release";
      {ENTRY_FORMAT_VERSION}). This node stopped before applying it, so that its groups do not differ from the \
      other members': run the leader's release on it (see pushgate cluster status) and restart it, and it \
      catches up",
-    release = env!("CARGO_PKG_VERSION")
+    release = crate::build_info::BUILD_VERSION
 )]
 pub struct NewerFormat {
     /// What could not be applied, e.g. "log entry 120".

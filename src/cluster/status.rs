@@ -260,7 +260,7 @@ pub fn to_pb(s: &NodeStatus) -> pb::StatusResponse {
     pb::StatusResponse {
         node_id: s.node_id,
         cluster_id: s.cluster_id.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: crate::build_info::BUILD_VERSION.into(),
         state: s.state.clone(),
         term: s.term,
         leader_id: s.leader_id.unwrap_or(0),

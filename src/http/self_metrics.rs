@@ -118,15 +118,15 @@ impl SelfMetrics {
             "pushgate_build_info",
             "Build information of pushgate.",
             vec![
-                ("version", env!("CARGO_PKG_VERSION")),
-                ("revision", option_env!("PUSHGATE_REVISION").unwrap_or("unknown")),
+                ("version", crate::build_info::VERSION),
+                ("revision", crate::build_info::REVISION),
             ],
             1.0,
         ));
         out.push(labeled_gauge(
             "pushgateway_build_info",
             "A metric with a constant '1' value labeled by version, revision, branch, and goversion from which pushgateway was built.",
-            vec![("version", env!("CARGO_PKG_VERSION")), ("revision", option_env!("PUSHGATE_REVISION").unwrap_or("unknown"))],
+            vec![("version", crate::build_info::VERSION), ("revision", crate::build_info::REVISION)],
             1.0,
         ));
         out.push(gauge("pushgate_groups", "Groups currently stored.", groups as f64));

@@ -92,6 +92,19 @@ pub fn this_release() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pushgate"))
 }
 
+/// What the pushgate binary `program` says it is (`--version`): the release
+/// and, for a build from a git checkout, the commit (`0.1.0+6beeb0486a07`).
+pub fn build_version(program: &Path) -> String {
+    let out = Command::new(program)
+        .arg("--version")
+        .output()
+        .expect("pushgate --version");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("pushgate ")
+        .to_string()
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
