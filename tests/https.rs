@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::pki::{https, https_client, start_https, Authority, SERVER_TLS};
+use common::pki::{https, https_client, start_https, Authority, Issued, SERVER_TLS};
 use common::{cli, refused_start_with_web_config, temp_dir};
 
 #[test]
@@ -141,6 +141,85 @@ fn client_certificates_are_required_and_verified_when_configured() {
     assert!(
         stderr.contains("no answer from localhost") && stderr.contains("CertificateRequired"),
         "{stderr}"
+    );
+}
+
+/// `client_allowed_sans` (newer exporter-toolkit): a verified client
+/// certificate must also name one of the listed subject alternative names
+/// (a DNS name or an IP address here); an edit of the list holds for the
+/// next connection.
+#[test]
+fn client_allowed_sans_admit_only_certificates_that_name_one_of_them() {
+    let tmp = temp_dir("https-sans");
+    let ca = Authority::new("test CA");
+    ca.server().write(tmp.path(), "server");
+    let clients = Authority::new("clients CA");
+    std::fs::write(tmp.path().join("clients.crt"), &clients.cert_pem).expect("write clients CA");
+    let web_yml = |sans: &str| {
+        format!(
+            "{SERVER_TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.crt\n  \
+             client_allowed_sans: [{sans}]\n"
+        )
+    };
+    let (backup, deploy, by_ip) = (
+        clients.client("backup-job"),
+        clients.client("deploy-job"),
+        clients.client("10.1.2.3"),
+    );
+    let s = start_https(
+        tmp.path(),
+        &web_yml("backup-job, 10.1.2.3"),
+        &https_client(&ca.cert_pem, Some(&backup)),
+    );
+    let push = |who: Option<&Issued>, value: u32| {
+        https_client(&ca.cert_pem, who)
+            .put(https(&s, "/metrics/job/sans"))
+            .body(format!("sans {value}\n"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .ok()
+    };
+    assert_eq!(
+        push(Some(&backup), 1),
+        Some(200),
+        "a certificate naming an allowed DNS name"
+    );
+    assert_eq!(
+        push(Some(&by_ip), 2),
+        Some(200),
+        "a certificate naming an allowed IP address"
+    );
+    assert_eq!(
+        push(Some(&deploy), 3),
+        None,
+        "a verified certificate naming none of them"
+    );
+    assert_eq!(push(None, 4), None, "no certificate");
+    let foreign = Authority::new("foreign CA").client("backup-job");
+    assert_eq!(
+        push(Some(&foreign), 5),
+        None,
+        "an allowed name from an unknown authority"
+    );
+
+    std::fs::write(tmp.path().join("web.yml"), web_yml("deploy-job")).expect("edit web.yml");
+    assert_eq!(
+        push(Some(&deploy), 6),
+        Some(200),
+        "the edited list, on the next connection"
+    );
+    assert_eq!(push(Some(&backup), 7), None, "a name no longer listed");
+    let stored = https_client(&ca.cert_pem, Some(&deploy))
+        .get(https(&s, "/metrics"))
+        .send()
+        .expect("GET")
+        .text()
+        .expect("body");
+    assert!(stored.contains("sans{instance=\"\",job=\"sans\"} 6\n"), "{stored}");
+    assert!(
+        s.log_text().contains("none of client_allowed_sans"),
+        "a refused handshake is logged with the reason:\n{}",
+        s.log_text()
     );
 }
 

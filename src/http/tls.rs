@@ -7,6 +7,8 @@
 //!   key_file: server.key
 //!   client_auth_type: RequireAndVerifyClientCert   # optional, with client_ca_file
 //!   client_ca_file: clients-ca.crt
+//!   client_allowed_sans: [backup-job.example.com]  # optional: the client
+//!                                # certificate must name one of these
 //!   min_version: TLS12           # TLS12 (default) or TLS13
 //! ```
 //!
@@ -56,6 +58,9 @@ pub struct TlsSettings {
     cert: Pem,
     key: Pem,
     client_auth: ClientAuth,
+    /// `client_allowed_sans`: a client certificate must carry one of these
+    /// subject alternative names (empty: no such check).
+    client_allowed_sans: Vec<String>,
     client_ca_file: Option<PathBuf>,
     /// Offer TLS 1.2 and TLS 1.3.
     tls12: bool,
@@ -208,8 +213,15 @@ impl TlsSettings {
                 s.client_auth_type
             ));
         }
-        if !s.client_allowed_sans.is_empty() {
-            return Err("tls_server_config: client_allowed_sans is not supported yet".into());
+        // exporter-toolkit checks the names in Go's VerifyPeerCertificate,
+        // which a server that asks for no certificate never calls: the list
+        // would silently allow everyone, so it is refused here.
+        if !s.client_allowed_sans.is_empty() && client_auth == ClientAuth::NoClientCert {
+            return Err(
+                "tls_server_config: client_allowed_sans needs a client_auth_type that asks for client certificates \
+                 (RequireAndVerifyClientCert, with client_ca_file)"
+                    .into(),
+            );
         }
         let min = if s.min_version.is_empty() {
             2
@@ -269,6 +281,7 @@ impl TlsSettings {
             cert,
             key,
             client_auth,
+            client_allowed_sans: s.client_allowed_sans.to_vec(),
             client_ca_file,
             tls12: min <= 2,
             tls13: max >= 3,
@@ -336,6 +349,13 @@ impl TlsSettings {
                         .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?,
                 )
             }
+        };
+        let verifier = match verifier {
+            Some(inner) if !self.client_allowed_sans.is_empty() => Some(Arc::new(AllowedSans {
+                inner,
+                allowed: self.client_allowed_sans.clone(),
+            }) as Arc<dyn ClientCertVerifier>),
+            other => other,
         };
         let builder = match verifier {
             Some(v) => builder.with_client_cert_verifier(v),
@@ -426,6 +446,104 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
+/// `client_allowed_sans`: after `inner` accepted the client certificate,
+/// it must carry one of the allowed subject alternative names, compared as
+/// exporter-toolkit does: exactly, with DNS names, e-mail addresses, IP
+/// addresses (Go's form: `10.0.0.1`, `2001:db8::1`) and URIs. A client
+/// without a certificate is refused, as there (Go calls the check with no
+/// certificate and it fails).
+#[derive(Debug)]
+struct AllowedSans {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl ClientCertVerifier for AllowedSans {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let names = subject_alt_names(end_entity)
+            .map_err(|e| rustls::Error::General(format!("cannot read the client certificate's names: {e}")))?;
+        if names.iter().any(|n| self.allowed.contains(n)) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::General(format!(
+                "the client certificate names {names:?}, none of client_allowed_sans {:?}",
+                self.allowed
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The subject alternative names of a certificate as Go prints them: DNS
+/// names, e-mail addresses, IP addresses and URIs (other kinds left out).
+fn subject_alt_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
+    let Some(san) = cert.subject_alternative_name().map_err(|e| e.to_string())? else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(n) | GeneralName::RFC822Name(n) | GeneralName::URI(n) => names.push(n.to_string()),
+            GeneralName::IPAddress(bytes) => {
+                let ip = match bytes.len() {
+                    4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).map_err(|e| e.to_string())?),
+                    16 => {
+                        let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).map_err(|e| e.to_string())?);
+                        // Go prints an IPv4-mapped address as the IPv4 one.
+                        v6.to_ipv4_mapped()
+                            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+                    }
+                    _ => continue,
+                };
+                names.push(ip.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +574,7 @@ mod tests {
         let suites = ["TLS_RSA_WITH_AES_128_CBC_SHA".to_string()];
         let unknown = ["TLS_MADE_UP".to_string()];
         let p521 = ["CurveP521".to_string()];
+        let sans = ["job.example.com".to_string()];
         for (s, says) in [
             (section("a.crt", ""), "missing key_file"),
             (section("", "a.key"), "missing cert_file"),
@@ -523,10 +642,43 @@ mod tests {
                 },
                 "CurveP521",
             ),
+            (
+                TlsSection {
+                    client_allowed_sans: &sans,
+                    ..section("a.crt", "a.key")
+                },
+                "client_allowed_sans needs a client_auth_type",
+            ),
         ] {
             let e = check(&s).unwrap_err();
             assert!(e.contains(says), "{s:?}: {e}");
         }
+    }
+
+    #[test]
+    fn subject_alt_names_read_as_go_prints_them() {
+        let mut params = rcgen::CertificateParams::new(vec!["job.example.com".to_string()]).unwrap();
+        params.subject_alt_names.extend([
+            rcgen::SanType::IpAddress("10.0.0.1".parse().unwrap()),
+            rcgen::SanType::IpAddress("2001:db8::1".parse().unwrap()),
+            rcgen::SanType::IpAddress("::ffff:192.0.2.7".parse().unwrap()),
+            rcgen::SanType::Rfc822Name("ops@example.com".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://example.com/job".try_into().unwrap()),
+        ]);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            subject_alt_names(cert.der()).unwrap(),
+            [
+                "job.example.com",
+                "10.0.0.1",
+                "2001:db8::1",
+                "192.0.2.7",
+                "ops@example.com",
+                "spiffe://example.com/job"
+            ]
+        );
+        assert!(subject_alt_names(&CertificateDer::from(vec![1, 2, 3])).is_err());
     }
 
     #[test]
