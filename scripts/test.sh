@@ -110,12 +110,17 @@ fi
 # survivors and the restarted node (deploy/compose-check.sh). A machine that
 # cannot pull images gets its base images from deploy/base-images.sh.
 if [[ ${PUSHGATE_SKIP_COMPOSE:-} == 1 ]]; then
-  log "Compose deployment: skipped (PUSHGATE_SKIP_COMPOSE=1)"
+  log "Compose deployment and StatefulSet pods: skipped (PUSHGATE_SKIP_COMPOSE=1)"
 elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   log "Compose deployment: three replicas in containers (deploy/compose-check.sh)"
   cd "$ROOT"
   deploy/base-images.sh
   deploy/compose-check.sh
+  # The Kubernetes StatefulSet's pods, run from the manifest's own command
+  # and args with their hostnames and DNS names: forming, scaling 3 -> 5 -> 3
+  # and a deleted pod (the image is the one just built, from the cache).
+  log "Kubernetes StatefulSet's pods in containers (deploy/kubernetes/statefulset-check.sh)"
+  deploy/kubernetes/statefulset-check.sh
 else
-  log "Compose deployment: skipped (no Docker daemon reachable)"
+  log "Compose deployment and StatefulSet pods: skipped (no Docker daemon reachable)"
 fi

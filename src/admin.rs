@@ -233,6 +233,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
         _ => node.request(method, &path, &body).await?,
     };
     let json = serde_json::from_str::<serde_json::Value>(&text).ok();
+    let hint = missing_route_hint(&cmd.action, status, json.is_some());
     let table = match (&cmd.action, &json) {
         (
             ClusterAction::Status {
@@ -248,11 +249,30 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
         Ok(())
     } else {
         Err(AdminError::Request(format!(
-            "{} answered {status}: {}",
+            "{} answered {status}: {}{}",
             without_password(&cmd.url),
-            pretty.trim()
+            pretty.trim(),
+            hint.unwrap_or_default()
         )))
     }
+}
+
+/// What to do when the node has no such route at all (a plain-text 404, not
+/// the API's JSON answer "not a member"): the membership routes exist only
+/// with `--web.enable-admin-api`, and every route under the node's prefix.
+fn missing_route_hint(action: &ClusterAction, status: u16, json: bool) -> Option<&'static str> {
+    if status != 404 || json {
+        return None;
+    }
+    Some(match action {
+        ClusterAction::Status { .. } => {
+            " (is --url a pushgate node, with its --web.route-prefix or --web.external-url path?)"
+        }
+        ClusterAction::Add { .. } | ClusterAction::Remove { .. } => {
+            " (membership changes need --web.enable-admin-api on the node at --url: restart it with the flag, \
+             or send the change to a node that has it)"
+        }
+    })
 }
 
 /// How often `cluster add` reports how far the new node has caught up.
@@ -439,6 +459,31 @@ mod tests {
         );
         let same = status_table(&answer("0.1.0")).expect("a table");
         assert!(!same.contains("different releases"), "{same}");
+    }
+
+    #[test]
+    fn a_missing_membership_route_points_to_the_admin_api_flag() {
+        let add = ClusterAction::Add {
+            node_id: 4,
+            address: "h:9092".into(),
+        };
+        let remove = ClusterAction::Remove { node_id: 4 };
+        for action in [&add, &remove] {
+            let hint = missing_route_hint(action, 404, false).unwrap();
+            assert!(hint.contains("--web.enable-admin-api"), "{hint}");
+        }
+        assert_eq!(
+            missing_route_hint(&remove, 404, true),
+            None,
+            "the API's own 404 (not a member) says why itself"
+        );
+        assert_eq!(missing_route_hint(&add, 503, false), None);
+        let status = ClusterAction::Status {
+            output: StatusOutput::Table,
+        };
+        assert!(missing_route_hint(&status, 404, false)
+            .unwrap()
+            .contains("--web.route-prefix"));
     }
 
     #[test]

@@ -214,11 +214,13 @@ pub struct ServerFlags {
     #[arg(long = "cluster.listen-address", default_value = ":9092")]
     pub cluster_listen_address: String,
 
-    /// Address other replicas reach this node's cluster port at (default: derived from --cluster.peers).
+    /// Address other replicas reach this node's cluster port at (default: this node's entry in
+    /// --cluster.peers; needed for a node the list does not name).
     #[arg(long = "cluster.advertise-address", default_value = "")]
     pub cluster_advertise_address: String,
 
     /// All voters including this node: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT. Empty: a single node.
+    /// A node it does not name waits to be added to the cluster of the nodes it names.
     #[arg(long = "cluster.peers", default_value = "")]
     pub cluster_peers: String,
 
@@ -398,9 +400,15 @@ impl ServerFlags {
             return Err("--cluster.node-id must be at least 1".into());
         }
         let peers = parse_peers(&self.cluster_peers)?;
-        if !peers.is_empty() && !peers.contains_key(&self.node_id) {
+        // A node its peer list does not name joins a cluster that exists
+        // (a StatefulSet scaled up keeps the pods' peer list): it never
+        // bootstraps and waits for `pushgate cluster add`, so the others
+        // must learn its address from it.
+        if !peers.is_empty() && !peers.contains_key(&self.node_id) && self.cluster_advertise_address.is_empty() {
             return Err(format!(
-                "--cluster.peers does not list this node (--cluster.node-id={}); list every voter including this one",
+                "--cluster.peers does not list this node (--cluster.node-id={}): list every voter including this \
+                 one, or, to start a node that waits to be added to a running cluster (`pushgate cluster add`), \
+                 give the address the others reach it at with --cluster.advertise-address",
                 self.node_id
             ));
         }
@@ -558,6 +566,20 @@ mod tests {
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("1=a:1,1=b:1").is_err());
         assert!(parse_peers("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_node_the_peer_list_does_not_name_needs_its_advertise_address() {
+        let f = |args: &[&str]| Cli::parse_from(std::iter::once("pushgate").chain(args.iter().copied())).server;
+        let peers = "--cluster.peers=1=a:9092,2=b:9092,3=c:9092";
+        assert!(f(&["--cluster.node-id=2", peers]).validate().is_ok());
+        let refused = f(&["--cluster.node-id=4", peers]).validate().unwrap_err();
+        assert!(
+            refused.contains("--cluster.advertise-address") && refused.contains("pushgate cluster add"),
+            "{refused}"
+        );
+        let joining = f(&["--cluster.node-id=4", peers, "--cluster.advertise-address=d:9092"]);
+        assert!(joining.validate().is_ok());
     }
 
     #[test]

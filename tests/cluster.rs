@@ -686,15 +686,20 @@ fn scaling_three_to_five_to_three() {
     let cli = |args: &[&str]| {
         common::cli(&via, args);
     };
-    // 3 -> 5: start nodes 4 and 5 with a peer list naming them, then add them.
-    let mut peers = cluster.peers.clone();
+    // 3 -> 5 as a StatefulSet scaled up does it: nodes 4 and 5 start with
+    // the peer list of the first three (and their own advertise address),
+    // wait to be added, and are added.
+    let peers = cluster.peers.clone();
     let mut added = Vec::new();
     for id in [4u64, 5] {
         let (grpc, proxy) = (common::free_port(), common::free_port());
         let addr = format!("{}:{proxy}", common::cluster::node_ip(id));
-        peers = format!("{peers},{id}={addr}");
         let node = cluster.launch(id, grpc, proxy, &peers);
-        std::thread::sleep(Duration::from_millis(300));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !node.server.log_text().contains("waiting to be added") {
+            assert!(Instant::now() < deadline, "node {id} does not say it waits to be added");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         cli(&[
             "cluster",
             "add",

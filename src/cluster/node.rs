@@ -1037,7 +1037,9 @@ async fn size_based_snapshots(raft: Raft, stats: Arc<ClusterStats>, mut stop: wa
 ///   member of an existing cluster has lost its disk: it refuses to take
 ///   part (it could lose acknowledged data or elect a second leader) and says
 ///   how to replace it.
-/// * A node not listed as a member waits to be added (`pushgate cluster add`).
+/// * A node not listed as a member (of the existing cluster, or of its own
+///   peer list: a StatefulSet scaled up) waits to be added (`pushgate cluster
+///   add`); it never bootstraps.
 async fn bootstrap(node: Arc<ClusterNode>) {
     let me = node.id;
     let others: Vec<(NodeId, String)> = node
