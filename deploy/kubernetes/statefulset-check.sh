@@ -84,13 +84,8 @@ pod() { echo "$P-$NAME-$1"; }
 port_of() { docker port "$(pod "$1")" "$HTTP_PORT/tcp" | head -1 | sed 's/.*://'; }
 url() { echo "http://127.0.0.1:$(port_of "$1")$2"; }
 ready() { curl -sf --max-time 3 -o /dev/null "$(url "$1" "$READY_PATH")"; }
-until_ok() {
-  local deadline=$((SECONDS + $2))
-  until eval "$1" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
+# until_ok, serves (a node there is a pod ordinal here)
+source deploy/check-helpers.sh
 # Starts pod $1 (an ordinal) as Kubernetes would: hostname, the headless
 # Service's DNS name, its own volume, the manifest's command and args.
 start_pod() {
@@ -100,21 +95,6 @@ start_pod() {
     --entrypoint "$ENTRYPOINT" "$IMAGE" "${ARGS[@]}" >/dev/null || fail "start pod $NAME-$1"
 }
 delete_pod() { docker rm -f "$(pod "$1")" >/dev/null; }
-# Node $1 (an ordinal) serves line $2 in a successful scrape (a refused
-# scrape is retried for up to 20 s; a successful one without the line fails).
-serves() {
-  local deadline=$((SECONDS + 20)) scrape code
-  while ((SECONDS < deadline)); do
-    scrape=$(curl -s --max-time 5 -w '\n%{http_code}' "$(url "$1" /metrics)") || { sleep 0.5; continue; }
-    code=${scrape##*$'\n'}
-    if [[ $code == 200 ]]; then
-      grep -qxF "$2" <<<"$scrape" && return 0
-      fail "pod $1 answered a scrape without an acknowledged push: $2"
-    fi
-    sleep 0.5
-  done
-  fail "pod $1 refused every scrape for 20 s (last status $code)"
-}
 push() { # ordinal, path, body
   until_ok "curl -sf --max-time 5 -X PUT --data-binary '$3' $(url "$1" "$2")" 15 || fail "push $2 through pod $1"
 }
