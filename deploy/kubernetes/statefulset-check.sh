@@ -9,8 +9,10 @@
 #   1. the three pods start at once (podManagementPolicy: Parallel) and become
 #      ready; a push through pod 0 is served by every pod;
 #   2. scale 3 -> 5: pods 3 and 4 start with the same args, wait to be added
-#      (not ready) and are added with `pushgate cluster add` run inside pod 0
-#      (kubectl exec); a push through pod 4 is served by pod 0;
+#      (not ready) and are added with `pushgate cluster add` (kubectl exec),
+#      node 4 run inside pod 0, node 5 inside its own pod 4 (which passes the
+#      change on to the cluster it waits for); a push through pod 4 is served
+#      by pod 0;
 #   3. a pod is deleted and re-created on its volume (kubectl delete pod): it
 #      is ready again and serves every push;
 #   4. scale 5 -> 3: nodes 5 and 4 are removed, their pods and volumes
@@ -102,7 +104,11 @@ voters() {
   curl -sf --max-time 5 "$(url 0 /api/v1/cluster/status)" |
     python3 -c 'import json,sys; print(",".join(map(str, json.load(sys.stdin)["data"]["voters"])))'
 }
-cluster() { docker exec "$(pod 0)" /usr/local/bin/pushgate cluster "$@"; }
+cluster() { # ordinal of the pod to exec in, then the subcommand's arguments
+  local in=$1
+  shift
+  docker exec "$(pod "$in")" /usr/local/bin/pushgate cluster "$@"
+}
 
 PUSHGATE_REVISION=${PUSHGATE_REVISION:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}
 echo "== building $IMAGE from deploy/Dockerfile"
@@ -121,14 +127,16 @@ done
 push 0 /metrics/job/sts-check $'sts_one 1\n'
 for ((i = 0; i < REPLICAS; i++)); do serves "$i" 'sts_one{instance="",job="sts-check"} 1'; done
 
-echo "== 2. scale to 5: pods 3 and 4 wait to be added, and are added through pod 0"
+echo "== 2. scale to 5: pods 3 and 4 wait to be added; pod 3 is added through pod 0, pod 4 through itself"
 for i in 3 4; do
   start_pod "$i"
   until_ok "docker logs $(pod "$i") 2>&1 | grep -q 'waiting to be added'" 30 ||
     fail "pod $i does not say it waits to be added"
   ! ready "$i" || fail "pod $i is ready before it was added"
-  cluster add --node-id $((i + 1)) --address "$NAME-$i.$SERVICE:$CLUSTER_PORT" >/dev/null ||
-    fail "cluster add --node-id $((i + 1))"
+  via=0
+  ((i == 4)) && via=4
+  cluster "$via" add --node-id $((i + 1)) --address "$NAME-$i.$SERVICE:$CLUSTER_PORT" >/dev/null ||
+    fail "cluster add --node-id $((i + 1)) in pod $via"
   until_ok "ready $i" 60 || fail "pod $i not ready within 60 s of being added"
 done
 [[ $(voters) == 1,2,3,4,5 ]] || fail "voters $(voters), not 1,2,3,4,5"
@@ -146,7 +154,7 @@ serves 1 'sts_two{instance="",job="sts-check",step="two"} 2'
 
 echo "== 4. scale to 3: remove nodes 5 and 4, delete their pods and volumes"
 for i in 4 3; do
-  cluster remove --node-id $((i + 1)) >/dev/null || fail "cluster remove --node-id $((i + 1))"
+  cluster 0 remove --node-id $((i + 1)) >/dev/null || fail "cluster remove --node-id $((i + 1))"
   delete_pod "$i"
   docker volume rm "$P-data-$NAME-$i" >/dev/null
 done

@@ -127,6 +127,11 @@ pub async fn apply_locally(
     let (voters, learners): (BTreeSet<NodeId>, BTreeSet<NodeId>) = {
         let m = raft.metrics();
         let m = m.borrow();
+        // Checked before anything is done: adding a node first hands it the
+        // cluster id, which only the leader may do.
+        if m.state != openraft::ServerState::Leader {
+            return Err(MembershipError::NotLeader);
+        }
         let membership = m.membership_config.membership();
         (membership.voter_ids().collect(), membership.learner_ids().collect())
     };

@@ -201,7 +201,18 @@ pub struct ClusterNode {
     status: StatusSource,
     /// Numbers the mutations this process forwards (see `sessions`).
     forwarding: ForwardingSession,
+    /// The cluster this node waits to be added to, as `bootstrap` found it;
+    /// a membership change asked of the node meanwhile goes there.
+    joining: parking_lot::Mutex<Option<JoinTarget>>,
     stop: watch::Sender<bool>,
+}
+
+/// An existing cluster that a node without membership waits to join: its
+/// id and the members that answered the node's `Hello`.
+#[derive(Clone, Debug)]
+struct JoinTarget {
+    cluster_id: String,
+    members: Vec<(NodeId, String)>,
 }
 
 fn system_clock() -> Clock {
@@ -408,6 +419,7 @@ impl ClusterNode {
             restart_floor,
             status,
             forwarding,
+            joining: parking_lot::Mutex::new(None),
             stop,
         });
         if !node.config.peers.is_empty() {
@@ -700,11 +712,14 @@ impl ClusterNode {
                     Ok(()) => membership::apply_locally(&self.raft, &self.peers, &self.identity, change.clone()).await,
                 },
                 Route::Remote(leader, addr) => self.forward_change(leader, &addr, change.clone()).await,
-                Route::NoLeader => Err(MembershipError::Unavailable(
-                    "no leader is reachable (an election is in progress or this node cannot reach a quorum); \
-                     the change was not made, retry later"
-                        .into(),
-                )),
+                Route::NoLeader => match self.join_target() {
+                    Some(target) => self.forward_change_to_cluster(&target, change.clone()).await,
+                    None => Err(MembershipError::Unavailable(
+                        "no leader is reachable (an election is in progress or this node cannot reach a quorum); \
+                         the change was not made, retry later"
+                            .into(),
+                    )),
+                },
             };
             match result {
                 Err(e) if e.retryable() && Instant::now() < deadline => {
@@ -713,6 +728,15 @@ impl ClusterNode {
                 }
                 Err(e) if e.retryable() => {
                     return Err(match (self.not_a_member(), e) {
+                        (Some(_), e) if self.join_target().is_some() => match e {
+                            MembershipError::NotLeader => MembershipError::Unavailable(
+                                "this node waits to be added to a cluster, and none of that cluster's members it \
+                                 reaches took the change in time (no leader: an election is in progress?); the \
+                                 change was not made, retry later"
+                                    .into(),
+                            ),
+                            e => e,
+                        },
                         (Some(why), _) => {
                             MembershipError::Unavailable(format!("{why}; the change was not made, ask a member"))
                         }
@@ -749,6 +773,67 @@ impl ClusterNode {
             .await
             .map(|r| r.into_inner().voters)
             .map_err(|s| MembershipError::from_status(leader, &s))
+    }
+
+    /// The cluster this node waits to join, while it has no membership of
+    /// its own.
+    fn join_target(&self) -> Option<JoinTarget> {
+        let target = self.joining.lock().clone()?;
+        let metrics = self.raft.metrics();
+        let no_membership = metrics.borrow().membership_config.membership().nodes().next().is_none();
+        no_membership.then_some(target)
+    }
+
+    /// Sends a membership change asked of a node that waits to be added
+    /// (a StatefulSet's new pod: `kubectl exec` into it and add it) to the
+    /// members of the cluster it waits for, until the leader among them
+    /// carries it out. A member that is not the leader refuses it before
+    /// doing anything; one that cannot be reached is skipped. Nothing is
+    /// sent again once a leader may have taken it.
+    async fn forward_change_to_cluster(
+        &self,
+        target: &JoinTarget,
+        change: pb::change_members_request::Change,
+    ) -> Result<Vec<NodeId>, MembershipError> {
+        let Ok(cluster_id) = target.cluster_id.parse::<tonic::metadata::AsciiMetadataValue>() else {
+            return Err(MembershipError::Unavailable(format!(
+                "the cluster id {:?} its members gave cannot be sent; the change was not made",
+                target.cluster_id
+            )));
+        };
+        let mut last = MembershipError::NotLeader;
+        for (member, addr) in &target.members {
+            let mut client = match self.peers.client(addr) {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            let mut req = self.peers.request(
+                pb::ChangeMembersRequest {
+                    change: Some(change.clone()),
+                },
+                Duration::from_secs(120),
+            );
+            req.metadata_mut()
+                .insert(super::network::CLUSTER_ID_HEADER, cluster_id.clone());
+            match client.change_members(req).await {
+                Ok(r) => {
+                    tracing::info!(
+                        via = member,
+                        "membership change made by the cluster this node waits to join"
+                    );
+                    return Ok(r.into_inner().voters);
+                }
+                Err(s) => match MembershipError::from_status(*member, &s) {
+                    MembershipError::NotLeader => {}
+                    e if e.retryable() => {
+                        tracing::debug!(member, error = %e, "membership change: not taken by this member");
+                        last = e;
+                    }
+                    e => return Err(e),
+                },
+            }
+        }
+        Err(last)
     }
 
     /// Why this node, which knows no leader, is not a member, if it is not:
@@ -1067,6 +1152,7 @@ async fn bootstrap(node: Arc<ClusterNode>) {
         }
         let initialized = node.raft.is_initialized().await.unwrap_or(false);
         if initialized && node.identity.has_cluster() {
+            *node.joining.lock() = None;
             return;
         }
         let mut answers = Vec::new();
@@ -1082,6 +1168,14 @@ async fn bootstrap(node: Arc<ClusterNode>) {
         }
         let existing = answers.iter().find(|(_, _, h)| h.initialized);
         let mine = node.identity.cluster_id();
+        *node.joining.lock() = existing.map(|(_, _, h)| JoinTarget {
+            cluster_id: h.cluster_id.clone(),
+            members: answers
+                .iter()
+                .filter(|(_, _, a)| a.initialized && a.cluster_id == h.cluster_id)
+                .map(|(id, addr, _)| (*id, addr.clone()))
+                .collect(),
+        });
         match existing {
             Some((_, _, h)) if !mine.is_empty() && h.cluster_id == mine => {
                 say(
