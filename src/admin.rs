@@ -216,21 +216,36 @@ fn dechunk(body: &str) -> String {
 }
 
 pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
-    let (method, path, body) = match &cmd.action {
-        ClusterAction::Status { .. } => ("GET", "/api/v1/cluster/status?members=true".to_string(), String::new()),
-        ClusterAction::Add { node_id, address } => (
+    let node = Node::new(&cmd)?;
+    let adding = match &cmd.action {
+        ClusterAction::Add {
+            node_id: Some(id),
+            address: Some(address),
+        } => Some((*id, address.clone())),
+        ClusterAction::Add { .. } => {
+            let (id, address) = node_at_url(&node).await?;
+            eprintln!(
+                "adding the node at {}: node {id}, cluster address {address}",
+                without_password(&cmd.url)
+            );
+            Some((id, address))
+        }
+        _ => None,
+    };
+    let (method, path, body) = match (&cmd.action, &adding) {
+        (_, Some((node_id, address))) => (
             "POST",
             "/api/v1/cluster/members".to_string(),
             serde_json::json!({"node_id": node_id, "address": address}).to_string(),
         ),
-        ClusterAction::Remove { node_id } => ("DELETE", format!("/api/v1/cluster/members/{node_id}"), String::new()),
-    };
-    let node = Node::new(&cmd)?;
-    let (status, text) = match &cmd.action {
-        ClusterAction::Add { node_id, .. } => {
-            with_progress(&node, *node_id, node.request(method, &path, &body)).await?
+        (ClusterAction::Remove { node_id }, _) => {
+            ("DELETE", format!("/api/v1/cluster/members/{node_id}"), String::new())
         }
-        _ => node.request(method, &path, &body).await?,
+        _ => ("GET", "/api/v1/cluster/status?members=true".to_string(), String::new()),
+    };
+    let (status, text) = match &adding {
+        Some((node_id, _)) => with_progress(&node, *node_id, node.request(method, &path, &body)).await?,
+        None => node.request(method, &path, &body).await?,
     };
     let json = serde_json::from_str::<serde_json::Value>(&text).ok();
     let hint = missing_route_hint(&cmd.action, status, json.is_some());
@@ -255,6 +270,38 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
             hint.unwrap_or_default()
         )))
     }
+}
+
+/// The id and cluster address of the node at `--url`, from its status.
+async fn node_at_url(node: &Node) -> Result<(u64, String), AdminError> {
+    let (status, text) = node.request("GET", "/api/v1/cluster/status", "").await?;
+    let url = without_password(&node.url);
+    if status != 200 {
+        return Err(AdminError::Request(format!(
+            "{url} answered {status} when asked for its own id and address: {}{}",
+            text.trim(),
+            if status == 404 {
+                " (is --url the node's address and route prefix?)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    this_node(&answer).ok_or_else(|| {
+        AdminError::Request(format!(
+            "{url} does not report its node id and cluster address (a release before they were reported?): \
+             give --node-id and --address"
+        ))
+    })
+}
+
+/// The node id and advertised cluster address in a status answer.
+fn this_node(answer: &serde_json::Value) -> Option<(u64, String)> {
+    let data = answer.get("data")?;
+    let id = data.get("node_id")?.as_u64()?;
+    let address = data.get("advertise_address")?.as_str()?;
+    (!address.is_empty()).then(|| (id, address.to_string()))
 }
 
 /// What to do when the node has no such route at all (a plain-text 404, not
@@ -462,10 +509,21 @@ mod tests {
     }
 
     #[test]
+    fn adding_the_node_at_the_url_takes_its_id_and_address_from_its_status() {
+        let answer = serde_json::json!({"status": "success", "data": {"node_id": 4, "advertise_address": "pushgate-3.pushgate-peers:9092"}});
+        assert_eq!(
+            this_node(&answer),
+            Some((4, "pushgate-3.pushgate-peers:9092".to_string()))
+        );
+        let older = serde_json::json!({"status": "success", "data": {"node_id": 4}});
+        assert_eq!(this_node(&older), None, "a release that does not report its address");
+    }
+
+    #[test]
     fn a_missing_membership_route_points_to_the_admin_api_flag() {
         let add = ClusterAction::Add {
-            node_id: 4,
-            address: "h:9092".into(),
+            node_id: Some(4),
+            address: Some("h:9092".into()),
         };
         let remove = ClusterAction::Remove { node_id: 4 };
         for action in [&add, &remove] {

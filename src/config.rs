@@ -64,14 +64,15 @@ pub enum ClusterAction {
     },
     /// Add a node: it joins as a learner, catches up, then becomes a voter
     /// (progress on stderr every 2 s while it catches up; gives up after 100 s,
-    /// leaving it a learner).
+    /// leaving it a learner). Without --node-id and --address: the node at
+    /// --url itself (a node waiting to be added, e.g. a new StatefulSet pod).
     Add {
         /// Id of the new node (never reuse an id of a node that lost its disk).
-        #[arg(long = "node-id")]
-        node_id: u64,
+        #[arg(long = "node-id", requires = "address")]
+        node_id: Option<u64>,
         /// Cluster (gRPC) address of the new node, HOST:PORT.
-        #[arg(long = "address")]
-        address: String,
+        #[arg(long = "address", requires = "node_id")]
+        address: Option<String>,
     },
     /// Remove a node from the voters and the cluster.
     Remove {
@@ -587,5 +588,27 @@ mod tests {
         let f = Cli::parse_from(["pushgate", "--persistence.file=/tmp/x"]).server;
         assert!(f.validate().unwrap_err().contains("--storage.path"));
         assert!(Cli::parse_from(["pushgate"]).server.validate().is_ok());
+    }
+    #[test]
+    fn cluster_add_takes_both_the_node_id_and_the_address_or_neither() {
+        use clap::Parser;
+        let add = |args: &[&str]| {
+            Cli::try_parse_from(["pushgate", "cluster", "add"].into_iter().chain(args.iter().copied())).map(|c| match c
+                .command
+            {
+                Some(Command::Cluster(ClusterCommand {
+                    action: ClusterAction::Add { node_id, address },
+                    ..
+                })) => (node_id, address),
+                other => panic!("not an add: {other:?}"),
+            })
+        };
+        assert_eq!(add(&[]).unwrap(), (None, None), "the node at --url");
+        assert_eq!(
+            add(&["--node-id=4", "--address=h4:9092"]).unwrap(),
+            (Some(4), Some("h4:9092".to_string()))
+        );
+        assert!(add(&["--node-id=4"]).is_err(), "an id without an address");
+        assert!(add(&["--address=h4:9092"]).is_err(), "an address without an id");
     }
 }

@@ -689,8 +689,9 @@ fn scaling_three_to_five_to_three() {
     // 3 -> 5 as a StatefulSet scaled up does it: nodes 4 and 5 start with
     // the peer list of the first three (and their own advertise address),
     // wait to be added, and are added: node 4 through the leader, node 5
-    // through itself (`kubectl exec` into the new pod), which passes the
-    // change on to the cluster it waits for.
+    // through itself (`kubectl exec` into the new pod: `pushgate cluster
+    // add` with no id and address adds the node at --url), which passes
+    // the change on to the cluster it waits for.
     let peers = cluster.peers.clone();
     let mut added = Vec::new();
     for id in [4u64, 5] {
@@ -702,16 +703,16 @@ fn scaling_three_to_five_to_three() {
             assert!(Instant::now() < deadline, "node {id} does not say it waits to be added");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let through = if id == 5 { node.server.url("") } else { via.clone() };
-        common::cli(
-            &through,
-            &[
+        if id == 5 {
+            common::cli(&node.server.url(""), &["cluster", "add"]);
+        } else {
+            cli(&[
                 "cluster",
                 "add",
                 &format!("--node-id={id}"),
                 &format!("--address={addr}"),
-            ],
-        );
+            ]);
+        }
         added.push(node);
     }
     for node in &mut added {

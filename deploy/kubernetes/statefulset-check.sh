@@ -10,7 +10,8 @@
 #      ready; a push through pod 0 is served by every pod;
 #   2. scale 3 -> 5: pods 3 and 4 start with the same args, wait to be added
 #      (not ready) and are added with `pushgate cluster add` (kubectl exec),
-#      node 4 run inside pod 0, node 5 inside its own pod 4 (which passes the
+#      node 4 run inside pod 0, node 5 as `pushgate cluster add` without
+#      arguments inside its own pod 4 (it adds itself; the pod passes the
 #      change on to the cluster it waits for); a push through pod 4 is served
 #      by pod 0;
 #   3. a pod is deleted and re-created on its volume (kubectl delete pod): it
@@ -133,10 +134,12 @@ for i in 3 4; do
   until_ok "docker logs $(pod "$i") 2>&1 | grep -q 'waiting to be added'" 30 ||
     fail "pod $i does not say it waits to be added"
   ! ready "$i" || fail "pod $i is ready before it was added"
-  via=0
-  ((i == 4)) && via=4
-  cluster "$via" add --node-id $((i + 1)) --address "$NAME-$i.$SERVICE:$CLUSTER_PORT" >/dev/null ||
-    fail "cluster add --node-id $((i + 1)) in pod $via"
+  if ((i == 4)); then # in the new pod: adds the pod it runs in
+    cluster 4 add >/dev/null || fail "cluster add (no arguments) in pod 4"
+  else
+    cluster 0 add --node-id $((i + 1)) --address "$NAME-$i.$SERVICE:$CLUSTER_PORT" >/dev/null ||
+      fail "cluster add --node-id $((i + 1)) in pod 0"
+  fi
   until_ok "ready $i" 60 || fail "pod $i not ready within 60 s of being added"
 done
 [[ $(voters) == 1,2,3,4,5 ]] || fail "voters $(voters), not 1,2,3,4,5"

@@ -337,6 +337,7 @@ impl ClusterNode {
             shared: shared.clone(),
             stats: stats.clone(),
             stalls,
+            advertise_address: config.advertise_addr.clone(),
             removal: Arc::new(parking_lot::Mutex::new(None)),
         };
         let batcher = Batcher::start(

@@ -31,6 +31,9 @@ const MEMBER_TIMEOUT: Duration = Duration::from_millis(1000);
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NodeStatus {
     pub node_id: NodeId,
+    /// The cluster (gRPC) address this node advertises to the others: what
+    /// `pushgate cluster add` run against a node waiting to be added uses.
+    pub advertise_address: String,
     pub cluster_id: String,
     pub state: String,
     pub term: u64,
@@ -127,6 +130,8 @@ pub struct StatusSource {
     pub shared: Arc<SharedState>,
     pub stats: Arc<ClusterStats>,
     pub stalls: Arc<StallWatch>,
+    /// `--cluster.advertise-address` (or this node's peer-list entry).
+    pub advertise_address: String,
     /// Set while a majority of the other members say this node is not a
     /// member any more (see `watch_for_removal`).
     pub removal: Arc<parking_lot::Mutex<Option<String>>>,
@@ -139,6 +144,7 @@ impl StatusSource {
         let last = m.last_log_index.unwrap_or(0);
         NodeStatus {
             node_id: self.identity.node_id,
+            advertise_address: self.advertise_address.clone(),
             cluster_id: self.identity.cluster_id(),
             state: format!("{:?}", m.state),
             term: m.current_term,
@@ -335,6 +341,7 @@ mod tests {
     fn node(id: NodeId, members: &[NodeId], learners: &[NodeId]) -> NodeStatus {
         NodeStatus {
             node_id: id,
+            advertise_address: format!("h{id}:9092"),
             cluster_id: "c1".into(),
             state: "Follower".into(),
             term: 3,
