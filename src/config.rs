@@ -589,6 +589,7 @@ mod tests {
         assert!(f.validate().unwrap_err().contains("--storage.path"));
         assert!(Cli::parse_from(["pushgate"]).server.validate().is_ok());
     }
+
     #[test]
     fn cluster_add_takes_both_the_node_id_and_the_address_or_neither() {
         use clap::Parser;

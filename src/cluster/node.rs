@@ -727,17 +727,18 @@ impl ClusterNode {
                     tracing::debug!(error = %e, "membership change: waiting for a leader");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                Err(MembershipError::NotLeader) if self.join_target().is_some() => {
+                    return Err(MembershipError::Unavailable(
+                        "this node waits to be added to a cluster, and none of that cluster's members it reaches \
+                         took the change in time (no leader: an election is in progress?); the change was not \
+                         made, retry later"
+                            .into(),
+                    ))
+                }
+                // The leader's own reason (e.g. the new node is unreachable).
+                Err(e) if e.retryable() && self.join_target().is_some() => return Err(e),
                 Err(e) if e.retryable() => {
                     return Err(match (self.not_a_member(), e) {
-                        (Some(_), e) if self.join_target().is_some() => match e {
-                            MembershipError::NotLeader => MembershipError::Unavailable(
-                                "this node waits to be added to a cluster, and none of that cluster's members it \
-                                 reaches took the change in time (no leader: an election is in progress?); the \
-                                 change was not made, retry later"
-                                    .into(),
-                            ),
-                            e => e,
-                        },
                         (Some(why), _) => {
                             MembershipError::Unavailable(format!("{why}; the change was not made, ask a member"))
                         }
@@ -780,9 +781,7 @@ impl ClusterNode {
     /// its own.
     fn join_target(&self) -> Option<JoinTarget> {
         let target = self.joining.lock().clone()?;
-        let metrics = self.raft.metrics();
-        let no_membership = metrics.borrow().membership_config.membership().nodes().next().is_none();
-        no_membership.then_some(target)
+        self.has_no_membership().then_some(target)
     }
 
     /// Sends a membership change asked of a node that waits to be added
@@ -842,16 +841,18 @@ impl ClusterNode {
     /// to be added, or lost its disk), or a majority of the other members say
     /// it was removed (`watch_for_removal`). Said when a request times out.
     fn not_a_member(&self) -> Option<String> {
-        let no_membership = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            let empty = m.membership_config.membership().nodes().next().is_none();
-            empty
-        };
-        if no_membership {
+        if self.has_no_membership() {
             return Some(NOT_A_MEMBER_YET.into());
         }
         self.status.removal.lock().clone()
+    }
+
+    /// Whether this node knows no membership at all: the cluster is still
+    /// forming, or the node waits to be added, or it lost its disk.
+    fn has_no_membership(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let empty = metrics.borrow().membership_config.membership().nodes().next().is_none();
+        empty
     }
 
     /// The applied state (store, applied log id, membership), for rendering.
