@@ -24,7 +24,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{percent_decode, percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -75,6 +75,12 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let method = req.method().clone();
     let span = tracing::debug_span!("http", method = %method, path = %req.uri().path());
     async move {
+        // Go's server refuses a request whose path does not unescape before
+        // any handler or authentication sees it; so does this one, rather
+        // than taking `%2` literally as part of a job name.
+        if !percent_escapes_are_valid(req.uri().path().as_bytes()) {
+            return bad_request_uri();
+        }
         // As in the reference, the web configuration guards every route and
         // its refusals are not counted per handler.
         let mut extra_headers = None;
@@ -121,18 +127,55 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     .await
 }
 
-/// Characters percent-encoded when a cleaned path is sent back in `Location`.
-const PATH_ENCODE: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'%');
+/// Whether every `%` in a request path starts a two-hex-digit escape, which
+/// Go's `url.ParseRequestURI` requires of the path (not of the query).
+fn percent_escapes_are_valid(path: &[u8]) -> bool {
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%' {
+            let hex = |at: usize| path.get(at).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+/// What Go's server writes for a request line it cannot parse, and then it
+/// closes the connection.
+fn bad_request_uri() -> Response {
+    let mut r = (StatusCode::BAD_REQUEST, "400 Bad Request").into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Bytes percent-encoded when a cleaned path is sent back in `Location`: Go's
+/// `URL.EscapedPath` keeps letters, digits, `-_.~` and `$&+,/:;=@`, and
+/// escapes every other byte, each byte of a multi-byte (or invalid) UTF-8
+/// sequence on its own.
+const PATH_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b'/')
+    .remove(b':')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b'@');
 
 /// Go's `path.Clean`, keeping a trailing slash like `http.ServeMux` does.
 fn clean_path(p: &[u8]) -> Vec<u8> {
@@ -160,7 +203,7 @@ fn clean_path(p: &[u8]) -> Vec<u8> {
 /// A redirect as Go's `http.Redirect` writes it: `Location`, and for GET and
 /// HEAD a short HTML body naming the target.
 fn redirect(method: &Method, status: StatusCode, path: &[u8], query: Option<&str>) -> Response {
-    let mut location: String = utf8_percent_encode(&String::from_utf8_lossy(path), PATH_ENCODE).to_string();
+    let mut location: String = percent_encode(path, PATH_ENCODE).to_string();
     if let Some(q) = query {
         location.push('?');
         location.push_str(q);
@@ -520,7 +563,7 @@ async fn ui_page(state: &AppState) -> Result<Response, HttpError> {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_path;
+    use super::{clean_path, percent_encode, percent_escapes_are_valid, PATH_ENCODE};
 
     #[test]
     fn path_cleaning_like_go() {
@@ -535,5 +578,25 @@ mod tests {
         assert_eq!(clean_path(b"/a/./b/../c/"), b"/a/c/");
         assert_eq!(clean_path(b"/metrics/job/trail/"), b"/metrics/job/trail/");
         assert_eq!(clean_path(b"/"), b"/");
+    }
+
+    #[test]
+    fn a_percent_without_two_hex_digits_is_a_malformed_path() {
+        for good in ["/metrics/job/a%20b", "/metrics/job/%C3%BC", "/a%2f", "/"] {
+            assert!(percent_escapes_are_valid(good.as_bytes()), "{good}");
+        }
+        for bad in ["/metrics/job/a%2", "/%", "/a%zz", "/a%%20", "/a%g0"] {
+            assert!(!percent_escapes_are_valid(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redirect_targets_are_escaped_like_go_escaped_path() {
+        let escaped = |p: &[u8]| percent_encode(p, PATH_ENCODE).to_string();
+        assert_eq!(
+            escaped(b"/a(b)*!'[x]^|\\/c\xc3\xbc\x7f\x01~$&+,:;=@"),
+            "/a%28b%29%2A%21%27%5Bx%5D%5E%7C%5C/c%C3%BC%7F%01~$&+,:;=@"
+        );
+        assert_eq!(escaped(b"/metrics/job/\xff/a b?#%"), "/metrics/job/%FF/a%20b%3F%23%25");
     }
 }

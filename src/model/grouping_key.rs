@@ -15,6 +15,8 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use thiserror::Error;
 
+use super::go_quote::go_quote;
+
 use super::names::is_valid_label_name;
 
 /// One `name="value"` pair.
@@ -34,22 +36,22 @@ pub struct GroupingKey(Arc<[Label]>);
 /// Why a push URL does not name a valid group. Texts match the reference.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum GroupingKeyError {
-    #[error("invalid base64 encoding in job name {0:?}: {1}")]
-    JobBase64(String, String),
+    #[error("invalid base64 encoding in job name {}: {}", go_quote(.0), .1)]
+    JobBase64(Vec<u8>, String),
     #[error("job name is required")]
     MissingJob,
-    #[error("odd number of components in label string {0:?}")]
-    OddComponents(String),
-    #[error("improper label name {0:?}")]
-    ImproperLabelName(String),
-    #[error("invalid base64 encoding for label {name}={value:?}: {reason}")]
+    #[error("odd number of components in label string {}", go_quote(.0))]
+    OddComponents(Vec<u8>),
+    #[error("improper label name {}", go_quote(.0))]
+    ImproperLabelName(Vec<u8>),
+    #[error("invalid base64 encoding for label {name}={}: {reason}", go_quote(.value))]
     LabelBase64 {
         name: String,
-        value: String,
+        value: Vec<u8>,
         reason: String,
     },
-    #[error("grouping key is not valid UTF-8 after percent-decoding: {0}")]
-    NotUtf8(String),
+    #[error("grouping key is not valid UTF-8 after percent-decoding: {}", go_quote(.0))]
+    NotUtf8(Vec<u8>),
 }
 
 impl GroupingKey {
@@ -74,7 +76,7 @@ impl GroupingKey {
     /// bytes; `labels` includes its leading `/` (possibly empty).
     pub fn from_path(job: &[u8], job_is_base64: bool, labels: &[u8]) -> Result<Self, GroupingKeyError> {
         let job = if job_is_base64 {
-            decode_base64(job).map_err(|reason| GroupingKeyError::JobBase64(String::new(), reason))?
+            decode_base64(job).map_err(|reason| GroupingKeyError::JobBase64(Vec::new(), reason))?
         } else {
             job.to_vec()
         };
@@ -83,7 +85,6 @@ impl GroupingKey {
             return Err(GroupingKeyError::MissingJob);
         }
         let job = utf8(job)?;
-        pairs.retain(|(name, _)| name != "job");
         pairs.push(("job".to_string(), job));
         Self::from_labels(pairs)
     }
@@ -157,7 +158,7 @@ impl fmt::Debug for GroupingKey {
 }
 
 fn utf8(bytes: Vec<u8>) -> Result<String, GroupingKeyError> {
-    String::from_utf8(bytes).map_err(|e| GroupingKeyError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    String::from_utf8(bytes).map_err(|e| GroupingKeyError::NotUtf8(e.into_bytes()))
 }
 
 /// The reference's base64 rule: strip every trailing `=`, then decode the
@@ -180,8 +181,10 @@ pub fn decode_base64(input: &[u8]) -> Result<Vec<u8>, String> {
         base64::DecodeError::InvalidLastSymbol(offset, _) => {
             format!("illegal base64 data at input byte {offset}")
         }
+        // One symbol left over after the last full quantum: Go reports
+        // the position of that symbol.
         base64::DecodeError::InvalidLength(len) => {
-            format!("illegal base64 data at input byte {len}")
+            format!("illegal base64 data at input byte {}", len.saturating_sub(1))
         }
         other => other.to_string(),
     })
@@ -194,9 +197,7 @@ fn split_labels(labels: &[u8]) -> Result<Vec<(String, String)>, GroupingKeyError
     }
     let components: Vec<&[u8]> = labels[1..].split(|&b| b == b'/').collect();
     if !components.len().is_multiple_of(2) {
-        return Err(GroupingKeyError::OddComponents(
-            String::from_utf8_lossy(labels).into_owned(),
-        ));
+        return Err(GroupingKeyError::OddComponents(labels.to_vec()));
     }
     let mut pairs = Vec::with_capacity(components.len() / 2);
     for pair in components.chunks(2) {
@@ -205,19 +206,24 @@ fn split_labels(labels: &[u8]) -> Result<Vec<(String, String)>, GroupingKeyError
             Some(stripped) => (stripped, true),
             None => (raw_name, false),
         };
-        let name = String::from_utf8_lossy(name).into_owned();
-        if !is_valid_label_name(&name) || name.starts_with("__") {
-            return Err(GroupingKeyError::ImproperLabelName(name));
-        }
+        let name = match std::str::from_utf8(name) {
+            Ok(n) if is_valid_label_name(n) && !n.starts_with("__") => n.to_string(),
+            _ => return Err(GroupingKeyError::ImproperLabelName(name.to_vec())),
+        };
         let value = if is_base64 {
             decode_base64(raw_value).map_err(|reason| GroupingKeyError::LabelBase64 {
                 name: name.clone(),
-                value: String::from_utf8_lossy(raw_value).into_owned(),
+                value: raw_value.to_vec(),
                 reason,
             })?
         } else {
             raw_value.to_vec()
         };
+        if name == "job" {
+            // The job from the URL path wins; this value is dropped unread
+            // (the reference takes one that is not UTF-8 without a word).
+            continue;
+        }
         pairs.push((name, utf8(value)?));
     }
     Ok(pairs)
@@ -284,6 +290,25 @@ mod tests {
         assert_eq!(
             key("j", false, "/lbl@base64/foo.bar").unwrap_err().to_string(),
             "invalid base64 encoding for label lbl=\"foo.bar\": illegal base64 data at input byte 3"
+        );
+        assert_eq!(
+            key("j", false, "/l@base64/abcde").unwrap_err().to_string(),
+            "invalid base64 encoding for label l=\"abcde\": illegal base64 data at input byte 4"
+        );
+        assert_eq!(
+            key("j", false, "/l@base64/j").unwrap_err().to_string(),
+            "invalid base64 encoding for label l=\"j\": illegal base64 data at input byte 0"
+        );
+        assert_eq!(
+            GroupingKey::from_path(b"j", false, b"/a\xff/b")
+                .unwrap_err()
+                .to_string(),
+            "improper label name \"a\\xff\""
+        );
+        assert_eq!(
+            pairs(&GroupingKey::from_path(b"j", false, b"/job@base64/iHst").unwrap()),
+            vec![("job", "j")],
+            "a job label is dropped before its value is read as UTF-8"
         );
         assert_eq!(
             key("j", false, "/instance").unwrap_err().to_string(),

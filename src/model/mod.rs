@@ -2,6 +2,7 @@
 //! text/protobuf codecs. Pure: no IO, no clocks, no Raft.
 
 pub mod api_json;
+pub mod go_quote;
 pub mod grouping_key;
 pub mod names;
 pub mod protobuf;

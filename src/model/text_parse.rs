@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use thiserror::Error;
 
+use super::go_quote::{go_quote, go_quote_byte};
 use super::names::{
     is_label_name_continuation, is_label_name_start, is_metric_name_continuation, is_metric_name_start,
 };
@@ -203,14 +204,13 @@ impl Parser<'_> {
                 ));
             }
             let word = self.read_until_newline(false)?;
-            let word = String::from_utf8_lossy(&word).into_owned();
-            let kind = match word.to_ascii_uppercase().as_str() {
-                "COUNTER" => pm::MetricType::Counter,
-                "GAUGE" => pm::MetricType::Gauge,
-                "SUMMARY" => pm::MetricType::Summary,
-                "UNTYPED" => pm::MetricType::Untyped,
-                "HISTOGRAM" => pm::MetricType::Histogram,
-                _ => return self.err(format!("unknown metric type {word:?}")),
+            let kind = match word.to_ascii_uppercase().as_slice() {
+                b"COUNTER" => pm::MetricType::Counter,
+                b"GAUGE" => pm::MetricType::Gauge,
+                b"SUMMARY" => pm::MetricType::Summary,
+                b"UNTYPED" => pm::MetricType::Untyped,
+                b"HISTOGRAM" => pm::MetricType::Histogram,
+                _ => return self.err(format!("unknown metric type {}", go_quote(&word))),
             };
             self.families[family].r#type = Some(kind as i32);
         }
@@ -298,20 +298,28 @@ impl Parser<'_> {
                 self.skip_blank();
                 let b = self.cur()?;
                 if b != b'=' {
-                    return self.err(format!("expected '=' after label name, found {:?}", b as char));
+                    return self.err(format!("expected '=' after label name, found {}", go_quote_byte(b)));
                 }
                 self.pos += 1;
                 self.skip_blank();
                 let b = self.cur()?;
                 if b != b'"' {
-                    return self.err(format!("expected '\"' at start of label value, found {:?}", b as char));
+                    return self.err(format!(
+                        "expected '\"' at start of label value, found {}",
+                        go_quote_byte(b)
+                    ));
                 }
                 self.pos += 1;
                 let value = self.label_value()?;
                 if is_special {
                     match parse_float(&value) {
                         Some(v) => special = Some(v),
-                        None => return self.err(format!("expected float as value for '{label}' label, got {value:?}")),
+                        None => {
+                            return self.err(format!(
+                                "expected float as value for '{label}' label, got {}",
+                                go_quote(value.as_bytes())
+                            ))
+                        }
                     }
                 } else {
                     if is_summary || is_histogram {
@@ -331,7 +339,7 @@ impl Parser<'_> {
                     }
                     _ => {
                         let last = labels.last().and_then(|l| l.value.clone()).unwrap_or_default();
-                        return self.err(format!("unexpected end of label value {last:?}"));
+                        return self.err(format!("unexpected end of label value {}", go_quote(last.as_bytes())));
                     }
                 }
             }
@@ -339,10 +347,11 @@ impl Parser<'_> {
         }
 
         let token = self.read_until_whitespace()?;
+        let quoted_token = go_quote(token);
         let token = String::from_utf8_lossy(token).into_owned();
         let value = match parse_float(&token) {
             Some(v) => v,
-            None => return self.err(format!("expected float as value, got {token:?}")),
+            None => return self.err(format!("expected float as value, got {quoted_token}")),
         };
 
         // The reference's parser uses NaN as "no quantile" / "no bucket": a
@@ -356,7 +365,11 @@ impl Parser<'_> {
         let count = if is_count {
             match count_of(value) {
                 Some(c) => Some(c),
-                None => return self.err(format!("expected a count (a number from 0) as value, got {token:?}")),
+                None => {
+                    return self.err(format!(
+                        "expected a count (a number from 0) as value, got {quoted_token}"
+                    ))
+                }
             }
         } else {
             None
@@ -421,18 +434,15 @@ impl Parser<'_> {
             return Ok(());
         }
         self.skip_blank();
-        let token = String::from_utf8_lossy(self.read_until_whitespace()?).into_owned();
-        let timestamp: i64 = match token.parse() {
-            Ok(t) => t,
-            Err(_) => return self.err(format!("expected integer as timestamp, got {token:?}")),
+        let token = self.read_until_whitespace()?.to_vec();
+        let timestamp: i64 = match std::str::from_utf8(&token).ok().and_then(|t| t.parse().ok()) {
+            Some(t) => t,
+            None => return self.err(format!("expected integer as timestamp, got {}", go_quote(&token))),
         };
         self.families[family].metric[metric_index].timestamp_ms = Some(timestamp);
         let rest = self.read_until_newline(false)?;
         if !rest.is_empty() {
-            return self.err(format!(
-                "spurious string after timestamp: {:?}",
-                String::from_utf8_lossy(&rest)
-            ));
+            return self.err(format!("spurious string after timestamp: {}", go_quote(&rest)));
         }
         Ok(())
     }
@@ -445,12 +455,7 @@ impl Parser<'_> {
             self.pos += 1;
             match b {
                 b'"' => break,
-                b'\n' => {
-                    return self.err(format!(
-                        "label value {:?} contains unescaped new-line",
-                        String::from_utf8_lossy(&out)
-                    ))
-                }
+                b'\n' => return self.err(format!("label value {} contains unescaped new-line", go_quote(&out))),
                 b'\\' => {
                     let e = self.cur()?;
                     self.pos += 1;
@@ -465,10 +470,7 @@ impl Parser<'_> {
         }
         match String::from_utf8(out) {
             Ok(s) => Ok(s),
-            Err(e) => self.err(format!(
-                "invalid label value {:?}",
-                String::from_utf8_lossy(e.as_bytes())
-            )),
+            Err(e) => self.err(format!("invalid label value {}", go_quote(e.as_bytes()))),
         }
     }
 }
@@ -589,6 +591,45 @@ mod tests {
 
     fn err(body: &str) -> String {
         parse_text(body.as_bytes()).unwrap_err().to_string()
+    }
+
+    /// Each text is the reference's answer to the same body: what a client
+    /// sent is quoted as Go's `%q` quotes it.
+    #[test]
+    fn errors_quote_the_input_as_go_does() {
+        for (body, text) in [
+            (&b"m{a=\"\xff\"} 1\n"[..], r#"line 1: invalid label value "\xff""#),
+            (b"m 1\x01\n", r#"line 1: expected float as value, got "1\x01""#),
+            (b"m 1 \xff\n", r#"line 1: expected integer as timestamp, got "\xff""#),
+            (b"m 1 2 \x01x\n", r#"line 1: spurious string after timestamp: " \x01x""#),
+            (
+                "# TYPE m cü\x01\n".as_bytes(),
+                r#"line 1: unknown metric type "cü\x01""#,
+            ),
+            (
+                b"m{a=\x01} 1\n",
+                r#"line 1: expected '"' at start of label value, found '\x01'"#,
+            ),
+            (
+                b"m{a\x01} 1\n",
+                r#"line 1: expected '=' after label name, found '\x01'"#,
+            ),
+            (
+                "m \u{200b}\n".as_bytes(),
+                r#"line 1: expected float as value, got "\u200b""#,
+            ),
+            (
+                b"# TYPE h histogram\nh_bucket{le=\"x\x7f\"} 1\n",
+                r#"line 2: expected float as value for 'le' label, got "x\x7f""#,
+            ),
+        ] {
+            assert_eq!(
+                parse_text(body).unwrap_err().to_string(),
+                format!("text format parsing error in {text}"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     fn one(body: &str) -> pm::MetricFamily {
