@@ -251,6 +251,12 @@ pub struct ServerFlags {
     #[arg(long = "cluster.tls.plaintext", default_value = "refuse", value_parser = Plaintext::NAMES)]
     pub cluster_tls_plaintext: String,
 
+    /// Comma-separated subject alternative names: a peer that connects to
+    /// this node must present a certificate carrying one of them (compared
+    /// exactly). For a CA that also signs other services' certificates.
+    #[arg(long = "cluster.tls.client-allowed-sans", default_value = "")]
+    pub cluster_tls_client_allowed_sans: String,
+
     /// Only log messages with the given severity or above: debug, info, warn, error.
     #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
     pub log_level: String,
@@ -426,10 +432,14 @@ impl ServerFlags {
                     .into(),
             );
         }
-        if given == 0 && (!self.cluster_tls_server_name.is_empty() || self.cluster_tls_plaintext != "refuse") {
+        if given == 0
+            && (!self.cluster_tls_server_name.is_empty()
+                || self.cluster_tls_plaintext != "refuse"
+                || !self.cluster_tls_client_allowed_sans.is_empty())
+        {
             return Err(
-                "--cluster.tls.server-name and --cluster.tls.plaintext need --cluster.tls.cert-file, \
-                 --cluster.tls.key-file and --cluster.tls.ca-file"
+                "--cluster.tls.server-name, --cluster.tls.plaintext and --cluster.tls.client-allowed-sans need \
+                 --cluster.tls.cert-file, --cluster.tls.key-file and --cluster.tls.ca-file"
                     .into(),
             );
         }
@@ -450,6 +460,13 @@ impl ServerFlags {
             ca_file: self.cluster_tls_ca_file.clone().into(),
             server_name: Some(self.cluster_tls_server_name.clone()).filter(|n| !n.is_empty()),
             plaintext: Plaintext::parse(&self.cluster_tls_plaintext).unwrap_or_default(),
+            client_allowed_sans: self
+                .cluster_tls_client_allowed_sans
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
         })
     }
 
@@ -498,6 +515,10 @@ impl ServerFlags {
         m.insert("cluster.tls.ca-file".into(), self.cluster_tls_ca_file.clone());
         m.insert("cluster.tls.server-name".into(), self.cluster_tls_server_name.clone());
         m.insert("cluster.tls.plaintext".into(), self.cluster_tls_plaintext.clone());
+        m.insert(
+            "cluster.tls.client-allowed-sans".into(),
+            self.cluster_tls_client_allowed_sans.clone(),
+        );
         m.insert("log.level".into(), self.log_level.clone());
         m.insert("log.format".into(), self.log_format.clone());
         m

@@ -96,6 +96,7 @@ fn client_files(dir: &Path, name: &str, who: &Issued, ca_file: &Path) -> MutualT
         ca_file: ca_file.to_path_buf(),
         server_name: None,
         plaintext: Plaintext::Refuse,
+        client_allowed_sans: Vec::new(),
     }
 }
 
@@ -274,7 +275,14 @@ fn unusable_cluster_tls_settings_stop_the_start() {
         (vec![peers.clone(), cert("node1.crt")], "needs all of"),
         (
             vec![peers.clone(), "--cluster.tls.plaintext=accept".to_string()],
-            "--cluster.tls.plaintext need",
+            "--cluster.tls.plaintext and --cluster.tls.client-allowed-sans need",
+        ),
+        (
+            vec![
+                peers.clone(),
+                "--cluster.tls.client-allowed-sans=pushgate-peer".to_string(),
+            ],
+            "--cluster.tls.client-allowed-sans need",
         ),
         (
             vec![cert("node1.crt"), key("node1.key"), ca_file("ca.crt")],
@@ -323,6 +331,49 @@ fn one_certificate_shared_by_every_replica_works_with_a_server_name() {
     cluster.node(2).put_ok("/metrics/job/shared", "m 1\n");
     let text = cluster.node(3).pushed_exposition();
     assert!(text.contains("job=\"shared\""), "{text}");
+}
+
+/// With `--cluster.tls.client-allowed-sans`, the cluster's CA may sign
+/// certificates of other services: the replicas (whose certificates carry
+/// the allowed name) replicate, and a certificate of the same CA without
+/// that name is refused by the cluster port.
+#[test]
+fn only_certificates_with_an_allowed_name_reach_the_cluster_port() {
+    let dir = temp_dir("tls-allowed-sans");
+    let ca = Authority::new("company-wide CA");
+    std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem).unwrap();
+    for id in 1..=3 {
+        ca.replica_also_named(&node_ip(id).to_string(), &["pushgate-peer"])
+            .write(dir.path(), &format!("node{id}"));
+    }
+    let mut flags = tls_flags(dir.path());
+    flags.push("--cluster.tls.client-allowed-sans=pushgate-peer".to_string());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cluster = TestCluster::start_in(dir, 3, &flags, Vec::new());
+    cluster.wait_leader(Duration::from_secs(30));
+    cluster.node(2).put_ok(
+        "/metrics/job/allowed",
+        "m 1
+",
+    );
+    for id in 1..=3 {
+        let text = cluster.node(id).pushed_exposition();
+        assert!(text.contains("job=\"allowed\""), "node {id}:\n{text}");
+    }
+
+    let address = cluster_address(&cluster, 1);
+    let clients = temp_dir("tls-allowed-sans-clients");
+    let ca_file = cluster.dir.path().join("ca.crt");
+    let other_service = client_files(clients.path(), "other", &ca.replica("127.0.0.1"), &ca_file);
+    status_call(&address, Some(other_service)).expect_err("a certificate without an allowed name must be refused");
+    wait_for_log(&cluster, 1, "none of --cluster.tls.client-allowed-sans");
+    let peer = client_files(
+        clients.path(),
+        "peer",
+        &ca.replica_also_named("127.0.0.1", &["pushgate-peer"]),
+        &ca_file,
+    );
+    assert_eq!(status_call(&address, Some(peer)).expect("an allowed name").node_id, 1);
 }
 
 /// A running plain-text cluster switches to mutual TLS in three rolling

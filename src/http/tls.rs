@@ -33,7 +33,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, NamedGroup, SignatureScheme};
 
 pub use crate::transport::tls::Pem;
-use crate::transport::tls::{read_certs, read_key, read_roots, Reloading};
+use crate::transport::tls::{read_certs, read_key, read_roots, AllowedSans, Reloading};
 
 /// The rustls configuration of the `tls_server_config` in force.
 pub type ServerConfigCache = Reloading<TlsSettings, Arc<rustls::ServerConfig>>;
@@ -354,6 +354,7 @@ impl TlsSettings {
             Some(inner) if !self.client_allowed_sans.is_empty() => Some(Arc::new(AllowedSans {
                 inner,
                 allowed: self.client_allowed_sans.clone(),
+                setting: "client_allowed_sans",
             }) as Arc<dyn ClientCertVerifier>),
             other => other,
         };
@@ -444,104 +445,6 @@ impl ClientCertVerifier for AnyClientCert {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
     }
-}
-
-/// `client_allowed_sans`: after `inner` accepted the client certificate,
-/// it must carry one of the allowed subject alternative names, compared as
-/// exporter-toolkit does: exactly, with DNS names, e-mail addresses, IP
-/// addresses (Go's form: `10.0.0.1`, `2001:db8::1`) and URIs. A client
-/// without a certificate is refused, as there (Go calls the check with no
-/// certificate and it fails).
-#[derive(Debug)]
-struct AllowedSans {
-    inner: Arc<dyn ClientCertVerifier>,
-    allowed: Vec<String>,
-}
-
-impl ClientCertVerifier for AllowedSans {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        let names = subject_alt_names(end_entity)
-            .map_err(|e| rustls::Error::General(format!("cannot read the client certificate's names: {e}")))?;
-        if names.iter().any(|n| self.allowed.contains(n)) {
-            Ok(verified)
-        } else {
-            Err(rustls::Error::General(format!(
-                "the client certificate names {names:?}, none of client_allowed_sans {:?}",
-                self.allowed
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// The subject alternative names of a certificate as Go prints them: DNS
-/// names, e-mail addresses, IP addresses and URIs (other kinds left out).
-fn subject_alt_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
-    let Some(san) = cert.subject_alternative_name().map_err(|e| e.to_string())? else {
-        return Ok(Vec::new());
-    };
-    let mut names = Vec::new();
-    for name in &san.value.general_names {
-        match name {
-            GeneralName::DNSName(n) | GeneralName::RFC822Name(n) | GeneralName::URI(n) => names.push(n.to_string()),
-            GeneralName::IPAddress(bytes) => {
-                let ip = match bytes.len() {
-                    4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).map_err(|e| e.to_string())?),
-                    16 => {
-                        let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).map_err(|e| e.to_string())?);
-                        // Go prints an IPv4-mapped address as the IPv4 one.
-                        v6.to_ipv4_mapped()
-                            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
-                    }
-                    _ => continue,
-                };
-                names.push(ip.to_string());
-            }
-            _ => {}
-        }
-    }
-    Ok(names)
 }
 
 #[cfg(test)]
@@ -653,32 +556,6 @@ mod tests {
             let e = check(&s).unwrap_err();
             assert!(e.contains(says), "{s:?}: {e}");
         }
-    }
-
-    #[test]
-    fn subject_alt_names_read_as_go_prints_them() {
-        let mut params = rcgen::CertificateParams::new(vec!["job.example.com".to_string()]).unwrap();
-        params.subject_alt_names.extend([
-            rcgen::SanType::IpAddress("10.0.0.1".parse().unwrap()),
-            rcgen::SanType::IpAddress("2001:db8::1".parse().unwrap()),
-            rcgen::SanType::IpAddress("::ffff:192.0.2.7".parse().unwrap()),
-            rcgen::SanType::Rfc822Name("ops@example.com".try_into().unwrap()),
-            rcgen::SanType::URI("spiffe://example.com/job".try_into().unwrap()),
-        ]);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        assert_eq!(
-            subject_alt_names(cert.der()).unwrap(),
-            [
-                "job.example.com",
-                "10.0.0.1",
-                "2001:db8::1",
-                "192.0.2.7",
-                "ops@example.com",
-                "spiffe://example.com/job"
-            ]
-        );
-        assert!(subject_alt_names(&CertificateDer::from(vec![1, 2, 3])).is_err());
     }
 
     #[test]

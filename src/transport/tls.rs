@@ -21,8 +21,11 @@ use std::time::{Duration, SystemTime};
 
 use http::Uri;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
@@ -312,6 +315,107 @@ impl AsyncWrite for Rewound {
     }
 }
 
+/// `client_allowed_sans` of `--web.config.file` and
+/// `--cluster.tls.client-allowed-sans`: after `inner` accepted the client
+/// certificate, it must carry one of the allowed subject alternative names,
+/// compared as exporter-toolkit does: exactly, with DNS names, e-mail
+/// addresses, IP addresses (Go's form: `10.0.0.1`, `2001:db8::1`) and URIs.
+/// A client without a certificate is refused, as there (Go calls the check
+/// with no certificate and it fails).
+#[derive(Debug)]
+pub struct AllowedSans {
+    pub inner: Arc<dyn ClientCertVerifier>,
+    pub allowed: Vec<String>,
+    /// The setting that lists them, for the refusal's message.
+    pub setting: &'static str,
+}
+
+impl ClientCertVerifier for AllowedSans {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let names = subject_alt_names(end_entity)
+            .map_err(|e| rustls::Error::General(format!("cannot read the client certificate's names: {e}")))?;
+        if names.iter().any(|n| self.allowed.contains(n)) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::General(format!(
+                "the client certificate names {names:?}, none of {} {:?}",
+                self.setting, self.allowed
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The subject alternative names of a certificate as Go prints them: DNS
+/// names, e-mail addresses, IP addresses and URIs (other kinds left out).
+fn subject_alt_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
+    let Some(san) = cert.subject_alternative_name().map_err(|e| e.to_string())? else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(n) | GeneralName::RFC822Name(n) | GeneralName::URI(n) => names.push(n.to_string()),
+            GeneralName::IPAddress(bytes) => {
+                let ip = match bytes.len() {
+                    4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).map_err(|e| e.to_string())?),
+                    16 => {
+                        let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).map_err(|e| e.to_string())?);
+                        // Go prints an IPv4-mapped address as the IPv4 one.
+                        v6.to_ipv4_mapped()
+                            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+                    }
+                    _ => continue,
+                };
+                names.push(ip.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
 /// Mutual TLS between replicas (`--cluster.tls.*`): every replica presents
 /// its certificate on both ends of a connection and accepts only peers whose
 /// certificate the cluster's CA signed. A client also checks that the
@@ -327,6 +431,10 @@ pub struct MutualTlsSettings {
     /// The name every peer's certificate must carry, instead of the host of
     /// the peer's address.
     pub server_name: Option<String>,
+    /// When not empty, a peer that connects must present a certificate
+    /// with one of these subject alternative names (for a CA that also
+    /// signs certificates of other services).
+    pub client_allowed_sans: Vec<String>,
     /// What this replica does about plain text.
     pub plaintext: Plaintext,
 }
@@ -375,9 +483,16 @@ impl MutualTlsSettings {
         let chain = read_certs(&Pem::File(self.cert_file.clone())).map_err(cert_error)?;
         let key = read_key(&Pem::File(self.key_file.clone())).map_err(|e| format!("--cluster.tls.key-file: {e}"))?;
         let roots = Arc::new(read_roots(&self.ca_file).map_err(|e| format!("--cluster.tls.ca-file: {e}"))?);
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| format!("--cluster.tls.ca-file: {e}"))?;
+        if !self.client_allowed_sans.is_empty() {
+            verifier = Arc::new(AllowedSans {
+                inner: verifier,
+                allowed: self.client_allowed_sans.clone(),
+                setting: "--cluster.tls.client-allowed-sans",
+            });
+        }
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -479,6 +594,32 @@ impl Transport for TlsTransport {
 mod tests {
     use super::*;
 
+    #[test]
+    fn subject_alt_names_read_as_go_prints_them() {
+        let mut params = rcgen::CertificateParams::new(vec!["job.example.com".to_string()]).unwrap();
+        params.subject_alt_names.extend([
+            rcgen::SanType::IpAddress("10.0.0.1".parse().unwrap()),
+            rcgen::SanType::IpAddress("2001:db8::1".parse().unwrap()),
+            rcgen::SanType::IpAddress("::ffff:192.0.2.7".parse().unwrap()),
+            rcgen::SanType::Rfc822Name("ops@example.com".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://example.com/job".try_into().unwrap()),
+        ]);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            subject_alt_names(cert.der()).unwrap(),
+            [
+                "job.example.com",
+                "10.0.0.1",
+                "2001:db8::1",
+                "192.0.2.7",
+                "ops@example.com",
+                "spiffe://example.com/job"
+            ]
+        );
+        assert!(subject_alt_names(&CertificateDer::from(vec![1, 2, 3])).is_err());
+    }
+
     /// A CA and a replica certificate for `names` (server and client use),
     /// written as `ca.crt`, `node.crt` and `node.key` into `dir`.
     fn write_pki(dir: &Path, names: &[&str]) -> MutualTlsSettings {
@@ -499,6 +640,7 @@ mod tests {
             ca_file: dir.join("ca.crt"),
             server_name: None,
             plaintext: Plaintext::Refuse,
+            client_allowed_sans: Vec::new(),
         }
     }
 
@@ -539,6 +681,30 @@ mod tests {
         let files = write_pki(dir.path(), &["*.pushgate-peers"]);
         let e = handshake_as(files, "pushgate-0.pushgate-peers").await.unwrap_err();
         assert!(e.to_string().contains("not valid for name"), "{e}");
+    }
+
+    /// With `--cluster.tls.client-allowed-sans`, a certificate of the
+    /// cluster's CA is not enough: it must also carry an allowed name.
+    #[tokio::test]
+    async fn a_peer_needs_an_allowed_name_when_names_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = vec!["pushgate-peer".to_string(), "other".to_string()];
+        let files = MutualTlsSettings {
+            client_allowed_sans: allowed.clone(),
+            ..write_pki(dir.path(), &["node-a", "pushgate-peer"])
+        };
+        handshake_as(files, "node-a").await.unwrap();
+        let files = MutualTlsSettings {
+            client_allowed_sans: allowed,
+            ..write_pki(dir.path(), &["node-a"])
+        };
+        let e = handshake_as(files, "node-a").await.unwrap_err();
+        assert!(
+            e.to_string().contains(
+                r#"the client certificate names ["node-a"], none of --cluster.tls.client-allowed-sans ["pushgate-peer", "other"]"#
+            ),
+            "{e}"
+        );
     }
 
     #[test]

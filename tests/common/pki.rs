@@ -71,8 +71,15 @@ impl Authority {
     /// A replica's certificate for the address `host`: it serves the cluster
     /// port and dials peers with it (`--cluster.tls.cert-file`).
     pub fn replica(&self, host: &str) -> Issued {
+        self.replica_also_named(host, &[])
+    }
+
+    /// A replica's certificate for `host` that carries `names` as well
+    /// (`--cluster.tls.client-allowed-sans`).
+    pub fn replica_also_named(&self, host: &str, names: &[&str]) -> Issued {
+        let all: Vec<&str> = std::iter::once(host).chain(names.iter().copied()).collect();
         self.issue(
-            &[host],
+            &all,
             &[ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
         )
     }
