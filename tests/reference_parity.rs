@@ -776,6 +776,38 @@ impl RandomRun {
             "{}\n--- reference /metrics\n{theirs}\n--- pushgate /metrics\n{mine}",
             what()
         );
+        // The API too, each family's series in one order (the reference
+        // lists them as pushed, pushgate as exposed: README).
+        let api = |url: String| {
+            let text = client()
+                .get(url)
+                .send()
+                .and_then(|r| r.text())
+                .expect("GET /api/v1/metrics");
+            let mut groups = api_part(serde_json::from_str(&text).expect("JSON"));
+            assert!(groups.is_array(), "{text}");
+            for family in groups
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_object_mut)
+                .flat_map(|g| g.values_mut())
+            {
+                if let Some(metrics) = family.get_mut("metrics").and_then(serde_json::Value::as_array_mut) {
+                    metrics.sort_by_key(|m| m.to_string());
+                }
+            }
+            groups
+        };
+        let (theirs, mine) = (
+            api(self.reference.url("/api/v1/metrics")),
+            api(self.ours.url("/api/v1/metrics")),
+        );
+        assert!(
+            theirs == mine,
+            "{}\n--- reference /api/v1/metrics\n{theirs:#}\n--- pushgate /api/v1/metrics\n{mine:#}",
+            what()
+        );
     }
 }
 
