@@ -485,6 +485,9 @@ fn count_of(value: f64) -> Option<u64> {
         .then_some(value as u64)
 }
 
+/// The NaN Go's `strconv.ParseFloat` returns (`math.NaN()`).
+const GO_NAN: f64 = f64::from_bits(0x7ff8_0000_0000_0001);
+
 /// Go's `strconv.ParseFloat` as the exposition format uses it: decimal and
 /// exponent forms, `Inf`/`Infinity` in any case with optional sign, `NaN` in
 /// any case without one (Go refuses `+nan` and `-NaN`; Rust would take them);
@@ -495,8 +498,13 @@ pub fn parse_float(s: &str) -> Option<f64> {
         return None;
     }
     let value = s.parse::<f64>().ok()?;
-    if value.is_nan() && s.starts_with(['+', '-']) {
-        return None;
+    if value.is_nan() {
+        if s.starts_with(['+', '-']) {
+            return None;
+        }
+        // Go's `math.NaN()`, bit for bit: the protobuf exposition carries
+        // the bits, and there the reference's NaN is this one.
+        return Some(GO_NAN);
     }
     if value.is_infinite() {
         let word = s.trim_start_matches(['+', '-']);
@@ -582,6 +590,11 @@ mod tests {
     fn nan_takes_no_sign_as_in_go_parse_float() {
         assert!(parse_float("nan").is_some_and(f64::is_nan));
         assert!(parse_float("NaN").is_some_and(f64::is_nan));
+        assert_eq!(
+            parse_float("NaN").map(f64::to_bits),
+            Some(0x7ff8_0000_0000_0001),
+            "Go's math.NaN()"
+        );
         assert_eq!(
             err("m +nan\n"),
             "text format parsing error in line 1: expected float as value, got \"+nan\""
