@@ -1152,6 +1152,39 @@ fn pushgate_answers_random_request_lines_like_the_reference() {
     }
 }
 
+/// Requests Go's HTTP server answers itself, before any handler: no `Host`
+/// in HTTP/1.1, the request target `*`, a path that does not unescape.
+#[test]
+fn requests_the_go_server_answers_itself_get_the_same_answers() {
+    let reference = Reference::start(&[]);
+    let tmp = temp_dir("parity-server-answers");
+    let ours = Server::start_in(&tmp.path().join("data"), &[]);
+    for (method, request) in [
+        ("GET", &b"GET /-/healthy HTTP/1.1\r\nConnection: close\r\n\r\n"[..]),
+        (
+            "PUT",
+            b"PUT /metrics/job/nohost HTTP/1.1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nm 1\n",
+        ),
+        ("GET", b"GET /-/healthy HTTP/1.0\r\n\r\n"),
+        ("OPTIONS", b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        ("GET", b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        (
+            "PUT",
+            b"PUT /metrics/job/a%2 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nm 1\n",
+        ),
+    ] {
+        let (theirs, mine) = (
+            raw_exchange(reference.port, method, request),
+            raw_exchange(ours.port, method, request),
+        );
+        assert_eq!(theirs, mine, "{}", String::from_utf8_lossy(request));
+    }
+    assert!(
+        !ours.pushed_exposition().contains("nohost"),
+        "a refused request changed nothing"
+    );
+}
+
 /// What a raw request got back.
 #[derive(Debug, PartialEq)]
 struct RawAnswer {
@@ -1164,9 +1197,6 @@ struct RawAnswer {
 /// `method target` written as it is (reqwest's URL parser would clean the
 /// path and escape its bytes), with `Connection: close`, read to the end.
 fn raw_request(port: u16, method: &str, target: &[u8], body: &[u8]) -> RawAnswer {
-    use std::io::Read;
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut request = format!("{method} ").into_bytes();
     request.extend_from_slice(target);
     request.extend_from_slice(
@@ -1177,7 +1207,16 @@ fn raw_request(port: u16, method: &str, target: &[u8], body: &[u8]) -> RawAnswer
         .as_bytes(),
     );
     request.extend_from_slice(body);
-    tcp.write_all(&request).expect("write request");
+    raw_exchange(port, method, &request)
+}
+
+/// `request` (whole, as bytes) on a new connection, the answer read until
+/// the server closes it.
+fn raw_exchange(port: u16, method: &str, request: &[u8]) -> RawAnswer {
+    use std::io::Read;
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    tcp.write_all(request).expect("write request");
     let mut answer = Vec::new();
     tcp.read_to_end(&mut answer).expect("read answer");
     let text = String::from_utf8_lossy(&answer);

@@ -75,11 +75,8 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let method = req.method().clone();
     let span = tracing::debug_span!("http", method = %method, path = %req.uri().path());
     async move {
-        // Go's server refuses a request whose path does not unescape before
-        // any handler or authentication sees it; so does this one, rather
-        // than taking `%2` literally as part of a job name.
-        if !percent_escapes_are_valid(req.uri().path().as_bytes()) {
-            return bad_request_uri();
+        if let Some(answer) = go_server_answer(&req) {
+            return answer;
         }
         // As in the reference, the web configuration guards every route and
         // its refusals are not counted per handler.
@@ -145,17 +142,46 @@ fn percent_escapes_are_valid(path: &[u8]) -> bool {
     true
 }
 
-/// What Go's server writes for a request line it cannot parse, and then it
-/// closes the connection.
-fn bad_request_uri() -> Response {
-    let mut r = (StatusCode::BAD_REQUEST, "400 Bad Request").into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
+/// What Go's HTTP server answers itself, before any handler or the
+/// authentication of `--web.config.file` sees the request:
+/// - a path that does not unescape (`%2`, `%zz`): `400 Bad Request`, rather
+///   than taking `%2` literally as part of a job name;
+/// - an HTTP/1.1 request without a `Host` header: `400`, as RFC 9112 asks;
+/// - the request target `*`: `200` to `OPTIONS` (the server's own options),
+///   `400` to anything else.
+fn go_server_answer(req: &Request) -> Option<Response> {
+    let close = |status: StatusCode, body: &'static str| {
+        let mut r = if body.is_empty() {
+            status.into_response()
+        } else {
+            let mut r = (status, body).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        };
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    if !percent_escapes_are_valid(req.uri().path().as_bytes()) {
+        return Some(close(StatusCode::BAD_REQUEST, "400 Bad Request"));
+    }
+    if req.version() == axum::http::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+        return Some(close(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: missing required Host header",
+        ));
+    }
+    if req.uri().path() == "*" {
+        return Some(if req.method() == Method::OPTIONS {
+            StatusCode::OK.into_response()
+        } else {
+            close(StatusCode::BAD_REQUEST, "")
+        });
+    }
+    None
 }
 
 /// Bytes percent-encoded when a cleaned path is sent back in `Location`: Go's
