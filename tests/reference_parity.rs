@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -755,19 +756,32 @@ impl RandomRun {
         }
     }
 
-    /// The pushed part of both scrapes agrees, HELP lines of pushed families
-    /// left out (the reference picks one group's at random) and lines sorted
-    /// (the cases above check the order; here groups' series may interleave,
-    /// where pushgate keeps each group's series together, README).
+    /// The pushed part of both scrapes agrees, lines sorted (the cases above
+    /// check the order; here groups' series may interleave, where pushgate
+    /// keeps each group's series together, README). Where the groups that
+    /// have a family carry different HELP texts, the reference picks one at
+    /// random per scrape: there pushgate's must be one of them.
     fn assert_same_metrics(&self, what: &dyn Fn() -> String) {
+        let reference_api: serde_json::Value = client()
+            .get(self.reference.url("/api/v1/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .expect("the reference's /api/v1/metrics");
+        let helps = help_lines(&reference_api);
+        let family_of = |help_line: &str| help_line.split(' ').nth(2).unwrap_or_default().to_string();
+        let random_help =
+            |l: &&str| l.starts_with("# HELP ") && helps.get(&family_of(l)).is_some_and(|lines| lines.len() > 1);
         let scrape = |url: String| {
             let text = client().get(url).send().and_then(|r| r.text()).unwrap_or_default();
-            let keep = |l: &&str| !l.starts_with("# HELP ") || l.starts_with("# HELP push_");
-            let mut lines: Vec<String> = pushed_part(&text).lines().filter(keep).map(str::to_string).collect();
+            let pushed = pushed_part(&text);
+            let mut lines: Vec<String> = pushed.lines().filter(|l| !random_help(l)).map(str::to_string).collect();
             lines.sort();
-            lines.join("\n")
+            let chosen: Vec<String> = pushed.lines().filter(random_help).map(str::to_string).collect();
+            (lines.join("\n"), chosen)
         };
-        let (theirs, mine) = (
+        let ((theirs, _), (mine, chosen)) = (
             scrape(self.reference.url("/metrics")),
             scrape(self.ours.url("/metrics")),
         );
@@ -776,6 +790,14 @@ impl RandomRun {
             "{}\n--- reference /metrics\n{theirs}\n--- pushgate /metrics\n{mine}",
             what()
         );
+        for line in chosen {
+            let candidates = &helps[&family_of(&line)];
+            assert!(
+                candidates.contains(&Some(line.clone())),
+                "{}\npushgate wrote {line:?}, none of the groups' HELP lines {candidates:?}",
+                what()
+            );
+        }
         // The API too, each family's series in one order (the reference
         // lists them as pushed, pushgate as exposed: README).
         let api = |url: String| {
@@ -809,6 +831,25 @@ impl RandomRun {
             what()
         );
     }
+}
+
+/// For each pushed family, the `# HELP` line each group's family would give
+/// (`None`: no line, as for an empty HELP), from `/api/v1/metrics`.
+fn help_lines(api: &serde_json::Value) -> BTreeMap<String, BTreeSet<Option<String>>> {
+    let mut lines: BTreeMap<String, BTreeSet<Option<String>>> = BTreeMap::new();
+    for group in api["data"].as_array().into_iter().flatten() {
+        for (name, family) in group.as_object().into_iter().flatten() {
+            if name == "labels" || !family.is_object() {
+                continue;
+            }
+            let line = family["help"]
+                .as_str()
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("# HELP {name} {}", h.replace('\\', "\\\\").replace('\n', "\\n")));
+            lines.entry(name.clone()).or_default().insert(line);
+        }
+    }
+    lines
 }
 
 /// A text-format body: 0 to 6 lines of samples, TYPE, HELP and comment lines
@@ -893,6 +934,11 @@ fn random_body(rng: &mut impl rand::Rng) -> String {
             "# TYPE {name} {}",
             pick(rng, &["histogram", "summary", "gauge", "counter", "untyped"])
         )];
+        if rng.gen_bool(0.5) {
+            // A HELP the family keeps (one before no sample is dropped).
+            let help = pick(rng, &["help", "other help", "with \\\\ back", "with \\n nl", "", "ü"]);
+            lines.insert(rng.gen_range(0..2), format!("# HELP {name} {help}"));
+        }
         let extra = pick(
             rng,
             &[
