@@ -762,14 +762,19 @@ impl RandomRun {
     /// have a family carry different HELP texts, the reference picks one at
     /// random per scrape: there pushgate's must be one of them.
     fn assert_same_metrics(&self, what: &dyn Fn() -> String) {
-        let reference_api: serde_json::Value = client()
-            .get(self.reference.url("/api/v1/metrics"))
-            .send()
-            .and_then(|r| r.text())
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .expect("the reference's /api/v1/metrics");
-        let helps = help_lines(&reference_api);
+        let api = |url: String| -> serde_json::Value {
+            let text = client()
+                .get(url)
+                .send()
+                .and_then(|r| r.text())
+                .expect("GET /api/v1/metrics");
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+        };
+        let (their_api, my_api) = (
+            api(self.reference.url("/api/v1/metrics")),
+            api(self.ours.url("/api/v1/metrics")),
+        );
+        let helps = help_lines(&their_api);
         let family_of = |help_line: &str| help_line.split(' ').nth(2).unwrap_or_default().to_string();
         let random_help =
             |l: &&str| l.starts_with("# HELP ") && helps.get(&family_of(l)).is_some_and(|lines| lines.len() > 1);
@@ -800,14 +805,9 @@ impl RandomRun {
         }
         // The API too, each family's series in one order (the reference
         // lists them as pushed, pushgate as exposed: README).
-        let api = |url: String| {
-            let text = client()
-                .get(url)
-                .send()
-                .and_then(|r| r.text())
-                .expect("GET /api/v1/metrics");
-            let mut groups = api_part(serde_json::from_str(&text).expect("JSON"));
-            assert!(groups.is_array(), "{text}");
+        let comparable = |api: serde_json::Value| {
+            let mut groups = api_part(api);
+            assert!(groups.is_array(), "{groups}");
             for family in groups
                 .as_array_mut()
                 .into_iter()
@@ -821,10 +821,7 @@ impl RandomRun {
             }
             groups
         };
-        let (theirs, mine) = (
-            api(self.reference.url("/api/v1/metrics")),
-            api(self.ours.url("/api/v1/metrics")),
-        );
+        let (theirs, mine) = (comparable(their_api), comparable(my_api));
         assert!(
             theirs == mine,
             "{}\n--- reference /api/v1/metrics\n{theirs:#}\n--- pushgate /api/v1/metrics\n{mine:#}",

@@ -62,7 +62,7 @@ struct Parser<'a> {
 
 type Step<T> = Result<T, TextParseError>;
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn err<T>(&self, message: impl Into<String>) -> Step<T> {
         Err(TextParseError {
             line: self.line,
@@ -120,12 +120,15 @@ impl Parser<'_> {
         std::str::from_utf8(&self.input[begin..self.pos]).unwrap_or_default()
     }
 
-    fn read_until_whitespace(&mut self) -> Step<&[u8]> {
+    /// The next token: a slice of the input, not of the parser, so the
+    /// parser can be used (for an error) while the token is held.
+    fn read_until_whitespace(&mut self) -> Step<&'a [u8]> {
+        let input = self.input;
         let begin = self.pos;
         loop {
             match self.peek() {
                 None => return self.eof(),
-                Some(b' ' | b'\t' | b'\n') => return Ok(&self.input[begin..self.pos]),
+                Some(b' ' | b'\t' | b'\n') => return Ok(&input[begin..self.pos]),
                 Some(_) => self.pos += 1,
             }
         }
@@ -159,7 +162,7 @@ impl Parser<'_> {
             self.pos += 1;
             return Ok(());
         }
-        let keyword = self.read_until_whitespace()?.to_vec();
+        let keyword = self.read_until_whitespace()?;
         if keyword != b"HELP" && keyword != b"TYPE" {
             return self.skip_line();
         }
@@ -347,11 +350,9 @@ impl Parser<'_> {
         }
 
         let token = self.read_until_whitespace()?;
-        let quoted_token = go_quote(token);
-        let token = String::from_utf8_lossy(token).into_owned();
-        let value = match parse_float(&token) {
+        let value = match std::str::from_utf8(token).ok().and_then(parse_float) {
             Some(v) => v,
-            None => return self.err(format!("expected float as value, got {quoted_token}")),
+            None => return self.err(format!("expected float as value, got {}", go_quote(token))),
         };
 
         // The reference's parser uses NaN as "no quantile" / "no bucket": a
@@ -367,7 +368,8 @@ impl Parser<'_> {
                 Some(c) => Some(c),
                 None => {
                     return self.err(format!(
-                        "expected a count (a number from 0) as value, got {quoted_token}"
+                        "expected a count (a number from 0) as value, got {}",
+                        go_quote(token)
                     ))
                 }
             }
@@ -434,10 +436,10 @@ impl Parser<'_> {
             return Ok(());
         }
         self.skip_blank();
-        let token = self.read_until_whitespace()?.to_vec();
-        let timestamp: i64 = match std::str::from_utf8(&token).ok().and_then(|t| t.parse().ok()) {
+        let token = self.read_until_whitespace()?;
+        let timestamp: i64 = match std::str::from_utf8(token).ok().and_then(|t| t.parse().ok()) {
             Some(t) => t,
-            None => return self.err(format!("expected integer as timestamp, got {}", go_quote(&token))),
+            None => return self.err(format!("expected integer as timestamp, got {}", go_quote(token))),
         };
         self.families[family].metric[metric_index].timestamp_ms = Some(timestamp);
         let rest = self.read_until_newline(false)?;
