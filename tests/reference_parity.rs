@@ -1396,3 +1396,375 @@ fn random_family(rng: &mut impl rand::Rng) -> pm::MetricFamily {
         ..Default::default()
     }
 }
+
+/// Random `Content-Type` headers on pushes and random `Accept` and
+/// `Accept-Encoding` headers on scrapes, sent to both servers: a push is
+/// read in the same format (same status, same parse error, same stored
+/// state), and a scrape answers in the same format (`Content-Type`,
+/// `Content-Encoding`) with the same pushed families in it.
+///
+/// Left out, as a deliberate difference (README): `Accept-Encoding` with
+/// `q=0` or in upper case.
+#[test]
+fn pushgate_negotiates_random_headers_like_the_reference() {
+    use rand::Rng;
+    let mut run = RandomRun::start("parity-fuzz-headers");
+    let seed = run.seed;
+    let groups = ["/metrics/job/h1", "/metrics/job/h2/instance/i"];
+    let bodies = header_test_bodies();
+    for step in 0..run.steps {
+        if run.rng.gen_bool(0.5) {
+            let method = ["PUT", "POST"][run.rng.gen_range(0..2)];
+            let path = groups[run.rng.gen_range(0..groups.len())];
+            let body = &bodies[run.rng.gen_range(0..bodies.len())];
+            let content_types: Vec<String> = (0..run.rng.gen_range(0..3))
+                .map(|_| random_content_type(&mut run.rng))
+                .collect();
+            let push = |url: String| {
+                let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+                let mut req = client().request(method, url).body(body.clone());
+                for ct in &content_types {
+                    req = req.header("content-type", ct.as_str());
+                }
+                let r = req.send().expect("push");
+                (r.status().as_u16(), r.text().unwrap_or_default())
+            };
+            let (theirs, mine) = (push(run.reference.url(path)), push(run.ours.url(path)));
+            let what = || {
+                format!(
+                    "seed {seed}, step {step}: {method} {path} Content-Type {content_types:?} {:?}\n  \
+                     reference: {theirs:?}\n  pushgate:  {mine:?}",
+                    String::from_utf8_lossy(body)
+                )
+            };
+            let text_error = theirs.1.starts_with("text format parsing error");
+            assert!(theirs.0 == mine.0 && (!text_error || theirs.1 == mine.1), "{}", what());
+            run.assert_same_metrics(&what);
+        } else {
+            let accepts: Vec<String> = (0..run.rng.gen_range(0..3))
+                .map(|_| random_accept(&mut run.rng))
+                .collect();
+            let encoding = ["", "gzip", "identity", "gzip, deflate", "deflate"][run.rng.gen_range(0..5)];
+            let scrape = |url: String| {
+                let mut req = client().get(url);
+                for a in &accepts {
+                    req = req.header("accept", a.as_str());
+                }
+                if !encoding.is_empty() {
+                    req = req.header("accept-encoding", encoding);
+                }
+                let r = req.send().expect("scrape");
+                let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let (content_type, content_encoding) = (header("content-type"), header("content-encoding"));
+                let status = r.status().as_u16();
+                let mut body = r.bytes().expect("body").to_vec();
+                if content_encoding.as_deref() == Some("gzip") {
+                    let mut plain = Vec::new();
+                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+                        .expect("gunzip");
+                    body = plain;
+                }
+                let pushed = pushed_families(content_type.as_deref().unwrap_or_default(), &body);
+                (status, content_type, content_encoding, pushed)
+            };
+            let (theirs, mine) = (scrape(run.reference.url("/metrics")), scrape(run.ours.url("/metrics")));
+            assert!(
+                theirs == mine,
+                "seed {seed}, step {step}: GET /metrics Accept {accepts:?} Accept-Encoding {encoding:?}\n  \
+                 reference: {theirs:?}\n  pushgate:  {mine:?}"
+            );
+        }
+    }
+}
+
+/// Push bodies in both formats (each is sent with random content types, so
+/// each is also read in the other format now and then).
+fn header_test_bodies() -> Vec<Vec<u8>> {
+    let label = |n: &str, v: &str| pm::LabelPair {
+        name: Some(n.into()),
+        value: Some(v.into()),
+    };
+    let gauge = pm::MetricFamily {
+        name: Some("pb_gauge".into()),
+        help: Some("a gauge, \"pushed\" as protobuf: ü".into()),
+        r#type: Some(pm::MetricType::Gauge as i32),
+        metric: vec![pm::Metric {
+            label: vec![label("a", "x\ty"), label("b", "ü")],
+            gauge: Some(pm::Gauge { value: Some(0.1) }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let counter = pm::MetricFamily {
+        name: Some("pb_counter".into()),
+        r#type: Some(pm::MetricType::Counter as i32),
+        metric: vec![pm::Metric {
+            counter: Some(pm::Counter {
+                value: Some(1e21),
+                exemplar: Some(pm::Exemplar {
+                    label: vec![label("trace_id", "abc")],
+                    value: Some(-0.5),
+                    timestamp: Some(prost_types::Timestamp { seconds: 5, nanos: 7 }),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let histogram = pm::MetricFamily {
+        name: Some("pb_histogram".into()),
+        r#type: Some(pm::MetricType::Histogram as i32),
+        metric: vec![pm::Metric {
+            histogram: Some(pm::Histogram {
+                sample_count: Some(3),
+                sample_sum: Some(f64::NAN),
+                bucket: vec![pm::Bucket {
+                    cumulative_count: Some(1),
+                    upper_bound: Some(1e-7),
+                    ..Default::default()
+                }],
+                schema: Some(-1),
+                zero_threshold: Some(1e-128),
+                zero_count: Some(1),
+                positive_span: vec![pm::BucketSpan {
+                    offset: Some(-2),
+                    length: Some(2),
+                }],
+                positive_delta: vec![1, -1],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let delimited = |families: &[&pm::MetricFamily]| {
+        let mut out = Vec::new();
+        for f in families {
+            f.encode_length_delimited(&mut out).expect("encode");
+        }
+        out
+    };
+    vec![
+        b"# TYPE m gauge\n# HELP m help \\\\ \xc3\xbc\nm{a=\"x\"} 1.5\nm{a=\"y\\n\"} -2\n".to_vec(),
+        b"# TYPE c counter\nc 4e6\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n".to_vec(),
+        b"# TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1e-7\nh_count 2\nu NaN\n".to_vec(),
+        delimited(&[&gauge]),
+        delimited(&[&counter, &histogram]),
+        delimited(&[]),
+    ]
+}
+
+/// A `Content-Type` that selects protobuf now and then: the protobuf media
+/// type (or another) in some case, parameters in random order, spacing and
+/// quoting, RFC 2231 forms, duplicates, a trailing `;`.
+fn random_content_type(rng: &mut impl rand::Rng) -> String {
+    use rand::seq::SliceRandom;
+    const TYPES: &[&str] = &[
+        "application/vnd.google.protobuf",
+        "application/vnd.google.protobuf",
+        "APPLICATION/Vnd.Google.Protobuf",
+        " application/vnd.google.protobuf ",
+        "application/vnd.google.protobuf/x",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "",
+    ];
+    const PROTO: &[&str] = &[
+        "proto=io.prometheus.client.MetricFamily",
+        "proto=io.prometheus.client.MetricFamily",
+        "PROTO=io.prometheus.client.MetricFamily",
+        "proto=\"io.prometheus.client.MetricFamily\"",
+        "proto*=utf-8''io.prometheus.client.Metric%46amily",
+        "proto=io.prometheus.client.Other",
+        "proto=io.prometheus.client.metricfamily",
+    ];
+    const ENCODING: &[&str] = &[
+        "encoding=delimited",
+        "encoding=delimited",
+        "Encoding=delimited",
+        "encoding = delimited",
+        "encoding=\"delimited\"",
+        "encoding=\"deli\\mited\"",
+        "encoding*0=deli; encoding*1=mited",
+        "encoding*=us-ascii'en'delimited",
+        "encoding=Delimited",
+        "encoding=text",
+        "encoding=delimited; encoding=delimited",
+    ];
+    const OTHER: &[&str] = &["version=0.0.4", "charset=utf-8", "x=@", "x=\"a;b\"", "x", ""];
+    fn pick(rng: &mut impl rand::Rng, from: &[&'static str]) -> &'static str {
+        from[rng.gen_range(0..from.len())]
+    }
+    let mut params = Vec::new();
+    if rng.gen_bool(0.9) {
+        params.push(pick(rng, PROTO));
+    }
+    if rng.gen_bool(0.9) {
+        params.push(pick(rng, ENCODING));
+    }
+    if rng.gen_bool(0.2) {
+        params.push(pick(rng, OTHER));
+    }
+    params.shuffle(rng);
+    let separator = ["; ", ";", " ; ", ", "][rng.gen_range(0..4)];
+    let mut ct = pick(rng, TYPES).to_string();
+    for p in params {
+        ct.push_str(separator);
+        ct.push_str(p);
+    }
+    if rng.gen_bool(0.1) {
+        ct.push_str([";", ";;", "; "][rng.gen_range(0..3)]);
+    }
+    ct
+}
+
+/// An `Accept` header of one to four media ranges with random `q`s.
+fn random_accept(rng: &mut impl rand::Rng) -> String {
+    const RANGES: &[&str] = &[
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+        "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text",
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=compact-text",
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=\"delimited\"",
+        "application/vnd.google.protobuf;encoding=delimited",
+        "Application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+        "text/plain",
+        "text/plain;version=0.0.4",
+        "text/plain; version=0.0.5",
+        "text/plain;Version=1",
+        "text/*",
+        "*/*",
+        "*",
+        "application/openmetrics-text; version=1.0.0",
+        "application/json",
+        "text/html",
+        "a/b/c",
+        "",
+    ];
+    const Q: &[&str] = &[
+        "",
+        "",
+        "",
+        ";q=0",
+        ";q=0.5",
+        ";q=1",
+        ";q= 0.9",
+        ";q=0x1p-1",
+        ";q=bogus",
+        ";q=1e40",
+        ";q=nan",
+        ";q=-1",
+        ";q=0.3",
+    ];
+    let parts: Vec<String> = (0..rng.gen_range(1..5))
+        .map(|_| {
+            format!(
+                "{}{}",
+                RANGES[rng.gen_range(0..RANGES.len())],
+                Q[rng.gen_range(0..Q.len())]
+            )
+        })
+        .collect();
+    parts.join([",", ", ", " , "][rng.gen_range(0..3)])
+}
+
+/// The pushed families of a scrape body in the format its `Content-Type`
+/// names, one string each (own families and push times left out).
+fn pushed_families(content_type: &str, body: &[u8]) -> Vec<String> {
+    let own = |name: &str| {
+        [
+            "go_",
+            "process_",
+            "pushgate_",
+            "pushgateway_",
+            "push_time_seconds",
+            "push_failure_time_seconds",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+    };
+    // `name: "x"` or `name:"x"` at the start of a protobuf text paragraph.
+    let text_name = |unit: &str| {
+        unit.trim_start_matches("name:")
+            .trim_start()
+            .trim_start_matches('"')
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let text = String::from_utf8_lossy(body);
+    if content_type.ends_with("encoding=delimited") {
+        decode_for_message(body)
+            .into_iter()
+            .filter(|f| !own(f.name()))
+            .map(|mut f| {
+                f.metric.sort_by_key(|m| format!("{m:?}"));
+                format!("{f:?}")
+            })
+            .collect()
+    } else if content_type.ends_with("encoding=text") {
+        text.split("\n\n")
+            .filter(|p| !p.is_empty() && !own(&text_name(p)))
+            .map(|p| metrics_sorted(p, false))
+            .collect()
+    } else if content_type.ends_with("encoding=compact-text") {
+        text.lines()
+            .filter(|l| !own(&text_name(l)))
+            .map(|l| metrics_sorted(l, true))
+            .collect()
+    } else {
+        let mut lines: Vec<String> = pushed_part(&text).lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+}
+
+/// A family in a protobuf text format with its `metric` fields sorted: the
+/// series of different groups interleave in the reference's order and stay
+/// together in pushgate's (README). The top-level fields are the lines at
+/// column 0 in the long form, and in the compact form the pieces between
+/// spaces outside quotes and brackets.
+fn metrics_sorted(family: &str, compact: bool) -> String {
+    let mut fields: Vec<String> = Vec::new();
+    if compact {
+        let (mut depth, mut quoted, mut escaped, mut field) = (0, false, false, String::new());
+        for c in family.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                '<' if !quoted => depth += 1,
+                '>' if !quoted => depth -= 1,
+                ' ' if !quoted && depth == 0 => {
+                    fields.push(std::mem::take(&mut field));
+                    continue;
+                }
+                _ => {}
+            }
+            field.push(c);
+        }
+        fields.push(field);
+    } else {
+        for line in family.lines() {
+            match fields.last_mut() {
+                Some(open) if line.starts_with(' ') || line == ">" => {
+                    open.push('\n');
+                    open.push_str(line);
+                }
+                _ => fields.push(line.to_string()),
+            }
+        }
+    }
+    let first_metric = fields
+        .iter()
+        .position(|f| f.starts_with("metric:"))
+        .unwrap_or(fields.len());
+    let metrics_end = fields
+        .iter()
+        .rposition(|f| f.starts_with("metric:"))
+        .map_or(first_metric, |i| i + 1);
+    fields[first_metric..metrics_end].sort();
+    fields.join(if compact { " " } else { "\n" })
+}

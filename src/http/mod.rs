@@ -10,6 +10,7 @@
 //! to every route.
 
 pub mod error;
+pub mod negotiation;
 pub mod push;
 pub mod read;
 pub mod self_metrics;

@@ -9,8 +9,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{plain, HttpError};
+use super::negotiation::push_is_protobuf;
 use super::{AppState, LOG_INDEX_HEADER};
-use crate::model::protobuf::{decode_delimited, is_protobuf_content_type};
+use crate::model::protobuf::decode_delimited;
 use crate::model::text_parse::parse_text;
 use crate::model::{GroupingKey, Outcome};
 use crate::pb::io::prometheus::client::MetricFamily;
@@ -53,11 +54,7 @@ fn decode_body(headers: &HeaderMap, raw: bytes::Bytes, limit: usize) -> Result<V
 
 /// Body bytes -> families, by Content-Type (protobuf only when fully selected).
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<MetricFamily>, HttpError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if is_protobuf_content_type(content_type) {
+    if push_is_protobuf(headers) {
         decode_delimited(body).map_err(|e| HttpError::BadRequest(e.to_string()))
     } else {
         parse_text(body).map_err(|e| HttpError::BadRequest(e.to_string()))

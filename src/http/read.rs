@@ -7,16 +7,22 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::error::HttpError;
+use super::negotiation::{accepts_gzip, scrape_format, ScrapeFormat};
 use super::{AppState, LOG_INDEX_HEADER};
 use crate::gateway::{GatewayError, ReadConsistency, ReadView};
 use crate::model::api_json::group_object;
 use crate::model::protobuf::{encode_delimited, PROTOBUF_CONTENT_TYPE};
+use crate::model::protobuf_text::write_families;
 use crate::model::render::{write_header, write_metric};
 use crate::model::reserved::SELF_FAMILIES;
 use crate::model::store::Piece;
 use crate::pb::io::prometheus::client as pm;
 
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PROTOBUF_TEXT_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=text";
+const PROTOBUF_COMPACT_TEXT_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=compact-text";
 
 /// `?consistency=stale` asks for this replica's local state without a read index.
 pub fn consistency(state: &AppState, query: Option<&str>) -> ReadConsistency {
@@ -31,37 +37,15 @@ pub fn consistency(state: &AppState, query: Option<&str>) -> ReadConsistency {
     }
 }
 
-fn wants_protobuf(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|part| crate::model::protobuf::is_protobuf_content_type(part.trim()))
-}
-
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|part| {
-            let mut it = part.split(';');
-            let coding = it.next().unwrap_or("").trim();
-            let q_zero = it.any(|p| p.trim().replace(' ', "") == "q=0");
-            coding.eq_ignore_ascii_case("gzip") && !q_zero
-        })
-}
-
 fn index_header(r: &mut Response, index: u64) {
     if let Ok(v) = HeaderValue::from_str(&index.to_string()) {
         r.headers_mut().insert(LOG_INDEX_HEADER, v);
     }
 }
 
-/// The protobuf scrape body: own families merged with every pushed family.
-fn render_protobuf(state: &AppState, view: &ReadView) -> Vec<u8> {
+/// Own families merged with every pushed family, sorted by name: what the
+/// protobuf formats of a scrape hold.
+fn all_families(state: &AppState, view: &ReadView) -> Vec<pm::MetricFamily> {
     let store = view.store();
     let own = state
         .metrics
@@ -76,8 +60,18 @@ fn render_protobuf(state: &AppState, view: &ReadView) -> Vec<u8> {
     }
     all.extend(pushed);
     all.sort_by(|a, b| a.name().cmp(b.name()));
+    all
+}
+
+/// A scrape body in one of the protobuf formats.
+fn render_protobuf(state: &AppState, view: &ReadView, format: ScrapeFormat) -> Vec<u8> {
+    let all = all_families(state, view);
     let mut out = Vec::new();
-    encode_delimited(&all, &mut out);
+    match format {
+        ScrapeFormat::ProtobufText => write_families(&mut out, &all, false),
+        ScrapeFormat::ProtobufCompactText => write_families(&mut out, &all, true),
+        _ => encode_delimited(&all, &mut out),
+    }
     out
 }
 
@@ -122,15 +116,14 @@ fn render_text_unlocked(state: &AppState, view: ReadView) -> Vec<u8> {
 /// `GET <telemetry path>`.
 pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Response, HttpError> {
     let view = state.gateway.read(consistency(state, query)).await?;
-    let protobuf = wants_protobuf(headers);
+    let format = scrape_format(headers);
     let gzip = accepts_gzip(headers);
     let index = view.index();
     let app = state.clone();
     let body = crate::blocking::run(move || -> std::io::Result<Vec<u8>> {
-        let text = if protobuf {
-            render_protobuf(&app, &view)
-        } else {
-            render_text_unlocked(&app, view)
+        let text = match format {
+            ScrapeFormat::Text => render_text_unlocked(&app, view),
+            protobuf => render_protobuf(&app, &view, protobuf),
         };
         if gzip {
             let mut enc =
@@ -144,10 +137,11 @@ pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) 
     .await
     .map_err(|e| GatewayError::Internal(format!("rendering failed: {e}")))?
     .map_err(|e| GatewayError::Internal(format!("compressing failed: {e}")))?;
-    let content_type = if protobuf {
-        PROTOBUF_CONTENT_TYPE
-    } else {
-        TEXT_CONTENT_TYPE
+    let content_type = match format {
+        ScrapeFormat::Text => TEXT_CONTENT_TYPE,
+        ScrapeFormat::ProtobufDelimited => PROTOBUF_CONTENT_TYPE,
+        ScrapeFormat::ProtobufText => PROTOBUF_TEXT_CONTENT_TYPE,
+        ScrapeFormat::ProtobufCompactText => PROTOBUF_COMPACT_TEXT_CONTENT_TYPE,
     };
     let mut r = (StatusCode::OK, body).into_response();
     r.headers_mut()

@@ -6,6 +6,7 @@ pub mod go_quote;
 pub mod grouping_key;
 pub mod names;
 pub mod protobuf;
+pub mod protobuf_text;
 pub mod render;
 pub mod reserved;
 pub mod series_order;

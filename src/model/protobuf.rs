@@ -72,29 +72,6 @@ pub fn encode_delimited(families: &[pm::MetricFamily], out: &mut Vec<u8>) {
     }
 }
 
-/// Whether a `Content-Type` header selects delimited protobuf: media type
-/// `application/vnd.google.protobuf` with `proto=io.prometheus.client.MetricFamily`
-/// and `encoding=delimited`, parameters in any order.
-pub fn is_protobuf_content_type(header: &str) -> bool {
-    let mut parts = header.split(';');
-    let media = parts.next().unwrap_or_default().trim();
-    if !media.eq_ignore_ascii_case("application/vnd.google.protobuf") {
-        return false;
-    }
-    let (mut proto, mut encoding) = (false, false);
-    for param in parts {
-        if let Some((k, v)) = param.split_once('=') {
-            let v = v.trim().trim_matches('"');
-            match k.trim().to_ascii_lowercase().as_str() {
-                "proto" => proto = v == "io.prometheus.client.MetricFamily",
-                "encoding" => encoding = v == "delimited",
-                _ => {}
-            }
-        }
-    }
-    proto && encoding
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,20 +116,5 @@ mod tests {
         encode_delimited(&[family("a", 1.0)], &mut body);
         body.pop();
         assert!(matches!(decode_delimited(&body), Err(ProtobufError::Truncated { .. })));
-    }
-
-    #[test]
-    fn content_type_selection() {
-        assert!(is_protobuf_content_type(PROTOBUF_CONTENT_TYPE));
-        assert!(is_protobuf_content_type(
-            "application/vnd.google.protobuf; encoding=delimited; proto=io.prometheus.client.MetricFamily"
-        ));
-        assert!(!is_protobuf_content_type(
-            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily"
-        ));
-        assert!(!is_protobuf_content_type("text/plain"));
-        assert!(!is_protobuf_content_type(
-            "application/vnd.google.protobuf; proto=io.prometheus.client.Other; encoding=delimited"
-        ));
     }
 }
