@@ -540,8 +540,17 @@ fn basic_auth_answers_like_the_reference() {
     use Compare::*;
     let tmp = temp_dir("parity-auth");
     let config = tmp.path().join("web.yml");
-    let hash = bcrypt::hash("secret", 4).expect("bcrypt");
-    std::fs::write(&config, format!("basic_auth_users:\n  admin: {hash}\n")).expect("write web.yml");
+    let hash = |password: &[u8]| bcrypt::hash(password, 4).expect("bcrypt");
+    std::fs::write(
+        &config,
+        format!(
+            "basic_auth_users:\n  admin: {}\n  pad: {}\n  bin: {}\n",
+            hash(b"secret"),
+            hash(b"abcd"),
+            hash(b"se\xffcret")
+        ),
+    )
+    .expect("write web.yml");
     let flag = format!("--web.config.file={}", config.display());
     let reference = Reference::start(&[&flag]);
     let mut ours = Server::unstarted("127.0.0.1", free_port(), &tmp.path().join("data"), &[&flag]);
@@ -551,6 +560,14 @@ fn basic_auth_answers_like_the_reference() {
     const WRONG: &[(&str, &str)] = &[("authorization", "Basic YWRtaW46d3Jvbmc=")];
     const UNKNOWN: &[(&str, &str)] = &[("authorization", "Basic bm9ib2R5OnNlY3JldA==")];
     const BEARER: &[(&str, &str)] = &[("authorization", "Bearer YWRtaW46c2VjcmV0")];
+    // pad:abcd with the scheme in another case; with stray bits in the last
+    // symbol (Go ignores them); without its padding (Go refuses it); with
+    // two spaces; bin's password is not UTF-8.
+    const ANY_CASE: &[(&str, &str)] = &[("authorization", "bAsIc cGFkOmFiY2Q=")];
+    const STRAY_BITS: &[(&str, &str)] = &[("authorization", "Basic cGFkOmFiY2R=")];
+    const NO_PADDING: &[(&str, &str)] = &[("authorization", "Basic cGFkOmFiY2Q")];
+    const TWO_SPACES: &[(&str, &str)] = &[("authorization", "Basic  cGFkOmFiY2Q=")];
+    const BYTES: &[(&str, &str)] = &[("authorization", "Basic YmluOnNl/2NyZXQ=")];
     let with = |mut c: Case, headers: &'static [(&'static str, &'static str)]| {
         c.headers = headers;
         c
@@ -561,6 +578,11 @@ fn basic_auth_answers_like_the_reference() {
         with(case("PUT", "/metrics/job/auth", "auth_metric 3\n", Exact), WRONG),
         with(case("POST", "/metrics/job/auth", "auth_metric 4\n", Exact), UNKNOWN),
         with(case("DELETE", "/metrics/job/auth", "", Exact), BEARER),
+        with(case("PUT", "/metrics/job/auth", "auth_metric 5\n", Exact), ANY_CASE),
+        with(case("PUT", "/metrics/job/auth", "auth_metric 6\n", Exact), STRAY_BITS),
+        with(case("PUT", "/metrics/job/auth", "auth_metric 7\n", Exact), NO_PADDING),
+        with(case("PUT", "/metrics/job/auth", "auth_metric 8\n", Exact), TWO_SPACES),
+        with(case("PUT", "/metrics/job/auth", "auth_metric 9\n", Exact), BYTES),
         case("GET", "/metrics", "", Exact),
         with(case("GET", "/metrics", "", Exact), WRONG),
         case("GET", "/-/healthy", "", Exact),

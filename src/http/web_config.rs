@@ -235,13 +235,16 @@ pub enum Verdict {
     Broken,
 }
 
+/// A user, the hash they had then, and a password tried for them.
+type CheckedCredentials = (String, String, Vec<u8>);
+
 /// The web configuration of a running server: re-read when the file
 /// changes, and checks basic-auth credentials against it.
 pub struct WebAuth {
     path: PathBuf,
     current: parking_lot::Mutex<Loaded>,
-    /// (user, hash, password) → whether they match.
-    checked: parking_lot::Mutex<HashMap<(String, String, String), bool>>,
+    /// Whether a password matched a user's hash, by (user, hash, password).
+    checked: parking_lot::Mutex<HashMap<CheckedCredentials, bool>>,
     /// One bcrypt check at a time, as in exporter-toolkit: a flood of wrong
     /// passwords takes one CPU, not all of them.
     bcrypt: Arc<tokio::sync::Mutex<()>>,
@@ -364,17 +367,29 @@ impl TlsConfigSource for WebAuth {
 }
 
 /// The user and password of an `Authorization: Basic` header, as Go's
-/// `Request.BasicAuth` reads them (scheme case-insensitive).
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
+/// `Request.BasicAuth` reads them: `Basic` in any case and one space, then
+/// standard base64 with its padding (stray bits in the last symbol ignored,
+/// as Go's `StdEncoding` ignores them), split at the first `:`. The password
+/// is bytes, as in Go: a bcrypt hash may be of any bytes. A user name that
+/// is not UTF-8 cannot be one of the file's, so it is no user.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    const GO_STD_ENCODING: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+    );
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
+    let (scheme, encoded) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
+    let decoded = GO_STD_ENCODING.decode(encoded).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = std::str::from_utf8(&decoded[..colon]).ok()?.to_string();
+    Some((user, decoded[colon + 1..].to_vec()))
 }
 
 #[cfg(test)]
@@ -454,10 +469,27 @@ mod tests {
     fn basic_credentials_are_read_like_go_does() {
         assert_eq!(
             basic_credentials(&basic("a", "b:c")),
-            Some(("a".to_string(), "b:c".to_string()))
+            Some(("a".to_string(), b"b:c".to_vec()))
         );
-        let mut h = HeaderMap::new();
-        h.insert(axum::http::header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        assert_eq!(basic_credentials(&h), None);
+        let header = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(axum::http::header::AUTHORIZATION, HeaderValue::from_static(value));
+            basic_credentials(&h)
+        };
+        let pad_abcd = Some(("pad".to_string(), b"abcd".to_vec()));
+        // Each answered so by the reference 1.5.1 (200 or 401).
+        assert_eq!(header("bAsIc cGFkOmFiY2Q="), pad_abcd);
+        assert_eq!(header("Basic cGFkOmFiY2R="), pad_abcd, "stray trailing bits");
+        assert_eq!(header("Basic cGFkOmFiY2Q"), None, "padding left out");
+        assert_eq!(header("Basic cGFkOmFiY2Q=="), None);
+        assert_eq!(header("Basic  cGFkOmFiY2Q="), None);
+        assert_eq!(header("Basic\tcGFkOmFiY2Q="), None);
+        assert_eq!(header("Basic"), None);
+        assert_eq!(header("Bearer x"), None);
+        assert_eq!(
+            header("Basic YmluOnNl/2NyZXQ="),
+            Some(("bin".to_string(), b"se\xffcret".to_vec())),
+            "a password that is not UTF-8"
+        );
     }
 }
