@@ -1560,6 +1560,19 @@ fn header_test_bodies() -> Vec<Vec<u8>> {
         }],
         ..Default::default()
     };
+    // No type: a counter, whose protobuf scrape leaves the type out too.
+    let typeless = pm::MetricFamily {
+        name: Some("pb_typeless".into()),
+        r#type: None,
+        metric: vec![pm::Metric {
+            counter: Some(pm::Counter {
+                value: Some(2.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
     let delimited = |families: &[&pm::MetricFamily]| {
         let mut out = Vec::new();
         for f in families {
@@ -1573,6 +1586,7 @@ fn header_test_bodies() -> Vec<Vec<u8>> {
         b"# TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1e-7\nh_count 2\nu NaN\n".to_vec(),
         delimited(&[&gauge]),
         delimited(&[&counter, &histogram]),
+        delimited(&[&typeless]),
         delimited(&[]),
     ]
 }

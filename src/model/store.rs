@@ -396,6 +396,7 @@ impl Store {
                 name,
                 help,
                 kind,
+                kind_given: family.r#type.is_some(),
                 unit: family.unit.as_deref(),
                 series: series.iter().map(|(r, m)| (labels_of(r), *m)),
             };
@@ -796,6 +797,10 @@ struct SanitizedFamily<'a, I> {
     name: &'a str,
     help: Option<&'a str>,
     kind: pm::MetricType,
+    /// Whether the push said the type: a protobuf family may leave it out
+    /// (it is then a counter), and the protobuf scrape formats leave it out
+    /// again, as the reference does.
+    kind_given: bool,
     unit: Option<&'a str>,
     series: I,
 }
@@ -808,7 +813,11 @@ where
         use prost::encoding::{encoded_len_varint, int32, key_len};
         let mut len = string_field_len(1, self.name)
             + self.help.map_or(0, |h| string_field_len(2, h))
-            + int32::encoded_len(3, &(self.kind as i32))
+            + if self.kind_given {
+                int32::encoded_len(3, &(self.kind as i32))
+            } else {
+                0
+            }
             + self.unit.map_or(0, |u| string_field_len(5, u));
         for (labels, m) in self.series.clone() {
             let body = metric_body_len(labels, m);
@@ -823,7 +832,9 @@ where
         if let Some(h) = self.help {
             encode_string_field(2, h, out);
         }
-        int32::encode(3, &(self.kind as i32), out);
+        if self.kind_given {
+            int32::encode(3, &(self.kind as i32), out);
+        }
         for (labels, m) in self.series.clone() {
             encode_key(4, WireType::LengthDelimited, out);
             encode_varint(metric_body_len(labels, m) as u64, out);
