@@ -849,6 +849,63 @@ impl RandomRun {
             "{}\n--- reference /api/v1/metrics\n{theirs:#}\n--- pushgate /api/v1/metrics\n{mine:#}",
             what()
         );
+        // And the protobuf scrape: each pushed family with its series sorted,
+        // its HELP left out where the groups' differ (pushgate's must then
+        // be one of theirs). An empty HELP counts as none (README).
+        let protobuf = |url: String| {
+            let body = client()
+                .get(url)
+                .header("accept", PROTOBUF)
+                .send()
+                .and_then(|r| r.bytes())
+                .expect("protobuf scrape");
+            let mut chosen = Vec::new();
+            let families: Vec<String> = decode_for_message(&body)
+                .into_iter()
+                .filter(|f| {
+                    let name = f.name();
+                    ![
+                        "go_",
+                        "process_",
+                        "pushgate",
+                        "push_time_seconds",
+                        "push_failure_time_seconds",
+                    ]
+                    .iter()
+                    .any(|own| name.starts_with(own))
+                })
+                .map(|mut f| {
+                    f.help = f.help.filter(|h| !h.is_empty());
+                    if helps.get(f.name()).is_some_and(|lines| lines.len() > 1) {
+                        let line = f
+                            .help
+                            .take()
+                            .map(|h| format!("# HELP {} {}", f.name(), h.replace('\\', "\\\\").replace('\n', "\\n")));
+                        chosen.push((f.name().to_string(), line));
+                    }
+                    f.metric.sort_by_key(|m| format!("{m:?}"));
+                    format!("{f:?}")
+                })
+                .collect();
+            (families, chosen)
+        };
+        let ((theirs, _), (mine, chosen)) = (
+            protobuf(self.reference.url("/metrics")),
+            protobuf(self.ours.url("/metrics")),
+        );
+        assert!(
+            theirs == mine,
+            "{}\n--- reference protobuf /metrics\n{theirs:#?}\n--- pushgate protobuf /metrics\n{mine:#?}",
+            what()
+        );
+        for (name, line) in chosen {
+            assert!(
+                helps[&name].contains(&line),
+                "{}\npushgate's protobuf HELP of {name} is {line:?}, none of the groups' {:?}",
+                what(),
+                helps[&name]
+            );
+        }
     }
 }
 
@@ -1669,6 +1726,7 @@ fn random_accept(rng: &mut impl rand::Rng) -> String {
         "text/plain;version=0.0.4",
         "text/plain; version=0.0.5",
         "text/plain;Version=1",
+        "text/plain;version=",
         "text/*",
         "*/*",
         "*",

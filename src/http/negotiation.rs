@@ -71,7 +71,8 @@ pub fn scrape_format(headers: &HeaderMap) -> ScrapeFormat {
                 _ => {}
             }
         }
-        if range.kind == "text" && range.subtype == "plain" && matches!(range.param("version"), None | Some("0.0.4")) {
+        let version = range.param("version").unwrap_or_default();
+        if range.kind == "text" && range.subtype == "plain" && (version.is_empty() || version == "0.0.4") {
             return ScrapeFormat::Text;
         }
     }
@@ -582,6 +583,8 @@ mod tests {
             (format!("{PROTOBUF};encoding=\"delimited\""), Text),
             ("application/openmetrics-text; version=1.0.0".into(), Text),
             (format!("text/plain;version=0.0.5, {pb}"), ProtobufDelimited),
+            (format!("text/plain;version=, {pb}"), Text),
+            (format!("text/plain;version= , {pb}"), Text),
             (format!("text/plain;q=0x1p-1, {pb};q=0.4"), Text),
             (format!("{pb};q=0.9, text/plain;q=0_5"), Text),
             (format!("{pb};q=0.9, text/plain;q=1_0.0"), Text),
