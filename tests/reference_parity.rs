@@ -745,23 +745,37 @@ struct RandomRun {
     rng: rand::rngs::StdRng,
     reference: Reference,
     ours: Server,
+    /// `--web.route-prefix`, without its trailing slash.
+    prefix: String,
     _tmp: tempfile::TempDir,
 }
 
 impl RandomRun {
     fn start(name: &str) -> RandomRun {
+        Self::start_with(name, &[])
+    }
+
+    /// Both servers started with `flags` too.
+    fn start_with(name: &str, flags: &[&str]) -> RandomRun {
         use rand::SeedableRng;
         let env = |var: &str, default: u64| std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
         let seed = env("PUSHGATE_FUZZ_SEED", 1);
-        let reference = Reference::start(&[]);
+        let reference = Reference::start(flags);
         let tmp = temp_dir(name);
-        let ours = Server::start_in(&tmp.path().join("data"), &[]);
+        let ours = Server::start_in(&tmp.path().join("data"), flags);
+        let prefix = flags
+            .iter()
+            .find_map(|f| f.strip_prefix("--web.route-prefix="))
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
         RandomRun {
             seed,
             steps: env("PUSHGATE_FUZZ_STEPS", 300),
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             reference,
             ours,
+            prefix,
             _tmp: tmp,
         }
     }
@@ -793,8 +807,8 @@ impl RandomRun {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
         };
         let (their_api, my_api) = (
-            api(self.reference.url("/api/v1/metrics")),
-            api(self.ours.url("/api/v1/metrics")),
+            api(self.reference.url(&format!("{}/api/v1/metrics", self.prefix))),
+            api(self.ours.url(&format!("{}/api/v1/metrics", self.prefix))),
         );
         let helps = help_lines(&their_api);
         let family_of = |help_line: &str| help_line.split(' ').nth(2).unwrap_or_default().to_string();
@@ -809,8 +823,8 @@ impl RandomRun {
             (lines.join("\n"), chosen)
         };
         let ((theirs, _), (mine, chosen)) = (
-            scrape(self.reference.url("/metrics")),
-            scrape(self.ours.url("/metrics")),
+            scrape(self.reference.url(&format!("{}/metrics", self.prefix))),
+            scrape(self.ours.url(&format!("{}/metrics", self.prefix))),
         );
         assert!(
             theirs == mine,
@@ -890,8 +904,8 @@ impl RandomRun {
             (families, chosen)
         };
         let ((theirs, _), (mine, chosen)) = (
-            protobuf(self.reference.url("/metrics")),
-            protobuf(self.ours.url("/metrics")),
+            protobuf(self.reference.url(&format!("{}/metrics", self.prefix))),
+            protobuf(self.ours.url(&format!("{}/metrics", self.prefix))),
         );
         assert!(
             theirs == mine,
@@ -1174,8 +1188,22 @@ fn pushgate_answers_random_protobuf_pushes_like_the_reference() {
 /// not UTF-8 reaching the push handler, `@base64` values, an empty instance).
 #[test]
 fn pushgate_answers_random_request_lines_like_the_reference() {
+    random_request_lines("parity-fuzz-routes", &["--web.enable-admin-api"]);
+}
+
+/// The same under `--web.route-prefix=/pg`: most request lines start with
+/// the prefix.
+#[test]
+fn pushgate_answers_random_request_lines_under_a_route_prefix_like_the_reference() {
+    random_request_lines(
+        "parity-fuzz-routes-prefix",
+        &["--web.route-prefix=/pg", "--web.enable-admin-api"],
+    );
+}
+
+fn random_request_lines(name: &str, flags: &[&str]) {
     use rand::Rng;
-    let mut run = RandomRun::start("parity-fuzz-routes");
+    let mut run = RandomRun::start_with(name, flags);
     let seed = run.seed;
     const SEGMENTS: &[&str] = &[
         "metrics",
@@ -1218,10 +1246,17 @@ fn pushgate_answers_random_request_lines_like_the_reference() {
         "YQ",
         "=",
         "%3D",
+        "pg",
+        "wipe",
+        "quit",
+        "reload",
     ];
     let pick = |rng: &mut rand::rngs::StdRng, from: &[&'static str]| from[rng.gen_range(0..from.len())];
     for step in 0..run.steps {
         let mut segments: Vec<&str> = Vec::new();
+        if !run.prefix.is_empty() && run.rng.gen_bool(0.7) {
+            segments.push(run.prefix.trim_start_matches('/'));
+        }
         if run.rng.gen_bool(0.6) {
             segments.extend(["metrics", "job"]);
         }

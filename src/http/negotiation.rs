@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap};
 
 /// The body format of a scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,18 +79,23 @@ pub fn scrape_format(headers: &HeaderMap) -> ScrapeFormat {
     ScrapeFormat::Text
 }
 
-/// Whether a scrape may be answered gzipped, by `Accept-Encoding`.
+/// Whether a scrape may be answered gzipped, by `Accept-Encoding` (every
+/// such header): `gzip` listed in any case, without a zero weight.
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
-        .filter_map(|v: &HeaderValue| v.to_str().ok())
+        .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|part| {
             let mut it = part.split(';');
-            let coding = it.next().unwrap_or("").trim();
-            let q_zero = it.any(|p| p.trim().replace(' ', "") == "q=0");
-            coding.eq_ignore_ascii_case("gzip") && !q_zero
+            let coding = it.next().unwrap_or_default().trim();
+            let refused = it.any(|p| {
+                let p = p.trim();
+                let weight = p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="));
+                weight.is_some_and(|w| w.trim().parse::<f64>() == Ok(0.0))
+            });
+            coding.eq_ignore_ascii_case("gzip") && !refused
         })
 }
 
@@ -493,6 +498,7 @@ fn percent_hex_unescape(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     const PROTOBUF: &str = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily";
 
@@ -598,6 +604,18 @@ mod tests {
             assert_eq!(negotiated(&accept), format, "{accept}");
         }
         assert_eq!(scrape_format(&HeaderMap::new()), Text);
+    }
+
+    #[test]
+    fn gzip_is_read_as_rfc_9110_says() {
+        let gzip = |value: &str| accepts_gzip(&headers(header::ACCEPT_ENCODING, value));
+        assert!(gzip("gzip"));
+        assert!(gzip("deflate, GZIP;q=0.5"));
+        assert!(gzip("gzip ;q=1"));
+        assert!(!gzip("gzip;q=0"));
+        assert!(!gzip("gzip; q=0.000"));
+        assert!(!gzip("x-gzip, identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]
