@@ -1329,6 +1329,30 @@ fn requests_the_go_server_answers_itself_get_the_same_answers() {
             "PUT",
             b"PUT /metrics/job/a%2 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nm 1\n",
         ),
+        (
+            "PUT",
+            b"PUT /metrics/job/twohosts HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 4\r\n\
+              Connection: close\r\n\r\nm 1\n",
+        ),
+        (
+            "PUT",
+            b"PUT /metrics/job/badhost HTTP/1.1\r\nHost: a b\r\nContent-Length: 4\r\nConnection: close\r\n\r\nm 1\n",
+        ),
+        (
+            "GET",
+            b"GET /-/healthy HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n",
+        ),
+        ("GET", b"GET /-/healthy HTTP/1.0\r\nHost: [::1]:9091\r\n\r\n"),
+        (
+            "PUT",
+            b"PUT /metrics/job/gzipchunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\
+              Connection: close\r\n\r\n4\r\nm 1\n\r\n0\r\n\r\n",
+        ),
+        (
+            "PUT",
+            b"PUT /metrics/job/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\
+              Connection: close\r\n\r\n4\r\nm 1\n\r\n0\r\n\r\n",
+        ),
     ] {
         let (theirs, mine) = (
             raw_exchange(reference.port, method, request),
@@ -1336,10 +1360,14 @@ fn requests_the_go_server_answers_itself_get_the_same_answers() {
         );
         assert_eq!(theirs, mine, "{}", String::from_utf8_lossy(request));
     }
-    assert!(
-        !ours.pushed_exposition().contains("nohost"),
-        "a refused request changed nothing"
-    );
+    let pushed = ours.pushed_exposition();
+    for refused in ["nohost", "twohosts", "badhost", "gzipchunked"] {
+        assert!(
+            !pushed.contains(refused),
+            "a refused request changed nothing: {refused}"
+        );
+    }
+    assert!(pushed.contains("job=\"chunked\""), "{pushed}");
 }
 
 /// What a raw request got back.

@@ -147,7 +147,11 @@ fn percent_escapes_are_valid(path: &[u8]) -> bool {
 /// authentication of `--web.config.file` sees the request:
 /// - a path that does not unescape (`%2`, `%zz`): `400 Bad Request`, rather
 ///   than taking `%2` literally as part of a job name;
-/// - an HTTP/1.1 request without a `Host` header: `400`, as RFC 9112 asks;
+/// - an HTTP/1.1 request without a `Host` header, any request with two or
+///   with one holding a byte no host name has: `400`, as RFC 9112 asks;
+/// - an HTTP/1.1 `Transfer-Encoding` other than one `chunked`: `501`, as
+///   RFC 9112 advises (the HTTP library would decode the chunks and leave a
+///   `gzip, chunked` body gzipped, to be misread as a push);
 /// - the request target `*`: `200` to `OPTIONS` (the server's own options),
 ///   `400` to anything else.
 fn go_server_answer(req: &Request) -> Option<Response> {
@@ -169,11 +173,31 @@ fn go_server_answer(req: &Request) -> Option<Response> {
     if !percent_escapes_are_valid(req.uri().path().as_bytes()) {
         return Some(close(StatusCode::BAD_REQUEST, "400 Bad Request"));
     }
-    if req.version() == axum::http::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
-        return Some(close(
-            StatusCode::BAD_REQUEST,
-            "400 Bad Request: missing required Host header",
-        ));
+    let headers = req.headers();
+    let http_11 = req.version() == axum::http::Version::HTTP_11;
+    if headers.get_all(header::HOST).iter().count() > 1 {
+        return Some(close(StatusCode::BAD_REQUEST, "400 Bad Request"));
+    }
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let (true, Some(first)) = (http_11, codings.next()) {
+        let chunked = first
+            .to_str()
+            .is_ok_and(|v| v.trim_matches([' ', '\t']).eq_ignore_ascii_case("chunked"));
+        if !chunked || codings.next().is_some() {
+            return Some(close(StatusCode::NOT_IMPLEMENTED, "Unsupported transfer encoding"));
+        }
+    }
+    match headers.get(header::HOST) {
+        None if http_11 => {
+            return Some(close(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: missing required Host header",
+            ))
+        }
+        Some(host) if !host.as_bytes().iter().all(|&b| is_host_byte(b)) => {
+            return Some(close(StatusCode::BAD_REQUEST, "400 Bad Request: malformed Host header"))
+        }
+        _ => {}
     }
     if req.uri().path() == "*" {
         return Some(if req.method() == Method::OPTIONS {
@@ -183,6 +207,12 @@ fn go_server_answer(req: &Request) -> Option<Response> {
         });
     }
     None
+}
+
+/// A byte Go's `httpguts.ValidHostHeader` allows in `Host`: letters, digits
+/// and `!$%&'()*+,-.:;=[]_~`.
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!$%&'()*+,-.:;=[]_~".contains(&b)
 }
 
 /// Bytes percent-encoded when a cleaned path is sent back in `Location`: Go's
