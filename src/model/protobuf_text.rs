@@ -107,6 +107,25 @@ impl TextWriter<'_> {
         self.end_line();
     }
 
+    /// An optional field: written only when set (proto2 presence).
+    fn opt_double(&mut self, name: &str, v: Option<f64>) {
+        if let Some(v) = v {
+            self.double(name, v);
+        }
+    }
+
+    fn opt_integer(&mut self, name: &str, v: Option<impl std::fmt::Display>) {
+        if let Some(v) = v {
+            self.integer(name, v);
+        }
+    }
+
+    fn opt_string(&mut self, name: &str, v: &Option<String>) {
+        if let Some(v) = v {
+            self.string(name, v);
+        }
+    }
+
     fn message(&mut self, name: &str, body: impl FnOnce(&mut Self)) {
         self.name(name);
         self.write(b"<");
@@ -148,12 +167,8 @@ impl TextWriter<'_> {
     }
 
     fn family(&mut self, f: &pm::MetricFamily) {
-        if let Some(name) = &f.name {
-            self.string("name", name);
-        }
-        if let Some(help) = &f.help {
-            self.string("help", help);
-        }
+        self.opt_string("name", &f.name);
+        self.opt_string("help", &f.help);
         if let Some(kind) = f.r#type {
             self.name("type");
             match pm::MetricType::try_from(kind) {
@@ -174,17 +189,11 @@ impl TextWriter<'_> {
             self.message("label", |w| w.label_pair(l));
         }
         if let Some(g) = &m.gauge {
-            self.message("gauge", |w| {
-                if let Some(v) = g.value {
-                    w.double("value", v);
-                }
-            });
+            self.message("gauge", |w| w.opt_double("value", g.value));
         }
         if let Some(c) = &m.counter {
             self.message("counter", |w| {
-                if let Some(v) = c.value {
-                    w.double("value", v);
-                }
+                w.opt_double("value", c.value);
                 if let Some(e) = &c.exemplar {
                     w.message("exemplar", |w| w.exemplar(e));
                 }
@@ -195,87 +204,49 @@ impl TextWriter<'_> {
             self.message("summary", |w| w.summary(s));
         }
         if let Some(u) = &m.untyped {
-            self.message("untyped", |w| {
-                if let Some(v) = u.value {
-                    w.double("value", v);
-                }
-            });
+            self.message("untyped", |w| w.opt_double("value", u.value));
         }
         if let Some(h) = &m.histogram {
             self.message("histogram", |w| w.histogram(h));
         }
-        if let Some(t) = m.timestamp_ms {
-            self.integer("timestamp_ms", t);
-        }
+        self.opt_integer("timestamp_ms", m.timestamp_ms);
     }
 
     fn label_pair(&mut self, l: &pm::LabelPair) {
-        if let Some(n) = &l.name {
-            self.string("name", n);
-        }
-        if let Some(v) = &l.value {
-            self.string("value", v);
-        }
+        self.opt_string("name", &l.name);
+        self.opt_string("value", &l.value);
     }
 
     fn summary(&mut self, s: &pm::Summary) {
-        if let Some(c) = s.sample_count {
-            self.integer("sample_count", c);
-        }
-        if let Some(v) = s.sample_sum {
-            self.double("sample_sum", v);
-        }
+        self.opt_integer("sample_count", s.sample_count);
+        self.opt_double("sample_sum", s.sample_sum);
         for q in &s.quantile {
             self.message("quantile", |w| {
-                if let Some(v) = q.quantile {
-                    w.double("quantile", v);
-                }
-                if let Some(v) = q.value {
-                    w.double("value", v);
-                }
+                w.opt_double("quantile", q.quantile);
+                w.opt_double("value", q.value);
             });
         }
         self.unknown(&created(4, &s.created_timestamp));
     }
 
     fn histogram(&mut self, h: &pm::Histogram) {
-        if let Some(c) = h.sample_count {
-            self.integer("sample_count", c);
-        }
-        if let Some(v) = h.sample_count_float {
-            self.double("sample_count_float", v);
-        }
-        if let Some(v) = h.sample_sum {
-            self.double("sample_sum", v);
-        }
+        self.opt_integer("sample_count", h.sample_count);
+        self.opt_double("sample_count_float", h.sample_count_float);
+        self.opt_double("sample_sum", h.sample_sum);
         for b in &h.bucket {
             self.message("bucket", |w| {
-                if let Some(c) = b.cumulative_count {
-                    w.integer("cumulative_count", c);
-                }
-                if let Some(v) = b.cumulative_count_float {
-                    w.double("cumulative_count_float", v);
-                }
-                if let Some(v) = b.upper_bound {
-                    w.double("upper_bound", v);
-                }
+                w.opt_integer("cumulative_count", b.cumulative_count);
+                w.opt_double("cumulative_count_float", b.cumulative_count_float);
+                w.opt_double("upper_bound", b.upper_bound);
                 if let Some(e) = &b.exemplar {
                     w.message("exemplar", |w| w.exemplar(e));
                 }
             });
         }
-        if let Some(v) = h.schema {
-            self.integer("schema", v);
-        }
-        if let Some(v) = h.zero_threshold {
-            self.double("zero_threshold", v);
-        }
-        if let Some(v) = h.zero_count {
-            self.integer("zero_count", v);
-        }
-        if let Some(v) = h.zero_count_float {
-            self.double("zero_count_float", v);
-        }
+        self.opt_integer("schema", h.schema);
+        self.opt_double("zero_threshold", h.zero_threshold);
+        self.opt_integer("zero_count", h.zero_count);
+        self.opt_double("zero_count_float", h.zero_count_float);
         self.spans("negative_span", &h.negative_span);
         for d in &h.negative_delta {
             self.integer("negative_delta", d);
@@ -298,12 +269,8 @@ impl TextWriter<'_> {
     fn spans(&mut self, name: &str, spans: &[pm::BucketSpan]) {
         for s in spans {
             self.message(name, |w| {
-                if let Some(o) = s.offset {
-                    w.integer("offset", o);
-                }
-                if let Some(l) = s.length {
-                    w.integer("length", l);
-                }
+                w.opt_integer("offset", s.offset);
+                w.opt_integer("length", s.length);
             });
         }
     }
@@ -312,9 +279,7 @@ impl TextWriter<'_> {
         for l in &e.label {
             self.message("label", |w| w.label_pair(l));
         }
-        if let Some(v) = e.value {
-            self.double("value", v);
-        }
+        self.opt_double("value", e.value);
         if let Some(t) = &e.timestamp {
             self.message("timestamp", |w| {
                 if t.seconds != 0 {
