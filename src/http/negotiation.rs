@@ -26,6 +26,8 @@ use std::collections::HashMap;
 
 use axum::http::{header, HeaderMap};
 
+use crate::model::protobuf::PROTOBUF_CONTENT_TYPE;
+
 /// The body format of a scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScrapeFormat {
@@ -37,6 +39,22 @@ pub enum ScrapeFormat {
     ProtobufText,
     /// The protobuf text format, one family per line (a debug format).
     ProtobufCompactText,
+}
+
+impl ScrapeFormat {
+    /// The `Content-Type` of a scrape answered in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ScrapeFormat::Text => "text/plain; version=0.0.4; charset=utf-8",
+            ScrapeFormat::ProtobufDelimited => PROTOBUF_CONTENT_TYPE,
+            ScrapeFormat::ProtobufText => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=text"
+            }
+            ScrapeFormat::ProtobufCompactText => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=compact-text"
+            }
+        }
+    }
 }
 
 const PROTOBUF_MEDIA_TYPE: &str = "application/vnd.google.protobuf";

@@ -11,18 +11,12 @@ use super::negotiation::{accepts_gzip, scrape_format, ScrapeFormat};
 use super::{AppState, LOG_INDEX_HEADER};
 use crate::gateway::{GatewayError, ReadConsistency, ReadView};
 use crate::model::api_json::group_object;
-use crate::model::protobuf::{encode_delimited, PROTOBUF_CONTENT_TYPE};
+use crate::model::protobuf::encode_delimited;
 use crate::model::protobuf_text::write_families;
 use crate::model::render::{write_header, write_metric};
 use crate::model::reserved::SELF_FAMILIES;
 use crate::model::store::Piece;
 use crate::pb::io::prometheus::client as pm;
-
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-const PROTOBUF_TEXT_CONTENT_TYPE: &str =
-    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=text";
-const PROTOBUF_COMPACT_TEXT_CONTENT_TYPE: &str =
-    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=compact-text";
 
 /// `?consistency=stale` asks for this replica's local state without a read index.
 pub fn consistency(state: &AppState, query: Option<&str>) -> ReadConsistency {
@@ -63,14 +57,14 @@ fn all_families(state: &AppState, view: &ReadView) -> Vec<pm::MetricFamily> {
     all
 }
 
-/// A scrape body in one of the protobuf formats.
-fn render_protobuf(state: &AppState, view: &ReadView, format: ScrapeFormat) -> Vec<u8> {
-    let all = all_families(state, view);
+/// A scrape body in `format`.
+fn render(state: &AppState, view: ReadView, format: ScrapeFormat) -> Vec<u8> {
     let mut out = Vec::new();
     match format {
-        ScrapeFormat::ProtobufText => write_families(&mut out, &all, false),
-        ScrapeFormat::ProtobufCompactText => write_families(&mut out, &all, true),
-        _ => encode_delimited(&all, &mut out),
+        ScrapeFormat::Text => return render_text_unlocked(state, view),
+        ScrapeFormat::ProtobufDelimited => encode_delimited(&all_families(state, &view), &mut out),
+        ScrapeFormat::ProtobufText => write_families(&mut out, &all_families(state, &view), false),
+        ScrapeFormat::ProtobufCompactText => write_families(&mut out, &all_families(state, &view), true),
     }
     out
 }
@@ -121,10 +115,7 @@ pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) 
     let index = view.index();
     let app = state.clone();
     let body = crate::blocking::run(move || -> std::io::Result<Vec<u8>> {
-        let text = match format {
-            ScrapeFormat::Text => render_text_unlocked(&app, view),
-            protobuf => render_protobuf(&app, &view, protobuf),
-        };
+        let text = render(&app, view, format);
         if gzip {
             let mut enc =
                 flate2::write::GzEncoder::new(Vec::with_capacity(text.len() / 6), flate2::Compression::fast());
@@ -137,15 +128,9 @@ pub async fn scrape(state: &AppState, headers: &HeaderMap, query: Option<&str>) 
     .await
     .map_err(|e| GatewayError::Internal(format!("rendering failed: {e}")))?
     .map_err(|e| GatewayError::Internal(format!("compressing failed: {e}")))?;
-    let content_type = match format {
-        ScrapeFormat::Text => TEXT_CONTENT_TYPE,
-        ScrapeFormat::ProtobufDelimited => PROTOBUF_CONTENT_TYPE,
-        ScrapeFormat::ProtobufText => PROTOBUF_TEXT_CONTENT_TYPE,
-        ScrapeFormat::ProtobufCompactText => PROTOBUF_COMPACT_TEXT_CONTENT_TYPE,
-    };
     let mut r = (StatusCode::OK, body).into_response();
     r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     if gzip {
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
