@@ -207,18 +207,19 @@ async fn run(
                 let write = raft.client_write(LogPayload { bytes, decoded: Some(decoded) });
                 // Give up early (outcome unknown) if this leader loses its quorum
                 // while the entry is pending, instead of holding clients for the
-                // whole commit timeout.
+                // whole commit timeout. Only for that: a leader that is stopping
+                // (also refused by the check) lets its pending entries commit.
                 let quorum_lost = async {
                     loop {
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        if let Err(e) = quorum.check() {
-                            return e;
+                        if let Err(WriteError::NoQuorum(why)) = quorum.check() {
+                            return why;
                         }
                     }
                 };
                 let result = tokio::select! {
                     r = tokio::time::timeout(write_timeout, write) => r.map_err(|_| WriteError::Timeout(write_timeout)),
-                    e = quorum_lost => Err(WriteError::Uncertain(format!("{e} while the change was pending"))),
+                    why = quorum_lost => Err(WriteError::Uncertain(format!("{why} while the change was pending"))),
                 };
                 match result {
                     Ok(Ok(resp)) => {
