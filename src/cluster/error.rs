@@ -21,7 +21,9 @@ pub enum WriteError {
     /// Not proposed: no leader is known (election in progress or quorum lost).
     #[error("no leader is reachable (an election is in progress or this node cannot reach a quorum); the change was not made, retry later")]
     NoLeader,
-    /// Not proposed: this node leads but is cut off from the quorum.
+    /// Not proposed: this node is cut off from the quorum (a leader without
+    /// acknowledgements, or a node that hears from neither a leader nor a
+    /// quorum, see `contact`).
     #[error("{0}; the change was not made")]
     NoQuorum(String),
     /// Not proposed: the leader says this node is not a member of the

@@ -9,6 +9,7 @@
 pub mod batcher;
 pub mod bugs;
 pub mod codec;
+pub mod contact;
 pub mod durable_dir;
 pub mod entry_format;
 pub mod error;

@@ -19,6 +19,7 @@ use openraft::{BasicNode, Snapshot};
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
+use super::contact::Contact;
 use super::identity::Identity;
 use super::rpc_codec;
 use super::types::{NodeId, TypeConfig, Vote};
@@ -76,12 +77,14 @@ pub fn never_sent(s: &tonic::Status) -> bool {
     false
 }
 
-/// Channels to peers, by address, plus this node's identity for request metadata.
+/// Channels to peers, by address, plus this node's identity for request
+/// metadata and its record of when each peer was last heard from.
 #[derive(Clone)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     identity: Arc<Identity>,
     transport: Arc<dyn Transport>,
+    contact: Arc<Contact>,
 }
 
 impl Peers {
@@ -90,7 +93,18 @@ impl Peers {
             channels: Arc::new(Mutex::new(HashMap::new())),
             identity,
             transport,
+            contact: Arc::new(Contact::default()),
         }
+    }
+
+    /// When each peer was last heard from (calls in both directions).
+    pub fn contact(&self) -> &Contact {
+        &self.contact
+    }
+
+    /// The id of the cluster this node belongs to (empty before it joins one).
+    pub fn cluster_id(&self) -> String {
+        self.identity.cluster_id()
     }
 
     /// A client for `addr` (HOST:PORT; DNS names are resolved on every (re)connect).
@@ -178,6 +192,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .peers
             .request(rpc_codec::append_request_to_pb(&rpc), option.hard_ttl());
         let resp = client.append_entries(req).await.map_err(rpc_error)?;
+        self.peers.contact.heard_from(self.target);
         rpc_codec::append_response_from_pb(resp.into_inner()).map_err(decode_error)
     }
 
@@ -191,6 +206,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .peers
             .request(rpc_codec::vote_request_to_pb(&rpc), option.hard_ttl());
         let resp = client.request_vote(req).await.map_err(rpc_error)?;
+        self.peers.contact.heard_from(self.target);
         rpc_codec::vote_response_from_pb(resp.into_inner()).map_err(decode_error)
     }
 
@@ -241,6 +257,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         tokio::select! {
             resp = call => {
                 let resp = resp.map_err(stream_err)?;
+                self.peers.contact.heard_from(self.target);
                 rpc_codec::snapshot_response_from_pb(resp.into_inner())
                     .map_err(|e| StreamingError::Network(NetworkError::new(&e)))
             }

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use super::batcher::{Batcher, Clock, Committed};
 use super::bugs::{self, Bug};
+use super::contact;
 use super::entry_format;
 use super::error::{ReadError, StartError, WriteError};
 use super::forwarding::{self, ForwardingSession};
@@ -437,6 +438,11 @@ impl ClusterNode {
                 node.stop.subscribe(),
             ));
         }
+        tokio::spawn(contact::ask_voters_while_leaderless(
+            node.raft.clone(),
+            node.peers.clone(),
+            node.stop.subscribe(),
+        ));
         tokio::spawn(report_failure(node.raft.clone(), node.stop.subscribe()));
         tokio::spawn(entry_format::adopt_newest_when_every_member_applies_it(
             node.status.clone(),
@@ -537,12 +543,18 @@ impl ClusterNode {
                 // A definite failure of a repeat does not undo the first send.
                 Err(e) => return Err(uncertain.unwrap_or(e)),
             }
-            if Instant::now() >= deadline {
+            // Waiting for a leader is for elections: a node cut off from the
+            // others answers at once.
+            let cut_off = self.cut_off();
+            if Instant::now() >= deadline || cut_off.is_some() {
                 if let Some(e) = uncertain {
                     return Err(e);
                 }
                 if let Some(why) = self.not_a_member() {
                     return Err(WriteError::NotMember(why));
+                }
+                if let Some(why) = cut_off {
+                    return Err(WriteError::NoQuorum(why));
                 }
                 return Err(match last {
                     WriteError::NotLeader { .. } => WriteError::NoLeader,
@@ -566,6 +578,7 @@ impl ClusterNode {
         );
         match client.forward(req).await {
             Ok(resp) => {
+                self.peers.contact().heard_from(leader);
                 let resp = resp.into_inner();
                 match resp.result {
                     Some(pb::forward_response::Result::Outcome(o)) => Ok(Committed {
@@ -651,6 +664,14 @@ impl ClusterNode {
             };
             match attempt {
                 Err(e @ (ReadError::NoLeader | ReadError::LeaderUnreachable { .. })) => {
+                    // Asking again is for elections: a node cut off from the
+                    // others answers at once.
+                    if let Some(why) = self.cut_off() {
+                        return Err(match self.not_a_member() {
+                            Some(not_member) => ReadError::NotMember(not_member),
+                            None => ReadError::QuorumLost(why),
+                        });
+                    }
                     last = e;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -683,7 +704,10 @@ impl ClusterNode {
             .read_index(self.peers.request(pb::ReadIndexRequest {}, timeout))
             .await
         {
-            Ok(r) => Ok(r.into_inner().read_index),
+            Ok(r) => {
+                self.peers.contact().heard_from(leader);
+                Ok(r.into_inner().read_index)
+            }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(ReadError::NoLeader),
             Err(s) if s.code() == tonic::Code::PermissionDenied => Err(ReadError::NotMember(s.message().to_string())),
             Err(s) => {
@@ -845,6 +869,24 @@ impl ClusterNode {
             return Some(NOT_A_MEMBER_YET.into());
         }
         self.status.removal.lock().clone()
+    }
+
+    /// Why this node, which does not lead, is cut off from the cluster, if it
+    /// is: for a while it has heard from neither its leader nor a quorum
+    /// (`contact`). A leader's own check is `QuorumCheck`.
+    fn cut_off(&self) -> Option<String> {
+        let (me, leads, voters, leader) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            (m.id, m.state == ServerState::Leader, voters, m.current_leader)
+        };
+        self.peers.contact().cut_off(contact::View {
+            me,
+            leads,
+            voters: &voters,
+            leader,
+        })
     }
 
     /// Whether this node knows no membership at all: the cluster is still

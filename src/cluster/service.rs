@@ -31,7 +31,8 @@ pub struct ReplicaService {
 }
 
 impl ReplicaService {
-    /// Raft traffic is only taken from this node's own cluster.
+    /// Raft traffic is only taken from this node's own cluster; a call that
+    /// is counts as hearing from its sender (`contact`).
     fn check_cluster<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let theirs = req
             .metadata()
@@ -50,6 +51,9 @@ impl ReplicaService {
                 "node {} belongs to cluster {mine}, not {theirs}",
                 self.identity.node_id
             )));
+        }
+        if let Some(from) = sender_id(req) {
+            self.peers.contact().heard_from(from);
         }
         Ok(())
     }
