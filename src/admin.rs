@@ -394,7 +394,7 @@ fn status_table(answer: &serde_json::Value) -> Option<String> {
     .to_vec()];
     for (id, n) in nodes {
         let mut notes = Vec::new();
-        for key in ["error", "failure", "removed"] {
+        for key in ["error", "failure", "removed", "cut_off"] {
             if let Some(Value::String(s)) = n.get(key) {
                 notes.push(s.clone());
             }

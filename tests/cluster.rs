@@ -350,6 +350,11 @@ fn a_cut_off_follower_answers_503_and_catches_up_after() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     cluster.isolate(follower, true);
     assert_unavailable_quickly(&cluster, follower);
+    let status = cluster.status(follower).expect("its status");
+    assert!(
+        status["cut_off"].as_str().is_some_and(|why| why.contains("cut off")),
+        "its status says why: {status:#}"
+    );
     // The majority keeps working.
     let c = client();
     let other = (1..=3).find(|id| *id != leader && *id != follower).unwrap();
@@ -365,6 +370,8 @@ fn a_cut_off_follower_answers_503_and_catches_up_after() {
     let want = cluster.node(leader).pushed_exposition();
     cluster.wait_converged(follower, &want, Duration::from_secs(20));
     cluster.node_mut(follower).wait_ready(Duration::from_secs(20));
+    let status = cluster.status(follower).expect("its status");
+    assert_eq!(status["cut_off"], serde_json::Value::Null, "{status:#}");
 }
 
 /// `pushgate cluster status` on any node shows every member as the member

@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use openraft::ServerState;
+use openraft::{BasicNode, RaftMetrics, ServerState};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -112,6 +112,17 @@ impl Contact {
             )
         })
     }
+}
+
+/// [`Contact::cut_off`] for the node whose Raft metrics are `m`.
+pub fn cut_off(contact: &Contact, m: &RaftMetrics<NodeId, BasicNode>) -> Option<String> {
+    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+    contact.cut_off(View {
+        me: m.id,
+        leads: m.state == ServerState::Leader,
+        voters: &voters,
+        leader: m.current_leader,
+    })
 }
 
 /// Runs until `stop`: while this node is a voter that does not lead and has

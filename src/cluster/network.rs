@@ -102,6 +102,11 @@ impl Peers {
         &self.contact
     }
 
+    /// The same record, to keep (the node's status reads it).
+    pub fn shared_contact(&self) -> Arc<Contact> {
+        self.contact.clone()
+    }
+
     /// The id of the cluster this node belongs to (empty before it joins one).
     pub fn cluster_id(&self) -> String {
         self.identity.cluster_id()

@@ -340,6 +340,7 @@ impl ClusterNode {
             stalls,
             advertise_address: config.advertise_addr.clone(),
             removal: Arc::new(parking_lot::Mutex::new(None)),
+            contact: peers.shared_contact(),
         };
         let batcher = Batcher::start(
             raft.clone(),
@@ -875,18 +876,7 @@ impl ClusterNode {
     /// is: for a while it has heard from neither its leader nor a quorum
     /// (`contact`). A leader's own check is `QuorumCheck`.
     fn cut_off(&self) -> Option<String> {
-        let (me, leads, voters, leader) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-            (m.id, m.state == ServerState::Leader, voters, m.current_leader)
-        };
-        self.peers.contact().cut_off(contact::View {
-            me,
-            leads,
-            voters: &voters,
-            leader,
-        })
+        contact::cut_off(self.peers.contact(), &self.raft.metrics().borrow())
     }
 
     /// Whether this node knows no membership at all: the cluster is still

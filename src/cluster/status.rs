@@ -61,6 +61,10 @@ pub struct NodeStatus {
     /// Set when a majority of the other members say this node was removed
     /// (see `watch_for_removal`).
     pub removed: Option<String>,
+    /// Set while this node, which does not lead, has heard from neither its
+    /// leader nor a quorum for a while (see `contact`): it answers pushes and
+    /// consistent reads with 503.
+    pub cut_off: Option<String>,
     /// The log entry format in use, as far as this node applied the log: 2
     /// once an entry of format 2 was applied (from then on a push forwarded
     /// to the leader is sent again when its answer is lost, and applied
@@ -115,6 +119,7 @@ pub struct MemberReport {
     pub failure: Option<String>,
     pub oldest_storage_call_seconds: f64,
     pub removed: Option<String>,
+    pub cut_off: Option<String>,
     /// The newest log entry format it applies (`codec::ENTRY_FORMAT_VERSION`).
     pub entry_format: u32,
     #[serde(skip)]
@@ -135,6 +140,8 @@ pub struct StatusSource {
     /// Set while a majority of the other members say this node is not a
     /// member any more (see `watch_for_removal`).
     pub removal: Arc<parking_lot::Mutex<Option<String>>>,
+    /// When this node last heard from each peer (`contact`).
+    pub contact: Arc<super::contact::Contact>,
 }
 
 impl StatusSource {
@@ -167,6 +174,7 @@ impl StatusSource {
             failure: describe_failure(&m.running_state),
             oldest_storage_call_seconds: self.stalls.oldest(Instant::now()).as_secs_f64(),
             removed: self.removal.lock().clone(),
+            cut_off: super::contact::cut_off(&self.contact, &m),
             log_entry_format: if self.shared.request_ids.load(Ordering::Acquire) {
                 ENTRY_FORMAT_VERSION
             } else {
@@ -277,6 +285,7 @@ pub fn to_pb(s: &NodeStatus) -> pb::StatusResponse {
         failure: s.failure.clone().unwrap_or_default(),
         oldest_storage_call_seconds: s.oldest_storage_call_seconds,
         removed: s.removed.clone().unwrap_or_default(),
+        cut_off: s.cut_off.clone().unwrap_or_default(),
         entry_format: ENTRY_FORMAT_VERSION,
         replication_lag: s
             .replication_lag
@@ -306,6 +315,7 @@ impl From<pb::StatusResponse> for MemberReport {
             failure: some(r.failure),
             oldest_storage_call_seconds: r.oldest_storage_call_seconds,
             removed: some(r.removed),
+            cut_off: some(r.cut_off),
             // Releases before the field applied format 1 only.
             entry_format: r.entry_format.max(1),
             replication_lag: r.replication_lag.into_iter().map(|l| (l.node_id, l.entries)).collect(),
@@ -360,6 +370,7 @@ mod tests {
             failure: None,
             oldest_storage_call_seconds: 0.0,
             removed: None,
+            cut_off: None,
             log_entry_format: 1,
             forwards_repeated: 0,
         }
