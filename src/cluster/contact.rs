@@ -47,9 +47,11 @@ const ASK_EVERY: Duration = Duration::from_millis(250);
 const ASK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long a node that does not lead may hear from neither its leader nor a
-/// quorum before it counts as cut off: a leader heartbeats every 100 ms, and
-/// a lost leader is replaced within an election timeout (at most 800 ms) of
-/// the followers noticing. The same bound as a leader's own quorum check.
+/// quorum before it counts as cut off: ten of the leader's heartbeats. While
+/// a lost leader is being replaced the voters keep hearing from each other
+/// (their questions, then the candidates' vote requests), so only a node that
+/// reaches too few of them goes this long without. The same bound as a
+/// leader's own quorum check (`node::QuorumCheck`).
 pub const WINDOW: Duration = Duration::from_millis(1000);
 
 /// When each peer was last heard from.
