@@ -92,8 +92,13 @@ impl Contact {
 
     /// How long ago `peer` was last heard from (or this node started).
     fn silence(&self, peer: NodeId) -> Duration {
-        let heard = self.last.lock().get(&peer).copied().unwrap_or(self.started);
-        Instant::now().saturating_duration_since(heard.max(self.started))
+        self.silence_in(&self.last.lock(), peer, Instant::now())
+    }
+
+    /// [`Contact::silence`] at `now`, from the record `last` (held locked).
+    fn silence_in(&self, last: &HashMap<NodeId, Instant>, peer: NodeId, now: Instant) -> Duration {
+        let heard = last.get(&peer).copied().unwrap_or(self.started);
+        now.saturating_duration_since(heard.max(self.started))
     }
 
     /// Why this node is cut off from the cluster, if it is (see the module
@@ -102,10 +107,7 @@ impl Contact {
     pub fn cut_off(&self, view: View<'_>) -> Option<String> {
         let now = Instant::now();
         let last = self.last.lock();
-        let recent = |peer: &NodeId| {
-            let heard = last.get(peer).copied().unwrap_or(self.started).max(self.started);
-            now.saturating_duration_since(heard) < WINDOW
-        };
+        let recent = |peer: &NodeId| self.silence_in(&last, *peer, now) < WINDOW;
         is_cut_off(view, recent).then(|| {
             format!(
                 "this node has heard from neither a leader nor a quorum of the replicas for over {} ms (it is cut \
