@@ -334,6 +334,21 @@ fn cases() -> Vec<Case> {
             ..case("PUT", path, "", Phrases)
         });
     }
+    // A Go client sends the HELP of a metric made without one as present
+    // and empty: shown as `# HELP name ` (with a space, nothing after it);
+    // a family with no HELP field has no HELP line.
+    let family = |name: &str, help: Option<&str>| pm::MetricFamily {
+        help: help.map(str::to_string),
+        ..pm::MetricFamily::decode_length_delimited(&delimited_gauge(name, 1.0, false)[..]).expect("gauge")
+    };
+    v.push(Case {
+        headers: &[("content-type", PROTOBUF)],
+        body: [family("pb_empty_help", Some("")), family("pb_no_help", None)]
+            .iter()
+            .flat_map(|f| f.encode_length_delimited_to_vec())
+            .collect(),
+        ..case("PUT", "/metrics/job/pb_help", "", Exact)
+    });
     v
 }
 
@@ -864,8 +879,8 @@ impl RandomRun {
             what()
         );
         // And the protobuf scrape: each pushed family with its series sorted,
-        // its HELP left out where the groups' differ (pushgate's must then
-        // be one of theirs). An empty HELP counts as none (README).
+        // its HELP left out where the groups' may differ (pushgate's must
+        // then be one of theirs).
         let protobuf = |url: String| {
             let body = client()
                 .get(url)
@@ -889,7 +904,6 @@ impl RandomRun {
                     .any(|own| name.starts_with(own))
                 })
                 .map(|mut f| {
-                    f.help = f.help.filter(|h| !h.is_empty());
                     if helps.get(f.name()).is_some_and(|lines| lines.len() > 1) {
                         let line = f
                             .help
@@ -923,10 +937,14 @@ impl RandomRun {
     }
 }
 
-/// For each pushed family, the `# HELP` line each group's family would give
-/// (`None`: no line, as for an empty HELP), from `/api/v1/metrics`.
+/// For each pushed family, the `# HELP` lines its groups' families may give
+/// (`None`: no line), from `/api/v1/metrics`. The API leaves out a HELP that
+/// is empty, so a group without one there may have pushed none (no line)
+/// or an empty one (`# HELP name `): where several groups have the family,
+/// either may be the line the reference picks. A family of one group has
+/// one line, whichever it is, and is compared exactly.
 fn help_lines(api: &serde_json::Value) -> BTreeMap<String, BTreeSet<Option<String>>> {
-    let mut lines: BTreeMap<String, BTreeSet<Option<String>>> = BTreeMap::new();
+    let mut lines: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
     for group in api["data"].as_array().into_iter().flatten() {
         for (name, family) in group.as_object().into_iter().flatten() {
             if name == "labels" || !family.is_object() {
@@ -936,10 +954,19 @@ fn help_lines(api: &serde_json::Value) -> BTreeMap<String, BTreeSet<Option<Strin
                 .as_str()
                 .filter(|h| !h.is_empty())
                 .map(|h| format!("# HELP {name} {}", h.replace('\\', "\\\\").replace('\n', "\\n")));
-            lines.entry(name.clone()).or_default().insert(line);
+            lines.entry(name.clone()).or_default().push(line);
         }
     }
     lines
+        .into_iter()
+        .map(|(name, per_group)| {
+            let mut candidates: BTreeSet<Option<String>> = per_group.iter().cloned().collect();
+            if per_group.len() > 1 && candidates.contains(&None) {
+                candidates.insert(Some(format!("# HELP {name} ")));
+            }
+            (name, candidates)
+        })
+        .collect()
 }
 
 /// A text-format body: 0 to 6 lines of samples, TYPE, HELP and comment lines
@@ -1529,7 +1556,12 @@ fn random_family(rng: &mut impl rand::Rng) -> pm::MetricFamily {
         }
         m
     }
-    let help = rng.gen_bool(0.3).then(|| format!("help of {name}"));
+    // Present but empty, as a Go client sends a metric made without help.
+    let help = match rng.gen_range(0..10) {
+        0..=2 => Some(format!("help of {name}")),
+        3 => Some(String::new()),
+        _ => None,
+    };
     pm::MetricFamily {
         name: Some(name.into()),
         help,
@@ -1681,8 +1713,10 @@ fn header_test_bodies() -> Vec<Vec<u8>> {
         ..Default::default()
     };
     // No type: a counter, whose protobuf scrape leaves the type out too.
+    // Its HELP is empty, as a Go client sends it for a metric made without.
     let typeless = pm::MetricFamily {
         name: Some("pb_typeless".into()),
+        help: Some(String::new()),
         r#type: None,
         metric: vec![pm::Metric {
             counter: Some(pm::Counter {

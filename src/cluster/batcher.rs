@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::bugs::{self, Bug};
-use super::codec::{BASE_ENTRY_FORMAT, ENTRY_FORMAT_VERSION};
+use super::codec::{self, BASE_ENTRY_FORMAT, ENTRY_FORMAT_VERSION, REQUEST_IDS_FORMAT};
 use super::error::WriteError;
 use super::stats::ClusterStats;
 use super::types::{DecodedBatch, LogPayload, Raft};
@@ -103,7 +103,13 @@ impl Batcher {
     /// Writes entries in format [`ENTRY_FORMAT_VERSION`] from now on: every
     /// member applies it (see `codec::ENTRY_FORMAT_VERSION`).
     pub fn use_newest_entry_format(&self) {
-        self.entry_format.store(ENTRY_FORMAT_VERSION, Ordering::Relaxed);
+        self.use_entry_format(ENTRY_FORMAT_VERSION);
+    }
+
+    /// Writes entries in `format` at least from now on (the format the log
+    /// has reached: every member applies it, or stops at it anyway).
+    pub fn use_entry_format(&self, format: u32) {
+        self.entry_format.fetch_max(format, Ordering::Relaxed);
     }
 
     /// Queues a mutation and waits for its outcome.
@@ -184,14 +190,9 @@ async fn run(
         let raft = raft.clone();
         let quorum = quorum.clone();
         let time = clock();
-        // A forwarded mutation carries its request id (format 2) once the
-        // log has moved to format 2, which this node may not know yet as a
-        // new leader: such an entry is format 2 whatever the gate says.
-        let format = if batch.iter().any(|p| p.mutation.request.is_some()) {
-            ENTRY_FORMAT_VERSION
-        } else {
-            entry_format.load(Ordering::Relaxed)
-        };
+        let floor = entry_format.load(Ordering::Relaxed);
+        let single_node = raft.metrics().borrow().membership_config.membership().nodes().count() == 1;
+        let format = batch_format(floor, single_node, batch.iter().map(|p| &*p.mutation));
         let span = tracing::debug_span!("propose", mutations = batch.len(), bytes);
         tokio::spawn(
             async move {
@@ -286,9 +287,76 @@ fn map_write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>
     }
 }
 
+/// The format of an entry of `mutations`, written by a leader whose members
+/// all apply `floor` (see `codec::ENTRY_FORMAT_VERSION`): `floor`, or more
+/// where a mutation needs it and every member applies that.
+///
+/// A single node is every member, and applies every format: it writes the
+/// base format, so that its data directory stays readable by the releases
+/// before, until a push needs more (an empty HELP). A forwarded mutation
+/// carries its request id once the log has moved to format 2, which this
+/// node may not know yet as a new leader: such an entry is format 2 at least
+/// whatever `floor` says.
+fn batch_format<'a>(floor: u32, single_node: bool, mutations: impl IntoIterator<Item = &'a pb::Mutation>) -> u32 {
+    let ceiling = if single_node { ENTRY_FORMAT_VERSION } else { floor };
+    mutations.into_iter().fold(floor, |format, m| {
+        let needed = codec::format_needed(m);
+        let format = if needed <= ceiling { format.max(needed) } else { format };
+        if m.request.is_some() {
+            format.max(REQUEST_IDS_FORMAT)
+        } else {
+            format
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pb::io::prometheus::client as pm;
+
+    fn push_with_help(help: Option<&str>) -> pb::Mutation {
+        pb::Mutation {
+            op: Some(pb::mutation::Op::Push(pb::Push {
+                families: vec![pm::MetricFamily {
+                    name: Some("m".into()),
+                    help: help.map(str::to_string),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+            request: None,
+        }
+    }
+
+    #[test]
+    fn an_entry_is_written_in_the_oldest_format_that_means_what_it_says() {
+        let plain = push_with_help(Some("h"));
+        let empty_help = push_with_help(Some(""));
+        let forwarded = pb::Mutation {
+            request: Some(pb::RequestId::default()),
+            ..plain.clone()
+        };
+        let forwarded_empty_help = pb::Mutation {
+            request: Some(pb::RequestId::default()),
+            ..empty_help.clone()
+        };
+        // A single node: the base format unless a push needs more.
+        assert_eq!(
+            batch_format(BASE_ENTRY_FORMAT, true, [&plain, &push_with_help(None)]),
+            1
+        );
+        assert_eq!(batch_format(BASE_ENTRY_FORMAT, true, [&plain, &empty_help]), 3);
+        // A cluster before every member applies format 3: never more than
+        // the floor, but a request id means the log has reached format 2.
+        assert_eq!(batch_format(BASE_ENTRY_FORMAT, false, [&plain, &empty_help]), 1);
+        assert_eq!(batch_format(BASE_ENTRY_FORMAT, false, [&plain, &forwarded]), 2);
+        assert_eq!(batch_format(REQUEST_IDS_FORMAT, false, [&plain]), 2);
+        assert_eq!(batch_format(REQUEST_IDS_FORMAT, false, [&forwarded_empty_help]), 2);
+        // Once every member applies the newest, every entry is in it.
+        assert_eq!(batch_format(ENTRY_FORMAT_VERSION, false, [&plain]), 3);
+        assert_eq!(batch_format(ENTRY_FORMAT_VERSION, true, [&plain]), 3);
+    }
 
     #[test]
     fn batch_encoding_matches_prost() {

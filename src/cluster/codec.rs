@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload};
 
 use super::types::{Entry, LogId, LogPayload, Membership, Vote};
+use crate::model::ApplyRules;
 use crate::pb::pushgate::v1 as pb;
 
 /// The only format version of the records this build keeps on its own disk
@@ -41,18 +42,57 @@ pub const FORMAT_VERSION: u32 = 1;
 /// 2. a forwarded mutation carries a `RequestId`, and apply applies only the
 ///    first copy of each (`sessions`). The first format-2 entry in the log
 ///    also tells every follower that it may send a forwarded mutation again
-///    when the leader's answer was lost.
-pub const ENTRY_FORMAT_VERSION: u32 = 2;
+///    when the leader's answer was lost;
+/// 3. apply keeps a pushed family's HELP that is present but empty
+///    (`model::ApplyRules::keep_empty_help`: a Go client's protobuf push of a
+///    metric made without help, shown as `# HELP name ` as the reference
+///    shows it); before, it dropped it.
+///
+/// Each version keeps the rules of the ones before it.
+pub const ENTRY_FORMAT_VERSION: u32 = 3;
+
+/// The first entry format whose forwarded mutations carry a request id.
+pub const REQUEST_IDS_FORMAT: u32 = 2;
+
+/// The first entry format whose apply keeps an empty HELP.
+pub const EMPTY_HELP_FORMAT: u32 = 3;
 
 /// The entry format a leader writes until every member applies
-/// [`ENTRY_FORMAT_VERSION`] (and a single node writes: it forwards nothing).
+/// [`ENTRY_FORMAT_VERSION`]. A single node writes it too unless a batch
+/// needs more ([`format_needed`]): its data directory then stays readable by
+/// the releases before until a push needs the newest rules.
 pub const BASE_ENTRY_FORMAT: u32 = 1;
 
-/// The newest snapshot record format (`pb::Snapshot::format_version`): 2
-/// once the log reached entry format 2 (the snapshot then holds the
-/// forwarded mutations' sessions, which an older release would drop), else
-/// [`FORMAT_VERSION`].
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The newest snapshot record format (`pb::Snapshot::format_version`): a
+/// snapshot has the entry format the log had reached when it was built (2
+/// holds the forwarded mutations' sessions, 3 groups stored by format 3's
+/// rules, both of which an older release would misread), and
+/// [`FORMAT_VERSION`] before format 2.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = ENTRY_FORMAT_VERSION;
+
+/// How apply treats the mutations of an entry in `format` (or the groups of
+/// a snapshot built from a log that had reached it).
+pub fn apply_rules(format: u32) -> ApplyRules {
+    ApplyRules {
+        keep_empty_help: format >= EMPTY_HELP_FORMAT,
+    }
+}
+
+/// The oldest entry format that applies `mutation` as this release means
+/// it: [`REQUEST_IDS_FORMAT`] for a forwarded one (its request id),
+/// [`EMPTY_HELP_FORMAT`] for a push with an empty HELP, else the base.
+pub fn format_needed(mutation: &pb::Mutation) -> u32 {
+    if let Some(pb::mutation::Op::Push(push)) = &mutation.op {
+        if push.families.iter().any(|f| f.help.as_deref() == Some("")) {
+            return EMPTY_HELP_FORMAT;
+        }
+    }
+    if mutation.request.is_some() {
+        REQUEST_IDS_FORMAT
+    } else {
+        BASE_ENTRY_FORMAT
+    }
+}
 
 /// The type `NewerFormat` errors carry through openraft's `StorageError`, so
 /// that a node's failure can say "upgrade this node" rather than "its

@@ -2,11 +2,12 @@
 //!
 //! During a rolling upgrade members run different releases, and a member
 //! that meets an entry in a format it does not know stops (see
-//! `codec::ENTRY_FORMAT_VERSION`). So a leader writes
-//! `codec::BASE_ENTRY_FORMAT` until every member reports, over the `Status`
-//! call, that it applies the newest format; from then on it writes the
-//! newest. A log that already holds a newest-format entry (applied here)
-//! needs no asking: every member applied it or will stop at it.
+//! `codec::ENTRY_FORMAT_VERSION`). So a leader writes the format the log has
+//! reached (`codec::BASE_ENTRY_FORMAT` in a new cluster) until every member
+//! reports, over the `Status` call, that it applies the newest format; from
+//! then on it writes the newest. A log that already holds a newest-format
+//! entry (applied here) needs no asking: every member applied it or will
+//! stop at it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,10 +34,14 @@ pub async fn adopt_newest_when_every_member_applies_it(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        if shared.request_ids.load(Ordering::Acquire) {
+        let reached = shared.log_entry_format.load(Ordering::Acquire);
+        if reached >= ENTRY_FORMAT_VERSION {
             batcher.use_newest_entry_format();
             return;
         }
+        // The format of the log so far (say 2, written by an older leader
+        // whose members still run that release) goes on.
+        batcher.use_entry_format(reached);
         let (leader, members) = {
             let m = status.raft.metrics();
             let m = m.borrow();
@@ -46,7 +51,8 @@ pub async fn adopt_newest_when_every_member_applies_it(
             )
         };
         // A single node forwards nothing: it keeps the base format, and its
-        // data directory stays readable by the release before.
+        // data directory stays readable by the releases before until a push
+        // needs more (see `batcher::batch_format`).
         if leader && members > 1 {
             let cluster = status.cluster_status(&peers).await;
             let behind: Vec<String> = cluster

@@ -516,7 +516,8 @@ impl ClusterNode {
                     }
                 },
                 Route::Remote(id, addr) => {
-                    if ticket.is_none() && self.shared.request_ids.load(std::sync::atomic::Ordering::Acquire) {
+                    let log_format = self.shared.log_entry_format.load(std::sync::atomic::Ordering::Acquire);
+                    if ticket.is_none() && log_format >= super::codec::REQUEST_IDS_FORMAT {
                         ticket = Some(self.forwarding.ticket());
                     }
                     let mut m = (*mutation).clone();

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
@@ -18,7 +18,10 @@ use parking_lot::RwLock;
 use prost::Message;
 
 use super::bugs::{self, Bug};
-use super::codec::{self, NewerFormat, ENTRY_FORMAT_VERSION, FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION};
+use super::codec::{
+    self, NewerFormat, BASE_ENTRY_FORMAT, ENTRY_FORMAT_VERSION, FORMAT_VERSION, REQUEST_IDS_FORMAT,
+    SNAPSHOT_FORMAT_VERSION,
+};
 use super::recent_entries::RecentEntries;
 use super::sessions::{self, Admission, Sessions};
 use super::stats::ClusterStats;
@@ -37,6 +40,9 @@ pub struct AppliedState {
     pub sessions: Sessions,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// The newest entry format applied so far: the format the log has
+    /// reached (`codec::ENTRY_FORMAT_VERSION`).
+    pub entry_format: u32,
 }
 
 /// State shared between the state machine (writer) and readers (scrapes).
@@ -49,9 +55,10 @@ pub struct SharedState {
     /// the same start agree on it: the fault simulation puts it in a run's
     /// trace.
     pub applied_digest: AtomicU64,
-    /// `Sessions::request_ids` of the applied state, readable without its
-    /// lock: whether a forwarded mutation carries a request id.
-    pub request_ids: AtomicBool,
+    /// `AppliedState::entry_format`, readable without its lock (from
+    /// `codec::REQUEST_IDS_FORMAT` on, a forwarded mutation carries a
+    /// request id).
+    pub log_entry_format: AtomicU32,
 }
 
 /// The digest before any entry.
@@ -107,10 +114,11 @@ impl StateMachine {
                     sessions: Sessions::default(),
                     last_applied: None,
                     membership: StoredMembership::default(),
+                    entry_format: BASE_ENTRY_FORMAT,
                 })),
                 applied_index: AtomicU64::new(0),
                 applied_digest: AtomicU64::new(DIGEST_START),
-                request_ids: AtomicBool::new(false),
+                log_entry_format: AtomicU32::new(BASE_ENTRY_FORMAT),
             }),
             snapshot_dir: snapshot_dir.to_path_buf(),
             stats,
@@ -138,15 +146,21 @@ impl StateMachine {
     }
 
     fn load(&self, snapshot: &pb::Snapshot) -> Result<(), String> {
-        let store = Store::restore(snapshot.clock_unix_nanos, &snapshot.groups)?;
+        let entry_format = entry_format_of(snapshot);
+        let store = Store::restore(
+            snapshot.clock_unix_nanos,
+            &snapshot.groups,
+            codec::apply_rules(entry_format),
+        )?;
         let meta = Self::meta_of(snapshot);
         let mut state = self.shared.state.write();
-        self.shared.request_ids.store(snapshot.request_ids, Ordering::Release);
+        self.shared.log_entry_format.store(entry_format, Ordering::Release);
         *state = AppliedState {
             store,
             sessions: Sessions::from_pb(snapshot.request_ids, &snapshot.sessions),
             last_applied: meta.last_log_id,
             membership: meta.last_membership,
+            entry_format,
         };
         self.shared
             .applied_index
@@ -189,6 +203,26 @@ fn newer_format(batch: &pb::Batch, index: u64) -> Option<NewerFormat> {
     })
 }
 
+/// The entry format the log had reached when `snapshot` was built.
+fn entry_format_of(snapshot: &pb::Snapshot) -> u32 {
+    let sessions = if snapshot.request_ids {
+        REQUEST_IDS_FORMAT
+    } else {
+        BASE_ENTRY_FORMAT
+    };
+    snapshot.format_version.max(sessions)
+}
+
+/// The format of a snapshot built when the log had reached `entry_format`
+/// (see `codec::SNAPSHOT_FORMAT_VERSION`).
+fn snapshot_format(entry_format: u32) -> u32 {
+    if entry_format >= REQUEST_IDS_FORMAT {
+        entry_format
+    } else {
+        FORMAT_VERSION
+    }
+}
+
 fn decode_snapshot(bytes: &[u8]) -> Result<pb::Snapshot, String> {
     let snapshot = pb::Snapshot::decode(bytes).map_err(|e| format!("does not decode: {e}"))?;
     check_snapshot_version(snapshot.format_version).map_err(|e| e.to_string())?;
@@ -214,9 +248,11 @@ fn apply_batch<'a>(
     time: i64,
     mutations: impl IntoIterator<Item = &'a pb::Mutation>,
 ) -> Vec<Applied> {
-    if format_version >= 2 {
+    if format_version >= REQUEST_IDS_FORMAT {
         state.sessions.enable_request_ids();
     }
+    state.entry_format = state.entry_format.max(format_version);
+    let rules = codec::apply_rules(format_version);
     state.sessions.expire(time, index);
     mutations
         .into_iter()
@@ -226,16 +262,16 @@ fn apply_batch<'a>(
                 earlier_index: None,
             };
             match &m.request {
-                None => here(state.store.apply_one(time, m)),
+                None => here(state.store.apply_one(time, rules, m)),
                 Some(id) => match state.sessions.admit(id, time, index) {
                     Admission::Apply => {
-                        let outcome = state.store.apply_one(time, m);
+                        let outcome = state.store.apply_one(time, rules, m);
                         state.sessions.record(id, &outcome, index);
                         here(outcome)
                     }
                     Admission::Repeat { outcome, index } => {
                         if bugs::active(Bug::RepeatedForwards) {
-                            state.store.apply_one(time, m);
+                            state.store.apply_one(time, rules, m);
                         }
                         Applied {
                             outcome,
@@ -304,13 +340,14 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // A consistent copy under a short read lock: groups are shared, not cloned.
-        let (view, sessions, last_log_id, membership) = {
+        let (view, sessions, last_log_id, membership, entry_format) = {
             let state = self.shared.state.read();
             (
                 state.store.snapshot_view(),
                 state.sessions.clone(),
                 state.last_applied,
                 state.membership.clone(),
+                state.entry_format,
             )
         };
         let meta_membership = membership.clone();
@@ -325,13 +362,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let log_bytes_at_start = ClusterStats::get(&self.stats.log_bytes_appended);
         let bytes = crate::blocking::run(move || -> std::io::Result<u64> {
             let header = pb::Snapshot {
-                // An older release that read a snapshot with sessions would
-                // drop them: it must refuse it instead.
-                format_version: if sessions.request_ids() {
-                    SNAPSHOT_FORMAT_VERSION
-                } else {
-                    FORMAT_VERSION
-                },
+                // An older release that read a snapshot with sessions, or
+                // with groups stored by newer rules, would misread it: it
+                // must refuse it instead.
+                format_version: snapshot_format(entry_format),
                 last_log_id: last_log_id.as_ref().map(codec::log_id_to_pb),
                 last_membership_log_id: membership.log_id().as_ref().map(codec::log_id_to_pb),
                 last_membership: Some(codec::membership_to_pb(membership.membership())),
@@ -451,8 +485,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let applied = state.last_applied.map_or(0, |l| l.index);
         self.shared
-            .request_ids
-            .store(state.sessions.request_ids(), Ordering::Release);
+            .log_entry_format
+            .store(state.entry_format, Ordering::Release);
         drop(state);
         self.shared.applied_digest.store(digest, Ordering::Relaxed);
         self.shared.applied_index.store(applied, Ordering::Release);
@@ -496,20 +530,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         check_snapshot_version(record.format_version).map_err(|e| snapshot_err(ErrorVerb::Read, e))?;
         let dir = self.snapshot_dir.clone();
         let sessions = Sessions::from_pb(record.request_ids, &record.sessions);
-        let request_ids = record.request_ids;
+        let entry_format = entry_format_of(&record);
         let store = crate::blocking::run(move || -> Result<(Store, Vec<u8>), String> {
             write_atomically(&dir, SNAPSHOT_FILE, &bytes).map_err(|e| e.to_string())?;
-            Ok((Store::restore(record.clock_unix_nanos, &record.groups)?, bytes))
+            let rules = codec::apply_rules(entry_format);
+            Ok((Store::restore(record.clock_unix_nanos, &record.groups, rules)?, bytes))
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.shared.request_ids.store(request_ids, Ordering::Release);
+        self.shared.log_entry_format.store(entry_format, Ordering::Release);
         *self.shared.state.write() = AppliedState {
             store: store.0,
             sessions,
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
+            entry_format,
         };
         self.shared
             .applied_index
@@ -574,7 +610,7 @@ mod tests {
                 })),
                 request: None,
             };
-            store.apply_batch(1_700_000_000_000_000_000, &[push]);
+            store.apply_batch(1_700_000_000_000_000_000, crate::model::ApplyRules::NEWEST, &[push]);
         }
         let view = store.snapshot_view();
         let header = pb::Snapshot {
@@ -630,7 +666,10 @@ mod tests {
             request: None,
         };
         for (newer, what) in [
-            (entry(2, 3, vec![push_of("b")]), "format 3"),
+            (
+                entry(2, super::ENTRY_FORMAT_VERSION + 1, vec![push_of("b")]),
+                "format 4",
+            ),
             (entry(2, 1, vec![push_of("b"), newer_kind]), "a mutation of a kind"),
         ] {
             let mut sm = StateMachine::open(dir.path(), 1, Arc::default()).expect("state machine");
@@ -746,7 +785,7 @@ mod tests {
             1,
             "the push after the first copy stays"
         );
-        assert!(sm.shared.request_ids.load(Ordering::Acquire));
+        assert_eq!(sm.shared.log_entry_format.load(Ordering::Acquire), 2);
 
         sm.get_snapshot_builder()
             .await
@@ -756,10 +795,58 @@ mod tests {
         let bytes = std::fs::read(dir.path().join(super::SNAPSHOT_FILE)).expect("snapshot file");
         assert_eq!(pb::Snapshot::decode(&bytes[..]).unwrap().format_version, 2);
         let mut restored = StateMachine::open(dir.path(), 1, Arc::default()).expect("restored");
-        assert!(restored.shared.request_ids.load(Ordering::Acquire));
+        assert_eq!(restored.shared.log_entry_format.load(Ordering::Acquire), 2);
         let results = restored.apply(vec![entry(5, 2, vec![delete])]).await.expect("applied");
         assert_eq!(results[0].outcomes, vec![copy]);
         assert_eq!(restored.shared.state.read().store.group_count(), 1);
+    }
+
+    /// A protobuf push of a family whose HELP is present but empty: formats
+    /// 1 and 2 drop that HELP, format 3 keeps it (`# HELP e `, as the
+    /// reference writes it), and a snapshot of a log that reached format 3
+    /// is format 3 and restores it so.
+    #[tokio::test]
+    async fn an_empty_help_is_kept_from_entry_format_3_on() {
+        use openraft::RaftSnapshotBuilder;
+        let empty_help = |job: &str| {
+            let mut m = push_of(job);
+            if let Some(pb::mutation::Op::Push(p)) = &mut m.op {
+                p.families[0].name = Some("e".into());
+                p.families[0].help = Some(String::new());
+            }
+            m
+        };
+        let text = |sm: &StateMachine| {
+            let mut out = Vec::new();
+            sm.shared.state.read().store.render_text(&mut out, &[], |_, _| {});
+            String::from_utf8(out).expect("utf-8")
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sm = StateMachine::open(dir.path(), 1, Arc::default()).expect("state machine");
+        sm.apply(vec![
+            entry(1, 1, vec![empty_help("a")]),
+            entry(2, 2, vec![empty_help("b")]),
+        ])
+        .await
+        .expect("applied");
+        assert!(!text(&sm).contains("# HELP e"), "{}", text(&sm));
+        sm.apply(vec![entry(3, 3, vec![empty_help("c")])])
+            .await
+            .expect("applied");
+        let kept = text(&sm);
+        assert!(kept.contains("# HELP e \n# TYPE e untyped\n"), "{kept}");
+        assert_eq!(sm.shared.log_entry_format.load(Ordering::Acquire), 3);
+
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+        let bytes = std::fs::read(dir.path().join(super::SNAPSHOT_FILE)).expect("snapshot file");
+        assert_eq!(pb::Snapshot::decode(&bytes[..]).unwrap().format_version, 3);
+        let restored = StateMachine::open(dir.path(), 1, Arc::default()).expect("restored");
+        assert_eq!(text(&restored), kept);
+        assert_eq!(restored.shared.log_entry_format.load(Ordering::Acquire), 3);
     }
 
     /// Until the log holds a format-2 entry, snapshots stay format 1, which

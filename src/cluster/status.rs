@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::Fatal;
 
-use super::codec::{BASE_ENTRY_FORMAT, ENTRY_FORMAT_VERSION, NEWER_FORMAT};
+use super::codec::{ENTRY_FORMAT_VERSION, NEWER_FORMAT};
 use super::identity::Identity;
 use super::network::Peers;
 use super::stall::StallWatch;
@@ -65,10 +65,11 @@ pub struct NodeStatus {
     /// leader nor a quorum for a while (see `contact`): it answers pushes and
     /// consistent reads with 503.
     pub cut_off: Option<String>,
-    /// The log entry format in use, as far as this node applied the log: 2
-    /// once an entry of format 2 was applied (from then on a push forwarded
-    /// to the leader is sent again when its answer is lost, and applied
-    /// once; a release that applies only format 1 cannot join), else 1.
+    /// The log entry format in use, as far as this node applied the log: the
+    /// newest format of an entry it applied (`codec::ENTRY_FORMAT_VERSION`;
+    /// from 2 on a push forwarded to the leader is sent again when its
+    /// answer is lost, and applied once; from 3 on a pushed empty HELP is
+    /// kept). A release that does not apply it cannot join.
     pub log_entry_format: u32,
     /// Pushes this node forwarded to the leader and sent again, since it
     /// started, because the leader's answer was lost (each is applied once).
@@ -175,11 +176,7 @@ impl StatusSource {
             oldest_storage_call_seconds: self.stalls.oldest(Instant::now()).as_secs_f64(),
             removed: self.removal.lock().clone(),
             cut_off: super::contact::cut_off(&self.contact, &m),
-            log_entry_format: if self.shared.request_ids.load(Ordering::Acquire) {
-                ENTRY_FORMAT_VERSION
-            } else {
-                BASE_ENTRY_FORMAT
-            },
+            log_entry_format: self.shared.log_entry_format.load(Ordering::Acquire),
             forwards_repeated: ClusterStats::get(&self.stats.forwards_repeated),
         }
     }

@@ -71,7 +71,7 @@ fn render(state: &AppState, view: ReadView, format: ScrapeFormat) -> Vec<u8> {
 
 fn write_own(own: &[pm::MetricFamily], name: &str, out: &mut Vec<u8>) {
     if let Some(f) = own.iter().find(|f| f.name() == name) {
-        write_header(out, name, f.help(), f.r#type());
+        write_header(out, name, f.help.as_deref(), f.r#type());
         for m in &f.metric {
             write_metric(out, name, f.r#type(), m);
         }

@@ -17,4 +17,4 @@ pub mod text_parse;
 mod store_tests;
 
 pub use grouping_key::{GroupingKey, GroupingKeyError, Label};
-pub use store::{Group, Outcome, Store, StoredFamily};
+pub use store::{ApplyRules, Group, Outcome, Store, StoredFamily};

@@ -152,9 +152,10 @@ pub fn write_escaped_help(out: &mut Vec<u8>, help: &str) {
     }
 }
 
-/// `# HELP` (when non-empty) and `# TYPE` lines of a family.
-pub fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: pm::MetricType) {
-    if !help.is_empty() {
+/// `# HELP` (when the family has one, even an empty one: `# HELP name `, as
+/// Go's text encoder writes it) and `# TYPE` lines of a family.
+pub fn write_header(out: &mut Vec<u8>, name: &str, help: Option<&str>, kind: pm::MetricType) {
+    if let Some(help) = help {
         out.extend_from_slice(b"# HELP ");
         out.extend_from_slice(name.as_bytes());
         out.push(b' ');

@@ -44,11 +44,35 @@ pub enum Outcome {
     Malformed { message: String },
 }
 
+/// The rules apply follows where releases of pushgate differ. Every replica
+/// must apply an entry by the rules it was written for (the entry's format,
+/// `cluster::codec::ENTRY_FORMAT_VERSION`), or two of them would hold
+/// different groups at the same index; so they travel with the entry
+/// instead of being this release's fixed behaviour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyRules {
+    /// Keep a pushed family's HELP that is present but empty (a protobuf
+    /// push from a Go client of a metric made without help), which the text
+    /// exposition then writes as `# HELP name ` like the reference does.
+    /// Without it such a HELP is dropped, as for a family pushed with none.
+    pub keep_empty_help: bool,
+}
+
+impl ApplyRules {
+    /// This release's own rules.
+    pub const NEWEST: ApplyRules = ApplyRules { keep_empty_help: true };
+
+    /// The HELP a family is stored with under these rules.
+    fn help<'a>(&self, pushed: Option<&'a str>) -> Option<&'a str> {
+        pushed.filter(|h| self.keep_empty_help || !h.is_empty())
+    }
+}
+
 /// One family as stored in a group: already sanitised, sorted and rendered.
 #[derive(Debug)]
 pub struct StoredFamily {
     pub kind: pm::MetricType,
-    /// Non-empty help, if the push had one.
+    /// The pushed help, if the push had one (see [`ApplyRules`] for an empty one).
     pub help: Option<Arc<str>>,
     /// When the push that wrote this family was applied (Unix ns).
     pub pushed_at: i64,
@@ -159,19 +183,20 @@ impl Store {
     pub fn apply_batch<'a>(
         &mut self,
         time_unix_nanos: i64,
+        rules: ApplyRules,
         mutations: impl IntoIterator<Item = &'a pb::Mutation>,
     ) -> Vec<Outcome> {
         mutations
             .into_iter()
-            .map(|m| self.apply_one(time_unix_nanos, m))
+            .map(|m| self.apply_one(time_unix_nanos, rules, m))
             .collect()
     }
 
     /// Applies one mutation of an entry stamped `time_unix_nanos` (the
     /// mutations of one entry are applied one after the other).
-    pub fn apply_one(&mut self, time_unix_nanos: i64, mutation: &pb::Mutation) -> Outcome {
+    pub fn apply_one(&mut self, time_unix_nanos: i64, rules: ApplyRules, mutation: &pb::Mutation) -> Outcome {
         let now = self.tick(time_unix_nanos);
-        self.apply(now, mutation)
+        self.apply(now, rules, mutation)
     }
 
     /// The stamp of the next mutation: the leader's time, unless that is not
@@ -182,9 +207,9 @@ impl Store {
         self.clock
     }
 
-    fn apply(&mut self, now: i64, mutation: &pb::Mutation) -> Outcome {
+    fn apply(&mut self, now: i64, rules: ApplyRules, mutation: &pb::Mutation) -> Outcome {
         match &mutation.op {
-            Some(pb::mutation::Op::Push(push)) => self.apply_push(now, push),
+            Some(pb::mutation::Op::Push(push)) => self.apply_push(now, rules, push),
             Some(pb::mutation::Op::Delete(delete)) => match key_from_pb(&delete.grouping_key) {
                 Some(key) => Outcome::Deleted {
                     existed: self.remove_group(&key),
@@ -204,7 +229,7 @@ impl Store {
         }
     }
 
-    fn apply_push(&mut self, now: i64, push: &pb::Push) -> Outcome {
+    fn apply_push(&mut self, now: i64, rules: ApplyRules, push: &pb::Push) -> Outcome {
         let Some(key) = key_from_pb(&push.grouping_key) else {
             return malformed("push without a valid grouping key");
         };
@@ -218,7 +243,7 @@ impl Store {
             };
         }
         let existing = self.groups.get(&key).cloned();
-        match self.prepare(&key, push, existing.as_deref(), now) {
+        match self.prepare(&key, push, existing.as_deref(), now, rules) {
             Ok(families) => {
                 let mut group = match &existing {
                     Some(g) if !push.replace => (**g).clone(),
@@ -271,6 +296,7 @@ impl Store {
         push: &pb::Push,
         existing: Option<&Group>,
         now: i64,
+        rules: ApplyRules,
     ) -> Result<Vec<NamedFamily>, Vec<String>> {
         if push
             .families
@@ -391,7 +417,7 @@ impl Store {
             }
             let labels_of = |range: &std::ops::Range<usize>| &label_buf[range.clone()];
             sort_series(&mut series, labels_of);
-            let help = family.help.as_deref().filter(|h| !h.is_empty());
+            let help = rules.help(family.help.as_deref());
             let sanitized = SanitizedFamily {
                 name,
                 help,
@@ -580,7 +606,7 @@ impl Store {
                 } else {
                     (PUSH_FAILURE_TIME_HELP, |g| g.failure_time)
                 };
-                write_header(&mut scratch, name, help, pm::MetricType::Gauge);
+                write_header(&mut scratch, name, Some(help), pm::MetricType::Gauge);
                 for group in timestamp_order.get_or_insert_with(|| self.groups_in_series_order()) {
                     write_timestamp_sample(&mut scratch, name, &group.key, pick(group));
                 }
@@ -599,7 +625,7 @@ impl Store {
                 write_header(
                     &mut scratch,
                     name,
-                    help.as_deref().unwrap_or(""),
+                    help.as_deref(),
                     kind.unwrap_or(pm::MetricType::Untyped),
                 );
             }
@@ -714,8 +740,9 @@ impl Store {
         }
     }
 
-    /// Rebuilds a store from a snapshot's groups (re-rendering and re-indexing).
-    pub fn restore(clock: i64, groups: &[pb::StoredGroup]) -> Result<Store, String> {
+    /// Rebuilds a store from a snapshot's groups (re-rendering and
+    /// re-indexing), which were stored by `rules`.
+    pub fn restore(clock: i64, groups: &[pb::StoredGroup], rules: ApplyRules) -> Result<Store, String> {
         let mut store = Store {
             clock,
             ..Store::default()
@@ -744,7 +771,7 @@ impl Store {
                     Arc::<str>::from(name.as_str()),
                     Arc::new(StoredFamily {
                         kind,
-                        help: decoded.help.as_deref().filter(|h| !h.is_empty()).map(Arc::from),
+                        help: rules.help(decoded.help.as_deref()).map(Arc::from),
                         pushed_at: f.pushed_at_unix_nanos,
                         encoded,
                         text,

@@ -2,7 +2,7 @@
 
 use prost::Message;
 
-use super::store::{key_to_pb, Outcome, Store};
+use super::store::{key_to_pb, ApplyRules, Outcome, Store};
 use super::text_parse::parse_text;
 use super::GroupingKey;
 use crate::pb::io::prometheus::client as pm;
@@ -30,7 +30,7 @@ fn push_families(
         })),
         request: None,
     };
-    store.apply_batch(t, &[m]).remove(0)
+    store.apply_batch(t, ApplyRules::NEWEST, &[m]).remove(0)
 }
 
 fn push(store: &mut Store, t: i64, k: &GroupingKey, replace: bool, body: &str) -> Outcome {
@@ -44,7 +44,7 @@ fn delete(store: &mut Store, t: i64, k: &GroupingKey) -> Outcome {
         })),
         request: None,
     };
-    store.apply_batch(t, &[m]).remove(0)
+    store.apply_batch(t, ApplyRules::NEWEST, &[m]).remove(0)
 }
 
 fn render(store: &Store) -> String {
@@ -377,7 +377,7 @@ fn mutations_of_one_entry_get_increasing_stamps() {
         })),
         request: None,
     };
-    s.apply_batch(T1, &[m(&a), m(&b)]);
+    s.apply_batch(T1, ApplyRules::NEWEST, &[m(&a), m(&b)]);
     assert_eq!(s.group(&a).unwrap().push_time, T1);
     assert_eq!(s.group(&b).unwrap().push_time, T1 + 1_000);
 }
@@ -411,7 +411,7 @@ fn snapshot_restore_renders_identically() {
     );
     push(&mut s, T1 + 2, &key(&[("job", "f")]), true, "x 1 1\n");
     let view = s.snapshot_view();
-    let restored = Store::restore(view.clock, &view.groups_pb().collect::<Vec<_>>()).unwrap();
+    let restored = Store::restore(view.clock, &view.groups_pb().collect::<Vec<_>>(), ApplyRules::NEWEST).unwrap();
     assert_eq!(render(&s), render(&restored));
     assert_eq!(restored.series_count(), s.series_count());
     // Indexes were rebuilt: a conflicting push is still refused.
@@ -434,7 +434,10 @@ fn wipe_removes_everything() {
         op: Some(pb::mutation::Op::Wipe(pb::Wipe {})),
         request: None,
     };
-    assert_eq!(s.apply_batch(T1, &[m]), vec![Outcome::Wiped { groups: 2 }]);
+    assert_eq!(
+        s.apply_batch(T1, ApplyRules::NEWEST, &[m]),
+        vec![Outcome::Wiped { groups: 2 }]
+    );
     assert_eq!(s.group_count(), 0);
     assert_eq!(render(&s), "");
 }
@@ -553,11 +556,75 @@ fn stored_encoding_is_prosts_encoding_of_the_sanitised_family() {
         let f = &group.families[name];
         assert_eq!(f.decode().encode_to_vec(), f.encoded.as_ref(), "family {name}");
     }
-    assert_eq!(group.families["h"].decode().help, None, "empty help is dropped");
+    assert_eq!(
+        group.families["h"].decode().help.as_deref(),
+        Some(""),
+        "an empty help is kept"
+    );
     assert_eq!(
         String::from_utf8(g.text.to_vec()).unwrap(),
         "g{instance=\"i\",job=\"j\",zone=\"z\\\"1\"} 0\ng{a=\"\",b=\"2\",instance=\"\",job=\"j\",zone=\"z\\\"1\"} 1.5\n"
     );
+}
+
+/// A family pushed with a HELP that is present but empty (a Go client's
+/// protobuf push of a metric made without help): the newest rules keep it
+/// (text `# HELP e `, protobuf `help: ""`, as the reference), the rules of
+/// the entry formats before drop it, as a family pushed without HELP; a
+/// restore keeps or drops it by the rules the snapshot was built with.
+#[test]
+fn an_empty_help_is_kept_or_dropped_by_the_apply_rules() {
+    let family = |help: Option<&str>| pm::MetricFamily {
+        name: Some("e".into()),
+        help: help.map(str::to_string),
+        r#type: Some(pm::MetricType::Untyped as i32),
+        metric: vec![pm::Metric {
+            untyped: Some(pm::Untyped { value: Some(1.0) }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let pushed = |rules: ApplyRules, help: Option<&str>| {
+        let mut store = Store::new();
+        let m = pb::Mutation {
+            op: Some(pb::mutation::Op::Push(pb::Push {
+                grouping_key: key_to_pb(&key(&[("job", "j")])),
+                replace: true,
+                families: vec![family(help)],
+                consistency_check: true,
+            })),
+            request: None,
+        };
+        assert_eq!(store.apply_batch(T1, rules, &[m]), vec![Outcome::Pushed]);
+        store
+    };
+    let sample = "e{instance=\"\",job=\"j\"} 1\n";
+    let old = ApplyRules { keep_empty_help: false };
+    let kept = pushed(ApplyRules::NEWEST, Some(""));
+    assert!(
+        render(&kept).starts_with(&format!("# HELP e \n# TYPE e untyped\n{sample}")),
+        "{}",
+        render(&kept)
+    );
+    assert_eq!(kept.merged_families()[0].help.as_deref(), Some(""));
+    let dropped = pushed(old, Some(""));
+    assert!(
+        render(&dropped).starts_with(&format!("# TYPE e untyped\n{sample}")),
+        "{}",
+        render(&dropped)
+    );
+    assert_eq!(dropped.merged_families()[0].help, None);
+    assert_eq!(
+        render(&pushed(ApplyRules::NEWEST, None)),
+        render(&dropped),
+        "no HELP pushed: no line"
+    );
+
+    let groups: Vec<pb::StoredGroup> = kept.snapshot_view().groups_pb().collect();
+    let restored = Store::restore(kept.snapshot_view().clock, &groups, ApplyRules::NEWEST).unwrap();
+    assert_eq!(render(&restored), render(&kept));
+    let restored_by_old_rules = Store::restore(kept.snapshot_view().clock, &groups, old).unwrap();
+    assert_eq!(render(&restored_by_old_rules), render(&dropped));
 }
 
 #[test]
