@@ -188,14 +188,15 @@ fn pushes_through_followers_do_not_fail_when_the_leader_crashes() {
     let followers: Vec<u64> = cluster.nodes.keys().copied().filter(|id| *id != leader).collect();
     let urls = followers.iter().map(|id| cluster.node(*id).url("")).collect();
     let pushers = Pushers::start(12, "forwards", "fw", urls);
-    // The leader moves the log to entry format 2 (request ids) once every
-    // member reports that it applies it; the followers see it applied.
+    // The leader moves the log to the newest entry format (3; request ids
+    // came with 2) once every member reports that it applies it; the
+    // followers see it applied.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !followers
         .iter()
-        .all(|id| cluster.status(*id).is_some_and(|s| s["log_entry_format"] == 2))
+        .all(|id| cluster.status(*id).is_some_and(|s| s["log_entry_format"] == 3))
     {
-        assert!(Instant::now() < deadline, "the log never moved to entry format 2");
+        assert!(Instant::now() < deadline, "the log never moved to entry format 3");
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -425,7 +426,7 @@ fn cluster_status_on_any_node_shows_every_member_and_one_that_is_down() {
         assert_eq!(n["state"], want, "node {id}: {n:#}");
         assert!(n["last_log_index"].as_u64().unwrap() >= pushed_at, "node {id}: {n:#}");
         assert_eq!(n["version"].as_str(), Some(build_version.as_str()), "node {id}: {n:#}");
-        assert_eq!(n["entry_format"], 2, "node {id}: {n:#}");
+        assert_eq!(n["entry_format"], 3, "node {id}: {n:#}");
         assert!(n["lag"].is_u64(), "the leader counts node {id}'s lag: {n:#}");
         if id == leader {
             assert_eq!(n["lag"], 0, "the leader is not behind itself");

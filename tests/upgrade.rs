@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::pushers::{Pushed, Pushers};
-use common::{build_version, temp_dir, this_release};
+use common::{build_version, client, temp_dir, this_release, Server, PROTOBUF};
+use prost::Message;
+use pushgate::pb::io::prometheus::client as pm;
 
 /// The older release's binary, or `None` (and a line saying so) when the
 /// test must skip.
@@ -100,7 +102,7 @@ fn assert_nothing_refused_or_lost(cluster: &mut TestCluster, pushed: &Pushed, ga
 /// a stretch where a new-release leader leads an old-release follower, then
 /// the last node. While any member runs the old release the log stays on
 /// entry format 1, which it applies; once all run this one, it moves to
-/// format 2. No push is refused at any point and every node ends with every
+/// format 3. No push is refused at any point and every node ends with every
 /// acknowledged push.
 #[test]
 fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
@@ -124,7 +126,7 @@ fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
         cluster.restart_node(&pushers, *id, |_, server| server.program = this_release());
         assert_eq!(
             entry_format_of(&mut cluster, *id),
-            Some(2),
+            Some(3),
             "node {id} runs this release"
         );
     }
@@ -172,11 +174,11 @@ fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
     assert_eq!(old_node["error"], serde_json::Value::Null, "{old_node:#}");
     assert!(cluster.node(first_leader).get("/-/ready").status().is_success());
 
-    // 3. The last node; then the log moves to format 2 on every node.
+    // 3. The last node; then the log moves to format 3 on every node.
     let pushers = Pushers::start(6, "upgrade", "uv", urls(&cluster));
     cluster.restart_node(&pushers, first_leader, |_, server| server.program = this_release());
-    wait_for("entry format 2 on every node", Duration::from_secs(20), || {
-        log_formats(&cluster) == vec![Some(2); 3]
+    wait_for("entry format 3 on every node", Duration::from_secs(20), || {
+        log_formats(&cluster) == vec![Some(3); 3]
     });
     std::thread::sleep(Duration::from_secs(1));
     let pushed = pushers.stop();
@@ -188,7 +190,7 @@ fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
     );
 }
 
-/// Rolling a node back to the older release once the log holds format-2
+/// Rolling a node back to the older release once the log holds format-3
 /// entries: the node stops before applying what it cannot (it never serves
 /// or acknowledges anything from a diverged state), the others go on, and
 /// started again on this release it catches up with nothing lost.
@@ -198,8 +200,8 @@ fn a_node_rolled_back_after_the_format_changed_stops_and_catches_up_when_upgrade
     let mut cluster = TestCluster::start("rollback", 3, &[]);
     let urls: Vec<String> = cluster.nodes.values().map(|n| n.server.url("")).collect();
     let pushers = Pushers::start(6, "rollback", "rb", urls);
-    wait_for("entry format 2 on every node", Duration::from_secs(20), || {
-        log_formats(&cluster) == vec![Some(2); 3]
+    wait_for("entry format 3 on every node", Duration::from_secs(20), || {
+        log_formats(&cluster) == vec![Some(3); 3]
     });
     let leader = cluster.wait_leader(Duration::from_secs(10));
     let back = (1..=3).find(|id| *id != leader).expect("a follower");
@@ -215,7 +217,7 @@ fn a_node_rolled_back_after_the_format_changed_stops_and_catches_up_when_upgrade
     );
     cluster.node_mut(back).program = old;
     cluster.node_mut(back).spawn_unready();
-    // It meets a format-2 entry or snapshot, either while replaying its own
+    // It meets a format-3 entry or snapshot, either while replaying its own
     // log (it exits) or from the leader (it keeps running, unhealthy). It
     // is never ready, and it says what to do.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -269,4 +271,104 @@ fn a_node_rolled_back_after_the_format_changed_stops_and_catches_up_when_upgrade
     server.spawn();
     cluster.wait_caught_up(back, Duration::from_secs(20));
     assert_nothing_refused_or_lost(&mut cluster, &pushed, "rb", "after the roll-back");
+}
+
+/// A protobuf push of one untyped sample named `name` whose HELP is `help`.
+fn protobuf_push(name: &str, help: Option<&str>) -> Vec<u8> {
+    pm::MetricFamily {
+        name: Some(name.into()),
+        help: help.map(str::to_string),
+        r#type: Some(pm::MetricType::Untyped as i32),
+        metric: vec![pm::Metric {
+            untyped: Some(pm::Untyped { value: Some(1.0) }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .encode_length_delimited_to_vec()
+}
+
+/// The `log_entry_format` a single node reports: the newest format it applied.
+fn log_entry_format(node: &Server) -> u64 {
+    let text = node.get("/api/v1/cluster/status").text().expect("status");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("json");
+    status["data"]["log_entry_format"].as_u64().expect("log_entry_format")
+}
+
+fn put_protobuf(node: &Server, path: &str, body: Vec<u8>) {
+    let r = client()
+        .put(node.url(path))
+        .header("content-type", PROTOBUF)
+        .body(body)
+        .send()
+        .expect("PUT");
+    assert_eq!(r.status(), 200, "PUT {path}: {}", r.text().unwrap_or_default());
+}
+
+/// A single node writes the oldest entry format that means what a push
+/// says: a roll-back to the older release keeps working until a push needs
+/// the newest format (an empty protobuf HELP, which format 3 keeps as
+/// `# HELP name `). From then on the older release refuses the data
+/// directory and says why, and this release serves everything.
+#[test]
+fn a_single_node_stays_readable_by_the_older_release_until_a_push_needs_the_newest_format() {
+    let Some(old) = old_release() else { return };
+    let dir = temp_dir("single-rollback");
+    let data = dir.path().join("data");
+    let mut node = Server::start_in(&data, &[]);
+    node.put_ok("/metrics/job/text", "text_pushed 1\n");
+    put_protobuf(&node, "/metrics/job/pb", protobuf_push("pb_with_help", Some("some help")));
+    put_protobuf(&node, "/metrics/job/pb_no_help", protobuf_push("pb_without_help", None));
+    assert_eq!(log_entry_format(&node), 1, "nothing needed more than the base format");
+    assert_eq!(node.terminate(), Some(0));
+
+    // Rolled back: the older release opens it and serves every push.
+    node.program = old.clone();
+    node.spawn();
+    let exposition = node.pushed_exposition();
+    for line in [
+        "text_pushed{instance=\"\",job=\"text\"} 1",
+        "# HELP pb_with_help some help",
+        "pb_with_help{instance=\"\",job=\"pb\"} 1",
+        "pb_without_help{instance=\"\",job=\"pb_no_help\"} 1",
+    ] {
+        assert!(exposition.lines().any(|l| l == line), "the older release serves {line:?}:\n{exposition}");
+    }
+    assert_eq!(node.terminate(), Some(0));
+
+    // Upgraded again, a push with an empty HELP moves the log to format 3.
+    node.program = this_release();
+    node.spawn();
+    put_protobuf(&node, "/metrics/job/empty", protobuf_push("pb_empty_help", Some("")));
+    assert_eq!(log_entry_format(&node), 3);
+    let want = node.pushed_exposition();
+    assert!(want.contains("# HELP pb_empty_help \n"), "{want}");
+    assert_eq!(node.terminate(), Some(0));
+
+    // The older release cannot mean what that entry says: it stops.
+    node.program = old;
+    node.spawn_unready();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = node.exit_status() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the older release kept running on a format-3 data directory:\n{}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "it exits with a failure: {status:?}");
+    let said = node.log_text();
+    assert!(
+        said.contains("was written by a newer pushgate"),
+        "the older release says why it stopped:\n{said}"
+    );
+
+    // This release serves everything, the empty HELP included.
+    node.program = this_release();
+    node.spawn();
+    assert_eq!(node.pushed_exposition(), want);
 }
