@@ -317,7 +317,11 @@ fn a_single_node_stays_readable_by_the_older_release_until_a_push_needs_the_newe
     let data = dir.path().join("data");
     let mut node = Server::start_in(&data, &[]);
     node.put_ok("/metrics/job/text", "text_pushed 1\n");
-    put_protobuf(&node, "/metrics/job/pb", protobuf_push("pb_with_help", Some("some help")));
+    put_protobuf(
+        &node,
+        "/metrics/job/pb",
+        protobuf_push("pb_with_help", Some("some help")),
+    );
     put_protobuf(&node, "/metrics/job/pb_no_help", protobuf_push("pb_without_help", None));
     assert_eq!(log_entry_format(&node), 1, "nothing needed more than the base format");
     assert_eq!(node.terminate(), Some(0));
@@ -332,7 +336,10 @@ fn a_single_node_stays_readable_by_the_older_release_until_a_push_needs_the_newe
         "pb_with_help{instance=\"\",job=\"pb\"} 1",
         "pb_without_help{instance=\"\",job=\"pb_no_help\"} 1",
     ] {
-        assert!(exposition.lines().any(|l| l == line), "the older release serves {line:?}:\n{exposition}");
+        assert!(
+            exposition.lines().any(|l| l == line),
+            "the older release serves {line:?}:\n{exposition}"
+        );
     }
     assert_eq!(node.terminate(), Some(0));
 
