@@ -643,6 +643,19 @@ mod tests {
     }
 
     /// A log entry as a follower receives it: encoded bytes only.
+    /// Builds a snapshot of `sm` (data in `dir`) and reads back the record
+    /// it wrote.
+    async fn snapshot_written(sm: &mut StateMachine, dir: &std::path::Path) -> pb::Snapshot {
+        use openraft::RaftSnapshotBuilder;
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+        let bytes = std::fs::read(dir.join(super::SNAPSHOT_FILE)).expect("snapshot file");
+        pb::Snapshot::decode(&bytes[..]).expect("a snapshot record")
+    }
+
     fn entry(index: u64, format_version: u32, mutations: Vec<pb::Mutation>) -> Entry {
         let batch = pb::Batch {
             format_version,
@@ -752,7 +765,6 @@ mod tests {
     /// recognises a later copy too.
     #[tokio::test]
     async fn a_forwarded_mutation_sent_again_is_applied_once() {
-        use openraft::RaftSnapshotBuilder;
         let dir = tempfile::tempdir().expect("temp dir");
         let delete = forwarded(delete_of("a"), 1);
         let mut sm = StateMachine::open(dir.path(), 1, Arc::default()).expect("state machine");
@@ -787,13 +799,7 @@ mod tests {
         );
         assert_eq!(sm.shared.log_entry_format.load(Ordering::Acquire), 2);
 
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("snapshot");
-        let bytes = std::fs::read(dir.path().join(super::SNAPSHOT_FILE)).expect("snapshot file");
-        assert_eq!(pb::Snapshot::decode(&bytes[..]).unwrap().format_version, 2);
+        assert_eq!(snapshot_written(&mut sm, dir.path()).await.format_version, 2);
         let mut restored = StateMachine::open(dir.path(), 1, Arc::default()).expect("restored");
         assert_eq!(restored.shared.log_entry_format.load(Ordering::Acquire), 2);
         let results = restored.apply(vec![entry(5, 2, vec![delete])]).await.expect("applied");
@@ -807,7 +813,6 @@ mod tests {
     /// is format 3 and restores it so.
     #[tokio::test]
     async fn an_empty_help_is_kept_from_entry_format_3_on() {
-        use openraft::RaftSnapshotBuilder;
         let empty_help = |job: &str| {
             let mut m = push_of(job);
             if let Some(pb::mutation::Op::Push(p)) = &mut m.op {
@@ -837,13 +842,7 @@ mod tests {
         assert!(kept.contains("# HELP e \n# TYPE e untyped\n"), "{kept}");
         assert_eq!(sm.shared.log_entry_format.load(Ordering::Acquire), 3);
 
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("snapshot");
-        let bytes = std::fs::read(dir.path().join(super::SNAPSHOT_FILE)).expect("snapshot file");
-        assert_eq!(pb::Snapshot::decode(&bytes[..]).unwrap().format_version, 3);
+        assert_eq!(snapshot_written(&mut sm, dir.path()).await.format_version, 3);
         let restored = StateMachine::open(dir.path(), 1, Arc::default()).expect("restored");
         assert_eq!(text(&restored), kept);
         assert_eq!(restored.shared.log_entry_format.load(Ordering::Acquire), 3);
@@ -853,17 +852,10 @@ mod tests {
     /// the release before reads.
     #[tokio::test]
     async fn a_snapshot_without_request_ids_keeps_the_base_format() {
-        use openraft::RaftSnapshotBuilder;
         let dir = tempfile::tempdir().expect("temp dir");
         let mut sm = StateMachine::open(dir.path(), 1, Arc::default()).expect("state machine");
         sm.apply(vec![entry(1, 1, vec![push_of("a")])]).await.expect("applied");
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("snapshot");
-        let bytes = std::fs::read(dir.path().join(super::SNAPSHOT_FILE)).expect("snapshot file");
-        let record = pb::Snapshot::decode(&bytes[..]).unwrap();
+        let record = snapshot_written(&mut sm, dir.path()).await;
         assert_eq!((record.format_version, record.request_ids), (1, false));
     }
 }
