@@ -3,12 +3,13 @@
 # history, for tests/upgrade.rs (a rolling upgrade from it, and a roll-back
 # to it), and prints the binary's path on its last line.
 #
-#   scripts/old-release.sh [COMMIT]
+#   scripts/old-release.sh [format-1 | format-2 | COMMIT]
 #
-# COMMIT defaults to the last commit whose pushgate writes and applies only
-# log entry format 1 (the one before forwarded pushes carried request ids,
-# entry format 2). There are no tagged releases yet; when there are, this
-# takes the newest tag whose entry format differs from this build's.
+# format-1 (the default) is the last commit whose pushgate writes and applies
+# only log entry format 1 (the one before forwarded pushes carried request
+# ids, entry format 2); format-2 the last one before entry format 3 (an empty
+# protobuf HELP kept). There are no tagged releases yet; when there are,
+# these become the newest tag of each entry format before this build's.
 #
 # The source comes from `git archive` (no work tree, nothing in .git
 # changes); it is built with its own Cargo.lock (--locked) in its own target
@@ -18,7 +19,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-COMMIT=${1:-c6ad81bc9b555d49ac81085994a6f0cb0a780152}
+case ${1:-format-1} in
+  format-1) COMMIT=c6ad81bc9b555d49ac81085994a6f0cb0a780152 ;;
+  format-2) COMMIT=e97de7d175761144919ac132e39e91a66f43e0e3 ;;
+  *) COMMIT=$1 ;;
+esac
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 OUT=$TARGET_DIR/old-releases/$COMMIT

@@ -51,18 +51,26 @@ if [[ $(id -u) == 0 && -c /dev/fuse ]]; then
 else
   echo "NOTE: no /dev/fuse or not root: tests/power_loss.rs will skip" >&2
 fi
-# The older release tests/upgrade.rs upgrades from and rolls back to, built
-# from this repository's history. Only a checkout without that history (exit
-# status 2) skips those tests; a failed build fails the run.
-old_status=0
-OLD=$(scripts/old-release.sh) || old_status=$?
-if ((old_status == 0)); then
-  export PUSHGATE_OLD_RELEASE=${OLD##*$'\n'} PUSHGATE_TEST_UPGRADE=required
-elif ((old_status == 2)); then
-  echo "NOTE: the older release is not in this checkout's history: tests/upgrade.rs will skip" >&2
-else
-  echo "building the older release failed (scripts/old-release.sh, status $old_status)" >&2
-  exit 1
+# The older releases tests/upgrade.rs upgrades from and rolls back to, built
+# from this repository's history: the last of entry format 1 and the last of
+# entry format 2. Only a checkout without that history (exit status 2) skips
+# those tests; a failed build fails the run.
+old_release() {
+  local out status=0
+  out=$(scripts/old-release.sh "$@") || status=$?
+  if ((status == 0)); then
+    echo "${out##*$'\n'}"
+  elif ((status == 2)); then
+    echo "NOTE: the older release ${1:-} is not in this checkout's history: tests/upgrade.rs will skip" >&2
+  else
+    echo "building the older release ${1:-} failed (scripts/old-release.sh, status $status)" >&2
+    exit 1
+  fi
+}
+OLD=$(old_release format-1) || exit 1
+FORMAT_2=$(old_release format-2) || exit 1
+if [[ -n $OLD && -n $FORMAT_2 ]]; then
+  export PUSHGATE_OLD_RELEASE=$OLD PUSHGATE_FORMAT_2_RELEASE=$FORMAT_2 PUSHGATE_TEST_UPGRADE=required
 fi
 cargo test --release --workspace
 

@@ -3,11 +3,12 @@
 //! clients push, as README "Upgrading a cluster" says, and a node rolled back
 //! after the log moved to the newer entry format stops instead of diverging.
 //!
-//! The older release is the last one that wrote only log entry format 1
-//! (before forwarded pushes carried request ids); `scripts/test.sh` builds it
-//! from the project's history (`scripts/old-release.sh`) and passes its
-//! path in `PUSHGATE_OLD_RELEASE`. Without it these tests skip with a line,
-//! unless `PUSHGATE_TEST_UPGRADE=required`.
+//! The older releases are the last one that wrote only log entry format 1
+//! (before forwarded pushes carried request ids), in `PUSHGATE_OLD_RELEASE`,
+//! and the last one before entry format 3 (before an empty protobuf HELP was
+//! kept), in `PUSHGATE_FORMAT_2_RELEASE`. `scripts/test.sh` builds both
+//! from the project's history (`scripts/old-release.sh`). Without them
+//! these tests skip with a line, unless `PUSHGATE_TEST_UPGRADE=required`.
 
 mod common;
 
@@ -20,23 +21,33 @@ use common::{build_version, client, temp_dir, this_release, Server, PROTOBUF};
 use prost::Message;
 use pushgate::pb::io::prometheus::client as pm;
 
-/// The older release's binary, or `None` (and a line saying so) when the
-/// test must skip.
+/// The format-1 release's binary (the older release the roll-back tests
+/// use), or `None` (and a line saying so) when the test must skip.
 fn old_release() -> Option<PathBuf> {
+    release_from("PUSHGATE_OLD_RELEASE")
+}
+
+/// The binary named by the environment variable `var`, or `None` (and a
+/// line saying so) when the test must skip.
+fn release_from(var: &str) -> Option<PathBuf> {
     let required = std::env::var("PUSHGATE_TEST_UPGRADE").is_ok_and(|v| v == "required");
-    match std::env::var_os("PUSHGATE_OLD_RELEASE").map(PathBuf::from) {
+    match std::env::var_os(var).map(PathBuf::from) {
         Some(path) if path.is_file() => Some(path),
         other => {
             assert!(
                 !required,
-                "PUSHGATE_TEST_UPGRADE=required but PUSHGATE_OLD_RELEASE is {other:?} (build it with scripts/old-release.sh)"
+                "PUSHGATE_TEST_UPGRADE=required but {var} is {other:?} (build it with scripts/old-release.sh)"
             );
-            eprintln!(
-                "SKIP: no older release to upgrade from (PUSHGATE_OLD_RELEASE; scripts/old-release.sh builds it)"
-            );
+            eprintln!("SKIP: no older release to upgrade from ({var}; scripts/old-release.sh builds it)");
             None
         }
     }
+}
+
+/// The last release before entry format 3, or `None` (and a line saying
+/// so) when the test must skip.
+fn format_2_release() -> Option<PathBuf> {
+    release_from("PUSHGATE_FORMAT_2_RELEASE")
 }
 
 /// Every node's `log_entry_format` (the format of the newest entry it
@@ -97,30 +108,49 @@ fn assert_nothing_refused_or_lost(cluster: &mut TestCluster, pushed: &Pushed, ga
     }
 }
 
-/// The README's upgrade procedure from the older release to this one,
-/// under pushes through every node that is up: the followers first, then
-/// a stretch where a new-release leader leads an old-release follower, then
-/// the last node. While any member runs the old release the log stays on
-/// entry format 1, which it applies; once all run this one, it moves to
-/// format 3. No push is refused at any point and every node ends with every
-/// acknowledged push.
+/// The README's upgrade procedure from the format-1 release to this one.
 #[test]
-fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
+fn a_rolling_upgrade_from_the_format_1_release_refuses_no_push_and_loses_none() {
     let Some(old) = old_release() else { return };
-    let mut cluster = TestCluster::start_release(temp_dir("upgrade"), 3, &[], Vec::new(), old.clone());
+    rolling_upgrade(old, 1, "upgrade-from-1");
+}
+
+/// The same from the format-2 release: a leader of this release keeps
+/// writing format 2, the format the log has reached, while a member runs
+/// that release, though it could write format 3.
+#[test]
+fn a_rolling_upgrade_from_the_format_2_release_refuses_no_push_and_loses_none() {
+    let Some(old) = format_2_release() else { return };
+    rolling_upgrade(old, 2, "upgrade-from-2");
+}
+
+/// The README's upgrade procedure from the release `old`, whose newest entry
+/// format is `old_format`, to this one, under pushes through every node that
+/// is up: the followers first, then a stretch where a new-release leader
+/// leads an old-release follower, then the last node. While any member runs
+/// the old release the log stays on `old_format`, which it applies, even for
+/// a push that format 3 would store differently (an empty protobuf HELP);
+/// once all run this one, it moves to format 3. No push is refused at any
+/// point and every node ends with every acknowledged push.
+fn rolling_upgrade(old: PathBuf, old_format: u64, name: &str) {
+    let mut cluster = TestCluster::start_release(temp_dir(name), 3, &[], Vec::new(), old.clone());
     let first_leader = cluster.wait_leader(Duration::from_secs(10));
     for id in 1..=3 {
         assert_eq!(
             entry_format_of(&mut cluster, id),
-            Some(1),
-            "node {id} runs the older release (it applies entry format 1 only)"
+            Some(old_format),
+            "node {id} runs the older release (it applies entry formats up to {old_format})"
         );
     }
     let urls = |c: &TestCluster| c.nodes.values().map(|n| n.server.url("")).collect::<Vec<_>>();
 
     // 1. The followers, one at a time, while clients push through all nodes.
     let pushers = Pushers::start(6, "upgrade", "uv", urls(&cluster));
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for(
+        &format!("the older release's log reaches format {old_format}"),
+        Duration::from_secs(20),
+        || log_formats(&cluster) == vec![Some(old_format); 3],
+    );
     let followers: Vec<u64> = (1..=3).filter(|id| *id != first_leader).collect();
     for id in &followers {
         cluster.restart_node(&pushers, *id, |_, server| server.program = this_release());
@@ -134,8 +164,8 @@ fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
     assert_nothing_refused_or_lost(&mut cluster, &pushed, "uv", "upgrading the followers");
     assert_eq!(
         log_formats(&cluster),
-        vec![Some(1); 3],
-        "the old-release leader wrote format 1 only"
+        vec![Some(old_format); 3],
+        "the old-release leader wrote format {old_format} only"
     );
 
     // 2. A new-release leader with an old-release follower: cut the old
@@ -150,6 +180,13 @@ fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
     });
     cluster.wait_caught_up(first_leader, Duration::from_secs(20));
     let pushers = Pushers::start(6, "upgrade", "uv", urls(&cluster));
+    // A push that format 3 would store with its empty HELP, through the
+    // old-release node (forwarded to the new leader).
+    put_protobuf(
+        cluster.node(first_leader),
+        "/metrics/job/empty_help",
+        protobuf_push("pb_empty_help", Some("")),
+    );
     // The leader asks every member every 2 s which format it applies: give
     // it several rounds to (wrongly) move on.
     std::thread::sleep(Duration::from_secs(6));
@@ -157,11 +194,11 @@ fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
     assert_nothing_refused_or_lost(&mut cluster, &pushed, "uv", "a new leader over an old follower");
     assert_eq!(
         log_formats(&cluster),
-        vec![Some(1); 3],
-        "while node {first_leader} runs the older release the new leader writes format 1, which it applies"
+        vec![Some(old_format); 3],
+        "while node {first_leader} runs the older release the new leader writes format {old_format}, which it applies"
     );
     // `cluster status` tells the operator the upgrade is not finished:
-    // this build reports its commit (`0.1.0+<commit>`), the older one `0.1.0`.
+    // this build reports its commit (`0.1.0+<commit>`), the older one its own.
     let table = common::cli(&cluster.node(first_leader).url(""), &["cluster", "status"]);
     let warning = table
         .lines()
@@ -188,6 +225,19 @@ fn a_rolling_upgrade_from_the_older_release_refuses_no_push_and_loses_none() {
         !table.contains("different releases"),
         "the upgrade is finished:\n{table}"
     );
+    // The empty HELP, pushed again, is now kept on every node.
+    put_protobuf(
+        cluster.node(first_leader),
+        "/metrics/job/empty_help",
+        protobuf_push("pb_empty_help", Some("")),
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let want = cluster.node(leader).pushed_exposition();
+    assert!(want.contains("# HELP pb_empty_help \n"), "{want}");
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    for id in ids {
+        cluster.wait_converged(id, &want, Duration::from_secs(10));
+    }
 }
 
 /// Rolling a node back to the older release once the log holds format-3
