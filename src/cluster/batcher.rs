@@ -191,8 +191,14 @@ async fn run(
         let quorum = quorum.clone();
         let time = clock();
         let floor = entry_format.load(Ordering::Relaxed);
-        let single_node = raft.metrics().borrow().membership_config.membership().nodes().count() == 1;
-        let format = batch_format(floor, single_node, batch.iter().map(|p| &*p.mutation));
+        // Once every member applies the newest format (the steady state),
+        // no mutation can need more: nothing to look at.
+        let format = if floor >= ENTRY_FORMAT_VERSION {
+            floor
+        } else {
+            let single_node = raft.metrics().borrow().membership_config.membership().nodes().count() == 1;
+            batch_format(floor, single_node, batch.iter().map(|p| &*p.mutation))
+        };
         let span = tracing::debug_span!("propose", mutations = batch.len(), bytes);
         tokio::spawn(
             async move {

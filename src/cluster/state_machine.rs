@@ -642,7 +642,6 @@ mod tests {
         }
     }
 
-    /// A log entry as a follower receives it: encoded bytes only.
     /// Builds a snapshot of `sm` (data in `dir`) and reads back the record
     /// it wrote.
     async fn snapshot_written(sm: &mut StateMachine, dir: &std::path::Path) -> pb::Snapshot {
@@ -656,6 +655,7 @@ mod tests {
         pb::Snapshot::decode(&bytes[..]).expect("a snapshot record")
     }
 
+    /// A log entry as a follower receives it: encoded bytes only.
     fn entry(index: u64, format_version: u32, mutations: Vec<pb::Mutation>) -> Entry {
         let batch = pb::Batch {
             format_version,
