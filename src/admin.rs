@@ -8,6 +8,8 @@ use crate::config::{ClusterAction, ClusterCommand, StatusOutput};
 pub enum AdminError {
     #[error("{0}")]
     Request(String),
+    #[error(transparent)]
+    Recover(#[from] crate::cluster::recover::RecoverError),
 }
 
 /// The node the client talks to: its URL and, for `https://`, the TLS
@@ -216,6 +218,16 @@ fn dechunk(body: &str) -> String {
 }
 
 pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
+    if let ClusterAction::Recover {
+        storage_path,
+        advertise_address,
+        force,
+    } = &cmd.action
+    {
+        let recovery = crate::cluster::recover::recover(storage_path, advertise_address.as_deref(), *force).await?;
+        println!("{recovery}");
+        return Ok(());
+    }
     let node = Node::new(&cmd)?;
     let adding = match &cmd.action {
         ClusterAction::Add {
@@ -312,6 +324,7 @@ fn missing_route_hint(action: &ClusterAction, status: u16, json: bool) -> Option
         return None;
     }
     Some(match action {
+        ClusterAction::Recover { .. } => return None,
         ClusterAction::Status { .. } => {
             " (is --url a pushgate node, with its --web.route-prefix or --web.external-url path?)"
         }

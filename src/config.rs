@@ -29,7 +29,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
-    /// Inspect and change cluster membership through a node's admin API.
+    /// Inspect and change cluster membership through a node's admin API;
+    /// recover a stopped survivor after losing a majority (`recover`).
     Cluster(ClusterCommand),
 }
 
@@ -78,6 +79,22 @@ pub enum ClusterAction {
     Remove {
         #[arg(long = "node-id")]
         node_id: u64,
+    },
+    /// After losing a majority for good: make a stopped survivor the only
+    /// voter of a new cluster, keeping every push in its log. Works on the
+    /// data directory, not through --url. Without --force it only says what
+    /// it would do.
+    Recover {
+        /// The survivor's data directory (its --storage.path).
+        #[arg(long = "storage.path", default_value = "./data")]
+        storage_path: std::path::PathBuf,
+        /// The survivor's cluster address (HOST:PORT) in the new cluster;
+        /// default: the one recorded in its membership.
+        #[arg(long = "cluster.advertise-address")]
+        advertise_address: Option<String>,
+        /// Carry it out (without it nothing is changed).
+        #[arg(long = "force")]
+        force: bool,
     },
 }
 

@@ -650,6 +650,119 @@ fn a_node_whose_disk_was_lost_does_not_rejoin_and_is_replaced() {
     cluster.nodes.insert(new_id, node);
 }
 
+/// Runs `pushgate cluster recover --storage.path=<dir> <args>` and returns
+/// whether it succeeded and what it printed (stdout, then stderr).
+fn recover_cli(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["cluster", "recover"])
+        .arg(format!("--storage.path={}", dir.display()))
+        .args(args)
+        .output()
+        .expect("run pushgate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Waits until `node` answers `/-/healthy` (it listens; it may not be ready).
+fn wait_healthy(node: &common::Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let healthy = || {
+        client()
+            .get(node.url("/-/healthy"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    };
+    while !healthy() {
+        assert!(Instant::now() < deadline, "{} never answered /-/healthy", node.url(""));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Two of three replicas lose their disks for good: no quorum is left, so
+/// Raft alone can never make progress again. `pushgate cluster recover` on
+/// the stopped survivor makes it the only voter of a new cluster with every
+/// push it held; the cluster then grows back to three through `cluster add`,
+/// the lost ids used again on empty disks.
+#[test]
+fn a_survivor_of_a_lost_majority_is_recovered_with_every_push_it_held() {
+    let mut cluster = TestCluster::start(
+        "majority-lost",
+        3,
+        &["--web.enable-admin-api", "--storage.snapshot-every=50"],
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let urls: Vec<String> = cluster.nodes.values().map(|n| n.server.url("")).collect();
+    let pushers = Pushers::start(4, "recovered", "v", urls);
+    std::thread::sleep(Duration::from_secs(2));
+    let pushed = pushers.stop();
+    let want = cluster.node(leader).pushed_exposition();
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.wait_converged(survivor, &want, Duration::from_secs(10));
+    let old_cluster = cluster.status(survivor).unwrap()["cluster_id"].clone();
+    for lost in (1..=3).filter(|id| *id != survivor) {
+        cluster.node_mut(lost).kill9();
+        std::fs::remove_dir_all(&cluster.node(lost).dir).unwrap();
+    }
+
+    let dir = cluster.node(survivor).dir.clone();
+    let (ok, text) = recover_cli(&dir, &["--force"]);
+    assert!(
+        !ok && text.contains("Stop it first"),
+        "recover ran on a running node: {text}"
+    );
+    cluster.node_mut(survivor).kill9();
+    let (ok, text) = recover_cli(&dir, &[]);
+    assert!(
+        ok && text.contains("Nothing was changed") && text.contains("voters 1, 2, 3"),
+        "{text}"
+    );
+    let (ok, text) = recover_cli(&dir, &["--force"]);
+    assert!(ok && text.contains(&format!("recovered: node {survivor}")), "{text}");
+
+    cluster.node_mut(survivor).spawn();
+    let status = cluster.status(survivor).unwrap();
+    assert_eq!(status["voters"], serde_json::json!([survivor]), "{status}");
+    assert_ne!(status["cluster_id"], old_cluster, "{status}");
+    assert_eq!(cluster.node(survivor).pushed_exposition(), want);
+    pushed.assert_stored(&cluster.node(survivor).api_metrics(), "v");
+    cluster.node(survivor).put_ok("/metrics/job/after_recovery", "a 1\n");
+
+    // Back to three: the lost ids, empty disks, the same flags.
+    let via = cluster.node(survivor).url("");
+    for lost in (1..=3).filter(|id| *id != survivor) {
+        cluster.node_mut(lost).spawn_unready();
+        wait_healthy(cluster.node(lost));
+        let address = cluster
+            .peers
+            .split(',')
+            .find_map(|p| p.strip_prefix(&format!("{lost}=")))
+            .unwrap()
+            .to_string();
+        let added = common::cli(
+            &via,
+            &[
+                "cluster",
+                "add",
+                &format!("--node-id={lost}"),
+                &format!("--address={address}"),
+            ],
+        );
+        assert!(added.contains("voters"), "{added}");
+        cluster.node_mut(lost).wait_ready(Duration::from_secs(30));
+    }
+    let want = cluster.node(survivor).pushed_exposition();
+    assert!(want.contains("after_recovery"), "{want}");
+    for id in 1..=3 {
+        assert_eq!(cluster.node(id).pushed_exposition(), want, "node {id}");
+    }
+    let voters = cluster.status(survivor).unwrap()["voters"].clone();
+    assert_eq!(voters, serde_json::json!([1, 2, 3]));
+}
+
 /// `cluster add` makes the new node a voter only once it has caught up: here
 /// the leader's log no longer holds the start, so the node must install a
 /// snapshot first, and when the command returns it has (a voter that is far

@@ -860,7 +860,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
@@ -877,7 +877,8 @@ mod tests {
     /// truncation queued behind writes that wait for the lock its waiter
     /// holds; `cluster::stall`). A node has one log, so these tests write
     /// one log at a time, as a node does.
-    static ONE_LOG_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    /// Other modules' tests that open a log take it too (`recover`).
+    pub(crate) static ONE_LOG_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     struct Builder;
 

@@ -155,13 +155,13 @@ pub async fn apply_locally(
             );
             client.adopt(req).await.map_err(|e| {
                 let why = format!("node {} at {}", node.id, node.addr);
-                if e.code() == tonic::Code::Unavailable {
+                if refused_to_join(e.code()) {
+                    MembershipError::Conflict(format!("{why} refused to join: {}", e.message()))
+                } else {
                     MembershipError::Unavailable(format!(
                         "{why} is unreachable ({}); the change was not made",
                         e.message()
                     ))
-                } else {
-                    MembershipError::Conflict(format!("{why} refused to join: {}", e.message()))
                 }
             })?;
             tracing::info!(node_id = node.id, addr = %node.addr, "adding node as learner; waiting for it to catch up");
@@ -204,6 +204,40 @@ pub async fn apply_locally(
             } else {
                 Err(MembershipError::NotFound(format!("node {id} is not a member")))
             }
+        }
+    }
+}
+
+/// Whether a failed `Adopt` call is the new node's own refusal (it belongs
+/// to another cluster: retrying cannot help) rather than a failure to reach
+/// it. A node still starting behind a proxy or a Service resets the
+/// connection (`Unknown`, "transport error"), and one that does not answer in
+/// time gives `DeadlineExceeded`: both are worth a retry.
+fn refused_to_join(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::FailedPrecondition
+            | tonic::Code::AlreadyExists
+            | tonic::Code::PermissionDenied
+            | tonic::Code::Unauthenticated
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_to_join;
+
+    #[test]
+    fn only_the_new_nodes_own_answer_counts_as_a_refusal() {
+        // What `Adopt` answers for a node of another cluster.
+        assert!(refused_to_join(tonic::Code::FailedPrecondition));
+        for unreachable in [
+            tonic::Code::Unavailable,
+            tonic::Code::Unknown,
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::Cancelled,
+        ] {
+            assert!(!refused_to_join(unreachable), "{unreachable:?}");
         }
     }
 }

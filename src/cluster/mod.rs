@@ -21,6 +21,7 @@ pub mod membership;
 pub mod network;
 pub mod node;
 pub mod recent_entries;
+pub mod recover;
 pub mod rpc_codec;
 pub mod runtime;
 pub mod service;
