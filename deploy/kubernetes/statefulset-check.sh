@@ -18,6 +18,11 @@
 #      is ready again and serves every push;
 #   4. scale 5 -> 3: nodes 5 and 4 are removed, their pods and volumes
 #      deleted; the three voters take and serve a push.
+#   5. a majority lost for good: pods 1 and 2 and their volumes are deleted
+#      (pod 0 stops being ready: no quorum); scaled to 0, pod 0's volume is
+#      recovered by `pushgate cluster recover --force` in a one-off container
+#      of the image; scaled back to 3, pod 0 serves alone every earlier push
+#      and pods 1 and 2, on new volumes, add themselves (`cluster add`).
 # What it does not show: the Kubernetes objects themselves (Services,
 # probes' timing, the PodDisruptionBudget), which scripts/test.sh checks
 # against the API schemas only.
@@ -164,4 +169,30 @@ done
 [[ $(voters) == 1,2,3 ]] || fail "voters $(voters), not 1,2,3"
 push 2 /metrics/job/sts-check/step/four $'sts_four 4\n'
 for ((i = 0; i < REPLICAS; i++)); do serves "$i" 'sts_four{instance="",job="sts-check",step="four"} 4'; done
-echo "OK: the StatefulSet's pods formed a cluster, scaled to 5 and back to 3, and a deleted pod caught up"
+
+echo "== 5. a majority lost for good: pods 1 and 2 and their volumes go; pod 0 is recovered, 1 and 2 added back"
+for i in 1 2; do
+  delete_pod "$i"
+  docker volume rm "$P-data-$NAME-$i" >/dev/null
+done
+until_ok "! ready 0" 20 || fail "pod 0 is still ready without a quorum"
+delete_pod 0 # kubectl scale --replicas=0: recovery works on a stopped node
+docker run --rm -v "$P-data-$NAME-0:$DATA_PATH" --entrypoint /usr/local/bin/pushgate "$IMAGE" \
+  cluster recover --storage.path="$DATA_PATH" --force >/dev/null || fail "cluster recover on pod 0's volume"
+for ((i = 0; i < REPLICAS; i++)); do start_pod "$i"; done # kubectl scale --replicas=3
+until_ok "ready 0" 60 || fail "pod 0 not ready within 60 s of its recovery"
+[[ $(voters) == 1 ]] || fail "voters $(voters) after the recovery, not 1"
+serves 0 'sts_four{instance="",job="sts-check",step="four"} 4'
+for i in 1 2; do
+  until_ok "docker logs $(pod "$i") 2>&1 | grep -q 'waiting to be added'" 30 ||
+    fail "pod $i does not say it waits to be added"
+  cluster "$i" add >/dev/null || fail "cluster add (no arguments) in pod $i"
+  until_ok "ready $i" 60 || fail "pod $i not ready within 60 s of being added"
+done
+[[ $(voters) == 1,2,3 ]] || fail "voters $(voters), not 1,2,3"
+push 1 /metrics/job/sts-check/step/five $'sts_five 5\n'
+for ((i = 0; i < REPLICAS; i++)); do
+  serves "$i" 'sts_five{instance="",job="sts-check",step="five"} 5'
+  serves "$i" 'sts_one{instance="",job="sts-check"} 1'
+done
+echo "OK: the StatefulSet's pods formed a cluster, scaled to 5 and back to 3, a deleted pod caught up, and a lost majority was recovered"
