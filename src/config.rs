@@ -68,7 +68,7 @@ pub enum ClusterAction {
     /// leaving it a learner). Without --node-id and --address: the node at
     /// --url itself (a node waiting to be added, e.g. a new StatefulSet pod).
     Add {
-        /// Id of the new node (never reuse an id of a node that lost its disk).
+        /// Id of the new node (the id of a node that lost its disk only once that id was removed).
         #[arg(long = "node-id", requires = "address")]
         node_id: Option<u64>,
         /// Cluster (gRPC) address of the new node, HOST:PORT.

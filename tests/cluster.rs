@@ -650,6 +650,55 @@ fn a_node_whose_disk_was_lost_does_not_rejoin_and_is_replaced() {
     cluster.nodes.insert(new_id, node);
 }
 
+/// Waits until `node`'s log contains `text`.
+fn wait_logged(node: &common::Server, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.log_text().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never logged {text:?}:\n{}",
+            node.url(""),
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where node ids are fixed (a StatefulSet's pod ordinals), a node whose
+/// disk was lost comes back under its own id: once that id is removed it is
+/// new to the cluster, and the empty node is added like any new one.
+#[test]
+fn a_node_whose_disk_was_lost_rejoins_under_its_own_id_once_removed() {
+    let mut cluster = TestCluster::start("disk-loss-same-id", 3, &["--web.enable-admin-api"]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    cluster.node(leader).put_ok("/metrics/job/before", "b 1\n");
+    let lost = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.node_mut(lost).kill9();
+    std::fs::remove_dir_all(&cluster.node(lost).dir).unwrap();
+    cluster.node_mut(lost).spawn_unready();
+    wait_logged(cluster.node(lost), "its disk was lost");
+
+    let via = cluster.node(leader).url("");
+    let removed = common::cli(&via, &["cluster", "remove", &format!("--node-id={lost}")]);
+    assert!(removed.contains("voters"), "{removed}");
+    wait_logged(cluster.node(lost), "waiting to be added");
+    // Run in the node itself, as in its pod: it adds itself.
+    let added = common::cli(&cluster.node(lost).url(""), &["cluster", "add"]);
+    assert!(added.contains("voters"), "{added}");
+    cluster.node_mut(lost).wait_ready(Duration::from_secs(20));
+    let voters = cluster.status(leader).unwrap()["voters"].clone();
+    assert_eq!(voters, serde_json::json!([1, 2, 3]));
+    cluster.node(lost).put_ok("/metrics/job/after", "a 1\n");
+    let want = cluster.node(leader).pushed_exposition();
+    assert!(
+        want.contains("job=\"before\"") && want.contains("job=\"after\""),
+        "{want}"
+    );
+    for id in 1..=3 {
+        assert_eq!(cluster.node(id).pushed_exposition(), want, "node {id}");
+    }
+}
+
 /// Runs `pushgate cluster recover --storage.path=<dir> <args>` and returns
 /// whether it succeeded and what it printed (stdout, then stderr).
 fn recover_cli(dir: &std::path::Path, args: &[&str]) -> (bool, String) {

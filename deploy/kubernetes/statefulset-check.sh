@@ -15,7 +15,9 @@
 #      change on to the cluster it waits for); a push through pod 4 is served
 #      by pod 0;
 #   3. a pod is deleted and re-created on its volume (kubectl delete pod): it
-#      is ready again and serves every push;
+#      is ready again and serves every push; then it loses its volume: it
+#      refuses to rejoin as the member it was, its id is removed from pod 0,
+#      and it adds itself back under the same id (`cluster add` in the pod);
 #   4. scale 5 -> 3: nodes 5 and 4 are removed, their pods and volumes
 #      deleted; the three voters take and serve a push.
 #   5. a majority lost for good: pods 1 and 2 and their volumes are deleted
@@ -152,13 +154,22 @@ push 4 /metrics/job/sts-check/step/two $'sts_two 2\n'
 serves 0 'sts_two{instance="",job="sts-check",step="two"} 2'
 serves 3 'sts_one{instance="",job="sts-check"} 1'
 
-echo "== 3. delete pod 1; re-created on its volume it serves every push"
+echo "== 3. delete pod 1; re-created on its volume it serves every push; on a new volume it is removed and added back"
 delete_pod 1
 push 2 /metrics/job/sts-check/step/three $'sts_three 3\n'
 start_pod 1
 until_ok "ready 1" 60 || fail "pod 1 not ready within 60 s of being re-created"
 serves 1 'sts_three{instance="",job="sts-check",step="three"} 3'
 serves 1 'sts_two{instance="",job="sts-check",step="two"} 2'
+delete_pod 1
+docker volume rm "$P-data-$NAME-1" >/dev/null
+start_pod 1
+until_ok "docker logs $(pod 1) 2>&1 | grep -q 'its disk was lost'" 30 || fail "pod 1 on a new volume does not say its disk was lost"
+cluster 0 remove --node-id 2 >/dev/null || fail "cluster remove --node-id 2"
+until_ok "docker logs $(pod 1) 2>&1 | grep -q 'waiting to be added'" 30 || fail "pod 1 does not wait to be added once removed"
+cluster 1 add >/dev/null || fail "cluster add (no arguments) in pod 1"
+until_ok "ready 1" 60 || fail "pod 1 not ready within 60 s of being added back"
+serves 1 'sts_three{instance="",job="sts-check",step="three"} 3'
 
 echo "== 4. scale to 3: remove nodes 5 and 4, delete their pods and volumes"
 for i in 4 3; do
@@ -195,4 +206,4 @@ for ((i = 0; i < REPLICAS; i++)); do
   serves "$i" 'sts_five{instance="",job="sts-check",step="five"} 5'
   serves "$i" 'sts_one{instance="",job="sts-check"} 1'
 done
-echo "OK: the StatefulSet's pods formed a cluster, scaled to 5 and back to 3, a deleted pod caught up, and a lost majority was recovered"
+echo "OK: the StatefulSet's pods formed a cluster, scaled to 5 and back to 3, a deleted pod caught up, a pod that lost its volume came back under its id, and a lost majority was recovered"

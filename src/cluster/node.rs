@@ -1222,10 +1222,11 @@ async fn bootstrap(node: Arc<ClusterNode>) {
                 say(
                     format!(
                         "node {me} is listed as a member of cluster {} but its data directory {} has no Raft state: \
-                         its disk was lost or replaced. It will not rejoin under its old identity (that could lose \
+                         its disk was lost or replaced. It will not rejoin as the member it was (that could lose \
                          acknowledged pushes or elect two leaders). Replace it: run `pushgate cluster remove --node-id {me}` \
-                         against a healthy node, then start this node with a new --cluster.node-id (and a peer list \
-                         naming it) and run `pushgate cluster add --node-id <new id> --address {}`",
+                         against a healthy node; once removed, node {me} is new to the cluster and this node waits to be \
+                         added: then run `pushgate cluster add --node-id {me} --address {}` (or `pushgate cluster add` \
+                         against this node)",
                         h.cluster_id,
                         node.config.data_dir.display(),
                         node.config.advertise_addr
