@@ -310,11 +310,11 @@ async fn observe_leaders(members: &Members, claims: &RefCell<Vec<LeaderClaim>>) 
 }
 
 /// A membership change the operator carries out: remove a node's id (one
-/// that was lost or cut off), then add a new node, either or both.
-#[derive(Clone, Copy)]
+/// that was lost or cut off), then add nodes in turn, either or both.
+#[derive(Clone)]
 struct Replacement {
     lost: Option<usize>,
-    new: Option<usize>,
+    new: Vec<usize>,
 }
 
 /// The operator: retries each step of a replacement until it succeeds, as
@@ -322,23 +322,23 @@ struct Replacement {
 async fn operate(members: Members, task: Rc<RefCell<Option<Replacement>>>, log: Rc<RefCell<Vec<String>>>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x09e7);
     while now() < FAULTS_END + LIVENESS_BOUND {
-        let Some(Replacement { lost, new }) = *task.borrow() else {
+        let Some(Replacement { lost, new }) = task.borrow().clone() else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let remove = lost.map(|lost| ("DELETE", format!("/api/v1/cluster/members/{lost}"), String::new()));
-        let add = new.map(|new| {
+        let add = new.iter().map(|new| {
             (
                 "POST",
                 "/api/v1/cluster/members".to_string(),
-                format!("{{\"node_id\": {new}, \"address\": \"{}:{RAFT_PORT}\"}}", host_of(new)),
+                format!("{{\"node_id\": {new}, \"address\": \"{}:{RAFT_PORT}\"}}", host_of(*new)),
             )
         });
-        for (method, path, body) in remove.iter().chain(add.iter()) {
+        for (method, path, body) in remove.into_iter().chain(add) {
             loop {
                 let node = pick(&members, &mut rng);
                 let start = now();
-                let answer = net::request(node, HTTP_PORT, method, path, body).await;
+                let answer = net::request(node, HTTP_PORT, method, &path, &body).await;
                 let outcome = match &answer {
                     Ok(a) => format!("{} {}", a.status, a.body.trim()),
                     Err(e) => format!("no answer ({e})"),
@@ -363,6 +363,36 @@ async fn operate(members: Members, task: Rc<RefCell<Option<Replacement>>>, log: 
             }
         }
         *task.borrow_mut() = None;
+    }
+}
+
+/// `pushgate cluster recover --force` on the stopped node whose data is in
+/// `dir`, as the operator runs it; returns what it printed, or why it failed.
+fn recover_offline(dir: &std::path::Path) -> String {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return format!("no runtime: {e}"),
+    };
+    // The crashed node's log lets go of sled's file lock once its deferred
+    // garbage has been collected (the node is stopped; this only waits for that).
+    let mut tries = 0;
+    loop {
+        match runtime.block_on(pushgate::cluster::recover::recover(dir, None, true)) {
+            Ok(recovery) => {
+                let text = recovery.to_string();
+                return text
+                    .lines()
+                    .find(|l| l.starts_with("recovered"))
+                    .unwrap_or(&text)
+                    .to_string();
+            }
+            Err(pushgate::cluster::recover::RecoverError::Open { .. }) if tries < 100 => {
+                tries += 1;
+                crossbeam_epoch::pin().flush();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return format!("failed: {e}"),
+        }
     }
 }
 
@@ -545,6 +575,8 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
     // is replaced.
     let mut lost: Option<usize> = None;
     let mut isolated: Option<&'static str> = None;
+    // The hosts whose disks were lost with a majority, until they are added back.
+    let mut lost_for_good: Vec<&'static str> = Vec::new();
     let mut fault_rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut faults = 0;
     loop {
@@ -663,6 +695,37 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     askable.borrow_mut().retain(|h| *h != victim);
                     lost = Some(id);
                 }
+                Fault::LoseFollowerDisks => {
+                    for victim in &followers {
+                        sim.crash(*victim);
+                        let _ = std::fs::remove_dir_all(&dirs[host_index(victim)]);
+                        members.borrow_mut().retain(|h| h != victim);
+                        askable.borrow_mut().retain(|h| h != victim);
+                        lost_for_good.push(*victim);
+                    }
+                }
+                Fault::RecoverLeader => {
+                    sim.crash(current);
+                    let outcome = recover_offline(&dirs[host_index(current)]);
+                    operations.borrow_mut().push(format!(
+                        "[{:>8.3}s] operator -> cluster recover --force on {current}: {outcome}",
+                        sim.elapsed().as_secs_f64()
+                    ));
+                    sim.bounce(current);
+                }
+                Fault::AddBackLost => {
+                    // The same ids on the same hosts, with empty directories:
+                    // new to the recovered cluster.
+                    for host in lost_for_good.iter().copied() {
+                        sim.bounce(host);
+                        members.borrow_mut().push(host);
+                        askable.borrow_mut().push(host);
+                    }
+                    *replacement.borrow_mut() = Some(Replacement {
+                        lost: None,
+                        new: lost_for_good.drain(..).map(|h| host_index(h) + 1).collect(),
+                    });
+                }
                 Fault::FollowerClocksBack(secs) => {
                     for follower in &followers {
                         clocks[host_index(follower)].fetch_sub(secs * 1_000_000_000, Ordering::Relaxed);
@@ -688,7 +751,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     askable.borrow_mut().push(host_of(new));
                     *replacement.borrow_mut() = Some(Replacement {
                         lost: Some(lost),
-                        new: Some(new),
+                        new: vec![new],
                     });
                 }
                 Fault::RemoveIsolated => {
@@ -697,7 +760,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     members.borrow_mut().retain(|h| *h != host);
                     *replacement.borrow_mut() = Some(Replacement {
                         lost: Some(host_index(host) + 1),
-                        new: None,
+                        new: Vec::new(),
                     });
                 }
                 Fault::AddNode => {
@@ -709,7 +772,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Report {
                     askable.borrow_mut().push(host_of(new));
                     *replacement.borrow_mut() = Some(Replacement {
                         lost: None,
-                        new: Some(new),
+                        new: vec![new],
                     });
                 }
             }

@@ -84,6 +84,13 @@ pub enum Scenario {
     /// stopping may answer anything with a 5xx: a stopping leader hands
     /// over first.
     RollingRestart,
+    /// A majority lost for good: both followers crash and their data
+    /// directories are deleted. The operator follows the README: stops the
+    /// survivor (the leader), runs `pushgate cluster recover --force` on its
+    /// data directory and starts it again, the only voter of a new cluster;
+    /// then starts the lost ids on empty directories and adds them. The
+    /// survivor led, so it holds every acknowledged push.
+    MajorityLost,
 }
 
 /// One fault action at a simulated time.
@@ -128,6 +135,14 @@ pub enum Fault {
     /// The nodes stopped gracefully are started again, each once it has
     /// exited.
     RestartStopped,
+    /// Every follower crashes and its data directory is deleted.
+    LoseFollowerDisks,
+    /// The leader is stopped, recovered offline as the only voter of a new
+    /// cluster (`cluster::recover`) and started again.
+    RecoverLeader,
+    /// The nodes whose disks were lost start again on empty directories and
+    /// the operator adds them, one after the other.
+    AddBackLost,
     /// Every follower's wall clock is set back by this many seconds.
     FollowerClocksBack(i64),
     /// The leader's wall clock jumps back by this many seconds.
@@ -135,7 +150,7 @@ pub enum Fault {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 21] = [
+    pub const ALL: [Scenario; 22] = [
         Scenario::Calm,
         Scenario::LeaderCrash,
         Scenario::LeaderIsolated,
@@ -157,6 +172,7 @@ impl Scenario {
         Scenario::AddLeaderCrash,
         Scenario::AddCutOff,
         Scenario::RollingRestart,
+        Scenario::MajorityLost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -182,6 +198,7 @@ impl Scenario {
             Scenario::AddLeaderCrash => "add-leader-crash",
             Scenario::AddCutOff => "add-cut-off",
             Scenario::RollingRestart => "rolling-restart",
+            Scenario::MajorityLost => "majority-lost",
         }
     }
 
@@ -263,6 +280,11 @@ impl Scenario {
                 (s(10), Fault::RestartStopped),
                 (s(12) + jitter(10, 50), Fault::StopLeader),
                 (s(14), Fault::RestartStopped),
+            ],
+            Scenario::MajorityLost => vec![
+                (s(6), Fault::LoseFollowerDisks),
+                (s(7), Fault::RecoverLeader),
+                (s(9), Fault::AddBackLost),
             ],
             Scenario::FullRestart => vec![
                 (s(6), Fault::CrashAll),
