@@ -923,7 +923,7 @@ pub(crate) mod tests {
 
     /// Opens the log at `path` again once the previous handle has let go of
     /// sled's file lock (dropped trees release it through deferred garbage).
-    async fn reopen(path: &std::path::Path) -> LogStore {
+    pub(crate) async fn reopen(path: &std::path::Path) -> LogStore {
         reopen_with(path, super::Layout::CURRENT).await
     }
 

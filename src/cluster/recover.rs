@@ -307,8 +307,7 @@ mod tests {
 
     use super::{recover, RecoverError, Recovery};
     use crate::cluster::codec::FORMAT_VERSION;
-    use crate::cluster::log_store::tests::ONE_LOG_AT_A_TIME;
-    use crate::cluster::log_store::LogStore;
+    use crate::cluster::log_store::tests::{reopen as open, ONE_LOG_AT_A_TIME};
     use crate::cluster::state_machine::StateMachine;
     use crate::cluster::types::{Entry, LogId, LogPayload, Membership};
     use crate::model::store::key_to_pb;
@@ -374,18 +373,6 @@ mod tests {
             .await
             .expect("append");
         log.save_committed(Some(log_id(2))).await.expect("commit");
-    }
-
-    /// Opens the log once an earlier handle has let go of sled's file lock.
-    async fn open(path: &Path) -> LogStore {
-        for _ in 0..200 {
-            if let Ok(log) = LogStore::open(path, 1 << 20, Arc::default()) {
-                return log;
-            }
-            crossbeam_epoch::pin().flush();
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("cannot open the log at {}", path.display());
     }
 
     /// [`recover`], waiting for the test's own earlier handle to let go of the log.
