@@ -81,6 +81,9 @@ pub enum StartError {
     Identity(String),
     #[error("raft: {0}")]
     Raft(String),
+    /// The log holds an entry a newer release wrote (`codec::NewerFormat`).
+    #[error("{0}")]
+    NewerFormat(String),
     #[error("network: {0}")]
     Network(String),
 }

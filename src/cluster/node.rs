@@ -301,11 +301,16 @@ impl ClusterNode {
         let restart_floor = {
             use openraft::storage::RaftLogStorage;
             let mut probe = log_store.clone();
-            let last = probe
+            let log_state = probe
                 .get_log_state()
                 .await
-                .map_err(|e| StartError::Storage(e.to_string()))?
-                .last_log_id;
+                .map_err(|e| StartError::Storage(e.to_string()))?;
+            let last = log_state.last_log_id;
+            let applied = shared.state.read().last_applied;
+            let unapplied_from = applied.max(log_state.last_purged_log_id).map_or(0, |l| l.index + 1);
+            if let Some(last) = last {
+                refuse_a_log_of_a_newer_release(&log_store, unapplied_from, last.index).await?;
+            }
             let vote = probe
                 .read_vote()
                 .await
@@ -960,6 +965,31 @@ fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
     }
 }
 
+/// Refuses to start on a log whose unapplied entries (`from..=last`) include
+/// one this release cannot apply, with the reason and what to do
+/// (`codec::NewerFormat`). Without this check the Raft core would stop at
+/// that entry either during start-up (the process exits) or just after (it
+/// stays up, stopped), depending on timing. Reads a few hundred entries at a
+/// time: the tail behind the last snapshot can be long.
+async fn refuse_a_log_of_a_newer_release(log: &LogStore, from: u64, last: u64) -> Result<(), StartError> {
+    use openraft::storage::RaftLogReader;
+    const STEP: u64 = 256;
+    let mut reader = log.clone();
+    let mut first = from;
+    while first <= last {
+        let end = last.min(first.saturating_add(STEP - 1));
+        let entries = reader
+            .try_get_log_entries(first..=end)
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        if let Some(newer) = super::state_machine::first_entry_of_a_newer_format(&entries) {
+            return Err(StartError::NewerFormat(newer.to_string()));
+        }
+        first = end + 1;
+    }
+    Ok(())
+}
+
 /// What a stopped Raft core means for an operator; `None` if it runs or was
 /// shut down on request.
 /// A node removed from the cluster while it was cut off gets no entry that
@@ -1335,5 +1365,96 @@ mod tests {
             Some(Duration::from_secs(1))
         );
         assert_eq!(hand_over_after(None), None, "no stall timeout: no hand-over either");
+    }
+
+    /// A node whose log holds an entry a newer release wrote refuses to
+    /// start, every time, saying which entry and what to do; it does not
+    /// come up and stop later depending on when Raft reaches the entry.
+    #[tokio::test]
+    async fn a_log_written_by_a_newer_release_refuses_start_up_naming_the_entry() {
+        use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+        use openraft::{CommittedLeaderId, EntryPayload};
+        use prost::Message;
+
+        use crate::cluster::codec::{ENTRY_FORMAT_VERSION, FORMAT_VERSION};
+        use crate::cluster::log_store::tests::{reopen, ONE_LOG_AT_A_TIME};
+        use crate::cluster::types::{Entry, LogId, LogPayload, Membership};
+
+        let _one = ONE_LOG_AT_A_TIME.lock().await;
+        crate::blocking::run_inline_on_this_thread();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let batch = |index: u64, format_version: u32| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(LogPayload::from_bytes(
+                pb::Batch {
+                    format_version,
+                    time_unix_nanos: 1_700_000_000_000_000_000,
+                    mutations: Vec::new(),
+                }
+                .encode_to_vec()
+                .into(),
+            )),
+        };
+        {
+            let mut log = reopen(&dir.path().join("raft-log")).await;
+            log.save_identity(&pb::NodeIdentity {
+                format_version: FORMAT_VERSION,
+                node_id: 1,
+                cluster_id: "c".into(),
+            })
+            .expect("identity");
+            let nodes = BTreeMap::from([(1, BasicNode::new("127.0.0.1:0"))]);
+            let membership = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(0, 0), 0),
+                payload: EntryPayload::Membership(Membership::new(vec![[1].into()], nodes)),
+            };
+            // Entry 2 comes after the commit point: a single node would commit it
+            // as soon as it elected itself.
+            let entries = [membership, batch(1, 1), batch(2, ENTRY_FORMAT_VERSION + 1)];
+            log.blocking_append(entries).await.expect("append");
+            log.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 1)))
+                .await
+                .expect("commit");
+        }
+        let config = || NodeConfig {
+            node_id: 1,
+            advertise_addr: "127.0.0.1:0".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            peers: Default::default(),
+            queue_capacity: 16,
+            queue_bytes: 1 << 20,
+            write_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(2),
+            leader_wait: Duration::from_secs(3),
+            snapshot_every: 1000,
+            cache_bytes: 1 << 20,
+            stall_timeout: None,
+        };
+        let mut refusal = None;
+        for _ in 0..200 {
+            match ClusterNode::start(config(), Environment::os(None)).await {
+                // The test's own handle has not let go of the log yet.
+                Err(StartError::Storage(_)) => {
+                    crossbeam_epoch::pin().flush();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+                Ok(_) => panic!("a node started on a log holding an entry of a newer format"),
+            }
+        }
+        let refusal = refusal.expect("the log stayed locked");
+        assert!(matches!(refusal, StartError::NewerFormat(_)), "{refusal:?}");
+        let said = refusal.to_string();
+        assert!(
+            said.contains(&format!(
+                "log entry 2 was written by a newer pushgate (format {};",
+                ENTRY_FORMAT_VERSION + 1
+            )) && said.contains("run the leader's release on it"),
+            "{said}"
+        );
     }
 }

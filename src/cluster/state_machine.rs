@@ -203,6 +203,21 @@ fn newer_format(batch: &pb::Batch, index: u64) -> Option<NewerFormat> {
     })
 }
 
+/// The first of `entries`, read back from the log, that this release cannot
+/// apply: the entry [`StateMachine`]'s `apply` would stop at.
+/// `ClusterNode::start` checks the log tail with it before Raft starts, so a
+/// node started on a log that a newer release wrote refuses to start every
+/// time. Otherwise it would exit or stay up stopped depending on whether its
+/// Raft core reached the entry before start-up was over.
+pub fn first_entry_of_a_newer_format(entries: &[Entry]) -> Option<NewerFormat> {
+    entries.iter().find_map(|entry| match &entry.payload {
+        EntryPayload::Normal(LogPayload { bytes, .. }) => pb::Batch::decode(bytes.as_ref())
+            .ok()
+            .and_then(|batch| newer_format(&batch, entry.log_id.index)),
+        _ => None,
+    })
+}
+
 /// The entry format the log had reached when `snapshot` was built.
 fn entry_format_of(snapshot: &pb::Snapshot) -> u32 {
     let sessions = if snapshot.request_ids {
