@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{ClusterAction, ClusterCommand, StatusOutput};
+use crate::config::{ClusterAction, ClusterCommand, NodeFlags, StatusOutput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -20,7 +20,7 @@ struct Node {
 }
 
 impl Node {
-    fn new(cmd: &ClusterCommand) -> Result<Node, AdminError> {
+    fn new(cmd: &NodeFlags) -> Result<Node, AdminError> {
         let target = Target::parse(&cmd.url)?;
         let tls = if target.https {
             Some(Arc::new(client_tls(cmd)?))
@@ -107,7 +107,7 @@ const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The TLS client settings of `--tls.*`.
 #[allow(deprecated)] // ring, as the server side (src/http/tls.rs)
-fn client_tls(cmd: &ClusterCommand) -> Result<rustls::ClientConfig, AdminError> {
+fn client_tls(cmd: &NodeFlags) -> Result<rustls::ClientConfig, AdminError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let fail =
@@ -218,27 +218,32 @@ fn dechunk(body: &str) -> String {
 }
 
 pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
-    if let ClusterAction::Recover {
-        storage_path,
-        advertise_address,
-        force,
-    } = &cmd.action
-    {
-        let recovery = crate::cluster::recover::recover(storage_path, advertise_address.as_deref(), *force).await?;
-        println!("{recovery}");
-        return Ok(());
-    }
-    let node = Node::new(&cmd)?;
+    let flags = match &cmd.action {
+        ClusterAction::Recover {
+            storage_path,
+            advertise_address,
+            force,
+        } => {
+            let recovery = crate::cluster::recover::recover(storage_path, advertise_address.as_deref(), *force).await?;
+            println!("{recovery}");
+            return Ok(());
+        }
+        ClusterAction::Status { node, .. } | ClusterAction::Add { node, .. } | ClusterAction::Remove { node, .. } => {
+            node
+        }
+    };
+    let node = Node::new(flags)?;
     let adding = match &cmd.action {
         ClusterAction::Add {
             node_id: Some(id),
             address: Some(address),
+            ..
         } => Some((*id, address.clone())),
         ClusterAction::Add { .. } => {
             let (id, address) = node_at_url(&node).await?;
             eprintln!(
                 "adding the node at {}: node {id}, cluster address {address}",
-                without_password(&cmd.url)
+                without_password(&flags.url)
             );
             Some((id, address))
         }
@@ -250,7 +255,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
             "/api/v1/cluster/members".to_string(),
             serde_json::json!({"node_id": node_id, "address": address}).to_string(),
         ),
-        (ClusterAction::Remove { node_id }, _) => {
+        (ClusterAction::Remove { node_id, .. }, _) => {
             ("DELETE", format!("/api/v1/cluster/members/{node_id}"), String::new())
         }
         _ => ("GET", "/api/v1/cluster/status?members=true".to_string(), String::new()),
@@ -265,6 +270,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
         (
             ClusterAction::Status {
                 output: StatusOutput::Table,
+                ..
             },
             Some(v),
         ) => status_table(v),
@@ -277,7 +283,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), AdminError> {
     } else {
         Err(AdminError::Request(format!(
             "{} answered {status}: {}{}",
-            without_password(&cmd.url),
+            without_password(&flags.url),
             pretty.trim(),
             hint.unwrap_or_default()
         )))
@@ -534,11 +540,21 @@ mod tests {
 
     #[test]
     fn a_missing_membership_route_points_to_the_admin_api_flag() {
+        let node = || NodeFlags {
+            url: "http://127.0.0.1:9091".into(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        };
         let add = ClusterAction::Add {
+            node: node(),
             node_id: Some(4),
             address: Some("h:9092".into()),
         };
-        let remove = ClusterAction::Remove { node_id: 4 };
+        let remove = ClusterAction::Remove {
+            node: node(),
+            node_id: 4,
+        };
         for action in [&add, &remove] {
             let hint = missing_route_hint(action, 404, false).unwrap();
             assert!(hint.contains("--web.enable-admin-api"), "{hint}");
@@ -550,6 +566,7 @@ mod tests {
         );
         assert_eq!(missing_route_hint(&add, 503, false), None);
         let status = ClusterAction::Status {
+            node: node(),
             output: StatusOutput::Table,
         };
         assert!(missing_route_hint(&status, 404, false)

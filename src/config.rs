@@ -36,22 +36,29 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ClusterCommand {
+    #[command(subcommand)]
+    pub action: ClusterAction,
+}
+
+/// Which node a remote `pushgate cluster` action talks to, and how. Flags of
+/// each remote action rather than of `cluster`, so that `recover`, which
+/// works on a data directory, neither offers nor accepts them.
+#[derive(Args, Debug, Clone)]
+pub struct NodeFlags {
     /// HTTP address of any node; http://user:password@host:port sends basic-auth credentials,
     /// https:// speaks TLS (a node with tls_server_config).
-    #[arg(long = "url", default_value = "http://127.0.0.1:9091", global = true)]
+    #[arg(long = "url", default_value = "http://127.0.0.1:9091")]
     pub url: String,
     /// With https://: PEM file of the authorities to trust (default: the system's bundle,
     /// /etc/ssl/certs/ca-certificates.crt).
-    #[arg(long = "tls.ca-file", global = true)]
+    #[arg(long = "tls.ca-file")]
     pub tls_ca_file: Option<std::path::PathBuf>,
     /// With https://: client certificate (PEM) to present, for a node that requires one.
-    #[arg(long = "tls.cert-file", global = true, requires = "tls_key_file")]
+    #[arg(long = "tls.cert-file", requires = "tls_key_file")]
     pub tls_cert_file: Option<std::path::PathBuf>,
     /// With https://: the private key (PEM) of --tls.cert-file.
-    #[arg(long = "tls.key-file", global = true, requires = "tls_cert_file")]
+    #[arg(long = "tls.key-file", requires = "tls_cert_file")]
     pub tls_key_file: Option<std::path::PathBuf>,
-    #[command(subcommand)]
-    pub action: ClusterAction,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -59,6 +66,8 @@ pub enum ClusterAction {
     /// Members, leader, term, commit and applied index per node, and each
     /// follower's lag: the node at --url asks every member.
     Status {
+        #[command(flatten)]
+        node: NodeFlags,
         /// `table` for people, `json` for scripts (the API's answer as is).
         #[arg(long = "output", value_enum, default_value = "table")]
         output: StatusOutput,
@@ -68,6 +77,8 @@ pub enum ClusterAction {
     /// leaving it a learner). Without --node-id and --address: the node at
     /// --url itself (a node waiting to be added, e.g. a new StatefulSet pod).
     Add {
+        #[command(flatten)]
+        node: NodeFlags,
         /// Id of the new node (the id of a node that lost its disk only once that id was removed).
         #[arg(long = "node-id", requires = "address")]
         node_id: Option<u64>,
@@ -77,6 +88,8 @@ pub enum ClusterAction {
     },
     /// Remove a node from the voters and the cluster.
     Remove {
+        #[command(flatten)]
+        node: NodeFlags,
         #[arg(long = "node-id")]
         node_id: u64,
     },
@@ -636,8 +649,7 @@ mod tests {
                 .command
             {
                 Some(Command::Cluster(ClusterCommand {
-                    action: ClusterAction::Add { node_id, address },
-                    ..
+                    action: ClusterAction::Add { node_id, address, .. },
                 })) => (node_id, address),
                 other => panic!("not an add: {other:?}"),
             })
@@ -649,5 +661,24 @@ mod tests {
         );
         assert!(add(&["--node-id=4"]).is_err(), "an id without an address");
         assert!(add(&["--address=h4:9092"]).is_err(), "an address without an id");
+    }
+
+    /// `recover` works on a data directory: it refuses the flags that say
+    /// which node to talk to, which the remote actions take.
+    #[test]
+    fn only_the_remote_cluster_actions_take_a_node_url() {
+        use clap::Parser;
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(["pushgate", "cluster"].into_iter().chain(args.iter().copied()));
+        for remote in ["status", "add", "remove --node-id=2"] {
+            let args: Vec<&str> = remote
+                .split(' ')
+                .chain(["--url=https://h:9091", "--tls.ca-file=ca.pem"])
+                .collect();
+            assert!(parse(&args).is_ok(), "{remote}");
+        }
+        let refused = parse(&["recover", "--url=http://h:9091"]).unwrap_err().to_string();
+        assert!(refused.contains("unexpected argument '--url'"), "{refused}");
+        assert!(parse(&["recover", "--tls.ca-file=ca.pem"]).is_err());
     }
 }
