@@ -375,25 +375,46 @@ fn recover_offline(dir: &std::path::Path) -> String {
     };
     // The crashed node's log lets go of sled's file lock once its deferred
     // garbage has been collected (the node is stopped; this only waits for that).
-    let mut tries = 0;
-    loop {
-        match runtime.block_on(pushgate::cluster::recover::recover(dir, None, true)) {
-            Ok(recovery) => {
-                let text = recovery.to_string();
-                return text
-                    .lines()
-                    .find(|l| l.starts_with("recovered"))
-                    .unwrap_or(&text)
-                    .to_string();
-            }
-            Err(pushgate::cluster::recover::RecoverError::Open { .. }) if tries < 100 => {
-                tries += 1;
-                crossbeam_epoch::pin().flush();
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return format!("failed: {e}"),
-        }
+    if !wait_for_sled_to_let_go(dir) {
+        return "failed: the crashed node's log kept its file lock".into();
     }
+    let outcome = match runtime.block_on(pushgate::cluster::recover::recover(dir, None, true)) {
+        Ok(recovery) => {
+            let text = recovery.to_string();
+            text.lines()
+                .find(|l| l.starts_with("recovered"))
+                .unwrap_or(&text)
+                .to_string()
+        }
+        Err(e) => return format!("failed: {e}"),
+    };
+    // The recovery's own log is garbage of the same kind: the node restarts
+    // right after, as a real operator's would once the command exited.
+    if !wait_for_sled_to_let_go(dir) {
+        return format!("{outcome}; but the recovery's log kept its file lock");
+    }
+    outcome
+}
+
+/// Waits, a bounded time, until no dropped sled handle still holds the file
+/// lock of `dir`'s Raft log. sled drops a database through crossbeam-epoch's
+/// global collector, which every simulation running on another thread of
+/// this process (`--jobs`) delays while it holds an epoch pinned.
+fn wait_for_sled_to_let_go(dir: &std::path::Path) -> bool {
+    let db = dir.join("raft-log").join("db");
+    for _ in 0..500 {
+        let free = match std::fs::File::open(&db) {
+            // sled takes an flock on this file, as `File::try_lock` does.
+            Ok(file) => file.try_lock().is_ok(),
+            Err(_) => true,
+        };
+        if free {
+            return true;
+        }
+        crossbeam_epoch::pin().flush();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Runs `scenario` with `seed` and returns the history.
