@@ -71,6 +71,28 @@ pub struct NodeConfig {
     pub stall_timeout: Option<Duration>,
 }
 
+#[cfg(test)]
+impl NodeConfig {
+    /// A single node with small queues and cache, its data in `data_dir`, for unit tests.
+    pub(crate) fn single_for_tests(data_dir: &std::path::Path) -> NodeConfig {
+        NodeConfig {
+            node_id: 1,
+            advertise_addr: "127.0.0.1:0".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            data_dir: data_dir.to_path_buf(),
+            peers: Default::default(),
+            queue_capacity: 16,
+            queue_bytes: 1 << 20,
+            write_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(2),
+            leader_wait: Duration::from_secs(3),
+            snapshot_every: 1000,
+            cache_bytes: 1 << 20,
+            stall_timeout: None,
+        }
+    }
+}
+
 /// A leader that has not heard from a quorum for a while answers 503 at
 /// once: openraft 0.9 keeps a partitioned leader in the leader state.
 #[derive(Clone)]
@@ -1416,24 +1438,9 @@ mod tests {
                 .await
                 .expect("commit");
         }
-        let config = || NodeConfig {
-            node_id: 1,
-            advertise_addr: "127.0.0.1:0".into(),
-            listen_addr: "127.0.0.1:0".into(),
-            data_dir: dir.path().to_path_buf(),
-            peers: Default::default(),
-            queue_capacity: 16,
-            queue_bytes: 1 << 20,
-            write_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(2),
-            leader_wait: Duration::from_secs(3),
-            snapshot_every: 1000,
-            cache_bytes: 1 << 20,
-            stall_timeout: None,
-        };
         let mut refusal = None;
         for _ in 0..200 {
-            match ClusterNode::start(config(), Environment::os(None)).await {
+            match ClusterNode::start(NodeConfig::single_for_tests(dir.path()), Environment::os(None)).await {
                 // The test's own handle has not let go of the log yet.
                 Err(StartError::Storage(_)) => {
                     crossbeam_epoch::pin().flush();

@@ -442,21 +442,7 @@ mod tests {
         use crate::model::reserved::SELF_FAMILIES;
 
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = NodeConfig {
-            node_id: 1,
-            advertise_addr: "127.0.0.1:0".into(),
-            listen_addr: "127.0.0.1:0".into(),
-            data_dir: dir.path().to_path_buf(),
-            peers: Default::default(),
-            queue_capacity: 16,
-            queue_bytes: 1 << 20,
-            write_timeout: std::time::Duration::from_secs(5),
-            read_timeout: std::time::Duration::from_secs(2),
-            leader_wait: std::time::Duration::from_secs(3),
-            snapshot_every: 1000,
-            cache_bytes: 1 << 20,
-            stall_timeout: None,
-        };
+        let config = NodeConfig::single_for_tests(dir.path());
         let node = ClusterNode::start(config, Environment::os(None)).await.expect("a node");
         let gateway = Gateway::new(
             node.clone(),
