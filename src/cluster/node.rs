@@ -320,26 +320,22 @@ impl ClusterNode {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        use openraft::storage::RaftLogStorage;
+        let mut probe = log_store.clone();
+        let log_state = probe
+            .get_log_state()
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let applied = shared.state.read().last_applied;
+        refuse_a_log_of_a_newer_release(&log_store, &log_state, applied).await?;
         let restart_floor = {
-            use openraft::storage::RaftLogStorage;
-            let mut probe = log_store.clone();
-            let log_state = probe
-                .get_log_state()
-                .await
-                .map_err(|e| StartError::Storage(e.to_string()))?;
-            let last = log_state.last_log_id;
-            let applied = shared.state.read().last_applied;
-            let unapplied_from = applied.max(log_state.last_purged_log_id).map_or(0, |l| l.index + 1);
-            if let Some(last) = last {
-                refuse_a_log_of_a_newer_release(&log_store, unapplied_from, last.index).await?;
-            }
             let vote = probe
                 .read_vote()
                 .await
                 .map_err(|e| StartError::Storage(e.to_string()))?;
             RestartFloor {
                 term: vote.map_or(0, |v| v.leader_id().get_term()),
-                index: last.map_or(0, |l| l.index),
+                index: log_state.last_log_id.map_or(0, |l| l.index),
             }
         };
         let peers = Peers::new(identity.clone(), transport.clone());
@@ -987,17 +983,24 @@ fn failure_from_pb(f: pb::WriteFailure) -> WriteError {
     }
 }
 
-/// Refuses to start on a log whose unapplied entries (`from..=last`) include
-/// one this release cannot apply, with the reason and what to do
+/// Refuses to start on a log whose entries after `applied` include one this
+/// release cannot apply, with the reason and what to do
 /// (`codec::NewerFormat`). Without this check the Raft core would stop at
 /// that entry either during start-up (the process exits) or just after (it
 /// stays up, stopped), depending on timing. Reads a few hundred entries at a
 /// time: the tail behind the last snapshot can be long.
-async fn refuse_a_log_of_a_newer_release(log: &LogStore, from: u64, last: u64) -> Result<(), StartError> {
+async fn refuse_a_log_of_a_newer_release(
+    log: &LogStore,
+    state: &openraft::storage::LogState<super::types::TypeConfig>,
+    applied: Option<super::types::LogId>,
+) -> Result<(), StartError> {
     use openraft::storage::RaftLogReader;
     const STEP: u64 = 256;
+    let Some(last) = state.last_log_id.map(|l| l.index) else {
+        return Ok(());
+    };
     let mut reader = log.clone();
-    let mut first = from;
+    let mut first = applied.max(state.last_purged_log_id).map_or(0, |l| l.index + 1);
     while first <= last {
         let end = last.min(first.saturating_add(STEP - 1));
         let entries = reader
