@@ -404,8 +404,8 @@ fn wait_for_sled_to_let_go(dir: &std::path::Path) -> bool {
     let db = dir.join("raft-log").join("db");
     for _ in 0..500 {
         let free = match std::fs::File::open(&db) {
-            // sled takes an flock on this file, as `File::try_lock` does.
-            Ok(file) => file.try_lock().is_ok(),
+            // The lock sled takes on this file, through the same crate.
+            Ok(file) => fs2::FileExt::try_lock_exclusive(&file).is_ok(),
             Err(_) => true,
         };
         if free {
