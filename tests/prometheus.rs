@@ -10,6 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,16 +34,34 @@ struct Prometheus {
 /// One series of an instant query: its labels and value.
 type Sample = (BTreeMap<String, String>, f64);
 
+/// An active alert, as Prometheus's API lists it.
+#[derive(Debug)]
+struct Alert {
+    name: String,
+    /// `pending` (its condition holds, for less than the rule's `for`) or
+    /// `firing`.
+    state: String,
+    labels: BTreeMap<String, String>,
+    /// The rendered `summary` annotation.
+    summary: String,
+}
+
 impl Prometheus {
-    /// Starts Prometheus scraping `targets` every [`SCRAPE_INTERVAL`], each
+    /// Starts Prometheus scraping `targets` every `interval` seconds, each
     /// scrape allowed the whole interval (Prometheus's default timeout is
-    /// 10 s; a scrape during a failover waits for the next leader).
-    fn start(targets: &[String]) -> Prometheus {
+    /// 10 s; a scrape during a failover waits for the next leader), and
+    /// evaluating the rules of `rule_file`, if any, every second.
+    fn start(targets: &[String], interval: u64, rule_file: Option<&Path>) -> Prometheus {
         let bin = std::env::var("PUSHGATE_PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
         let dir = temp_dir("prometheus");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let rule_files = match rule_file {
+            Some(f) => format!("rule_files: ['{}']\n", f.display()),
+            None => String::new(),
+        };
         let config = format!(
-            "global:\n  scrape_interval: {SCRAPE_INTERVAL}s\n  scrape_timeout: {SCRAPE_INTERVAL}s\n\
+            "global:\n  scrape_interval: {interval}s\n  scrape_timeout: {interval}s\n  evaluation_interval: 1s\n\
+             {rule_files}\
              scrape_configs:\n  - job_name: pushgate\n    honor_labels: true\n\
              \x20   static_configs:\n      - targets: [{}]\n\
              \x20   relabel_configs:\n      - source_labels: [__address__]\n        target_label: replica\n",
@@ -108,6 +127,65 @@ impl Prometheus {
                 (labels, value)
             })
             .collect()
+    }
+
+    /// The `data` of a successful answer of Prometheus's HTTP API at `path`.
+    fn api(&self, path: &str) -> serde_json::Value {
+        let text = client()
+            .get(self.url(path))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("GET {path} from Prometheus: {e}"));
+        let mut body: serde_json::Value = serde_json::from_str(&text).expect("a JSON answer");
+        assert_eq!(body["status"], "success", "{body}");
+        body["data"].take()
+    }
+
+    /// The active alerts (pending or firing), as (name, state, labels,
+    /// summary).
+    fn alerts(&self) -> Vec<Alert> {
+        self.api("/api/v1/alerts")["alerts"]
+            .as_array()
+            .expect("a list of alerts")
+            .iter()
+            .map(|a| {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+                let labels: BTreeMap<String, String> = a["labels"]
+                    .as_object()
+                    .expect("labels")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), text(v)))
+                    .collect();
+                Alert {
+                    name: labels.get("alertname").cloned().unwrap_or_default(),
+                    state: text(&a["state"]),
+                    summary: text(&a["annotations"]["summary"]),
+                    labels,
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until the alerts named `names` are active (pending or firing)
+    /// and no others, each where `holds` says it should be; returns them.
+    fn wait_for_alerts(&self, names: &[&str], holds: impl Fn(&Alert) -> bool) -> Vec<Alert> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let alerts = self.alerts();
+            let mut active: Vec<&str> = alerts.iter().map(|a| a.name.as_str()).collect();
+            active.sort();
+            active.dedup();
+            let mut want = names.to_vec();
+            want.sort();
+            if active == want && alerts.iter().all(&holds) {
+                return alerts;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus did not have exactly the alerts {want:?} active within 60 s; it has {alerts:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Waits until `query` gives `value` for exactly the replicas `replicas`
@@ -177,7 +255,7 @@ fn prometheus_scrapes_every_replica_and_keeps_scraping_through_a_leader_crash() 
         .map(|(id, n)| (*id, format!("{}:{}", n.server.host, n.server.port)))
         .collect();
     let all: Vec<String> = addresses.values().cloned().collect();
-    let prometheus = Prometheus::start(&all);
+    let prometheus = Prometheus::start(&all, SCRAPE_INTERVAL, None);
 
     // Pushed through a follower, seen by Prometheus on every replica with
     // the pushed job label and no instance label (honor_labels).
@@ -251,4 +329,144 @@ fn prometheus_scrapes_every_replica_and_keeps_scraping_through_a_leader_crash() 
             .unwrap_or_else(|| panic!("{counter} missing from Prometheus's metrics"));
         assert!(line.ends_with(" 0"), "{line}");
     }
+}
+
+/// The alerting rules shipped for operators.
+fn alerting_rules() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml")
+}
+
+/// `promtool` accepts the shipped rules and passes their unit tests
+/// (`deploy/prometheus/alerts.test.yml`: what each rule fires on, and what
+/// it leaves alone).
+#[test]
+fn the_alerting_rules_pass_their_promtool_tests() {
+    let bin = std::env::var("PUSHGATE_PROMTOOL_BIN").unwrap_or_else(|_| "promtool".into());
+    let tests = alerting_rules().with_file_name("alerts.test.yml");
+    for args in [
+        vec!["check", "rules", alerting_rules().to_str().expect("a UTF-8 path")],
+        vec!["test", "rules", tests.to_str().expect("a UTF-8 path")],
+    ] {
+        let out = Command::new(&bin).args(&args).output().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {bin:?} ({e}); it comes with `apt-get install -y prometheus` (scripts/test.sh \
+                 installs it as root), or set PUSHGATE_PROMTOOL_BIN"
+            )
+        });
+        assert!(
+            out.status.success(),
+            "promtool {}: {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The shipped rules in a real Prometheus scraping a real cluster: every
+/// metric they name is one the nodes export, every rule evaluates, none is
+/// active while the cluster is healthy; a replica cut off from the others
+/// (it answers scrapes with 503) raises `PushgateReplicaDown` for it alone,
+/// a second one `PushgateQuorumLost`, and healing the network clears both.
+#[test]
+fn the_alerting_rules_fire_on_a_real_cluster_only_when_replicas_are_lost() {
+    const INTERVAL: u64 = 2;
+    let mut cluster = TestCluster::start("alerts", 3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let followers: Vec<u64> = cluster.nodes.keys().copied().filter(|id| *id != leader).collect();
+    let addresses: BTreeMap<u64, String> = cluster
+        .nodes
+        .iter()
+        .map(|(id, n)| (*id, format!("{}:{}", n.server.host, n.server.port)))
+        .collect();
+    let all: Vec<String> = addresses.values().cloned().collect();
+
+    // Every pushgate metric a rule names is one the nodes export (after a
+    // push, which the request counter needs), so no rule is silently empty.
+    push(&cluster, followers[0], 1);
+    let exported = client()
+        .get(cluster.node(followers[0]).url("/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .expect("a node's metrics");
+    let rules = std::fs::read_to_string(alerting_rules()).expect("read the alerting rules");
+    let named: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("pushgate_"))
+        .collect();
+    assert!(named.len() >= 4, "the rules name {named:?}");
+    for name in &named {
+        assert!(
+            exported.contains(&format!("\n# TYPE {name} ")),
+            "the alerting rules use {name}, which a node does not export"
+        );
+    }
+
+    let prometheus = Prometheus::start(&all, INTERVAL, Some(&alerting_rules()));
+    prometheus.wait_for("up{job=\"pushgate\"}", 1.0, &all);
+    // The label values the push rule selects exist as the rule spells them.
+    assert!(
+        !prometheus
+            .query("pushgate_http_requests_total{job=\"pushgate\",handler=\"push\",code=\"200\"}")
+            .is_empty(),
+        "no push counted under handler=\"push\", code=\"200\""
+    );
+    // Every rule evaluated without error, and a few rounds later none is active.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let groups = prometheus.api("/api/v1/rules");
+        let rules: Vec<&serde_json::Value> = groups["groups"]
+            .as_array()
+            .expect("rule groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_array().expect("rules").iter())
+            .collect();
+        assert_eq!(rules.len(), 7, "{groups}");
+        if rules.iter().all(|r| r["health"] == "ok") {
+            break;
+        }
+        assert!(
+            rules.iter().all(|r| r["health"] != "err"),
+            "a rule failed to evaluate: {groups:#}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the rules were not evaluated within 30 s: {groups:#}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(3 * INTERVAL));
+    assert!(
+        prometheus.alerts().is_empty(),
+        "alerts on a healthy cluster: {:#?}",
+        prometheus.alerts()
+    );
+
+    // A follower cut off from the others answers its scrapes with 503.
+    let cut = followers[0];
+    cluster.isolate(cut, true);
+    let alerts = prometheus.wait_for_alerts(&["PushgateReplicaDown"], |a| {
+        a.labels.get("instance") == Some(&addresses[&cut])
+    });
+    assert_eq!(
+        alerts[0].summary,
+        format!("pushgate replica {} does not answer scrapes", addresses[&cut]),
+        "{alerts:#?}"
+    );
+    assert_eq!(
+        alerts[0].state, "pending",
+        "the rule waits 2 minutes before firing: {alerts:#?}"
+    );
+
+    // A second one cut off: no majority, and every replica fails its scrapes.
+    cluster.isolate(followers[1], true);
+    prometheus.wait_for_alerts(&["PushgateReplicaDown", "PushgateQuorumLost"], |_| true);
+    prometheus.wait_for("up{job=\"pushgate\"}", 0.0, &all);
+
+    // The network back: the cluster serves again and the alerts clear.
+    cluster.isolate(cut, false);
+    cluster.isolate(followers[1], false);
+    prometheus.wait_for("up{job=\"pushgate\"}", 1.0, &all);
+    prometheus.wait_for_alerts(&[], |_| true);
+    drop(cluster);
 }
