@@ -58,7 +58,7 @@ impl Node {
         );
         let stream = tokio::net::TcpStream::connect(host)
             .await
-            .map_err(|e| AdminError::Request(format!("cannot connect to {host}: {e}")))?;
+            .map_err(|e| AdminError::Request(format!("cannot connect to {host}: {e}{NOT_A_NODE_HINT}")))?;
         let raw = match &self.tls {
             None => exchange(stream, &req).await,
             Some(config) => {
@@ -68,11 +68,16 @@ impl Node {
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, stream)
                     .await
-                    .map_err(|e| AdminError::Request(format!("TLS with {host} failed: {e}")))?;
+                    .map_err(|e| AdminError::Request(format!("TLS with {host} failed: {e}{NOT_A_NODE_HINT}")))?;
                 exchange(tls, &req).await
             }
         }
-        .map_err(|e| AdminError::Request(format!("no answer from {host}: {e}")))?;
+        .map_err(|e| AdminError::Request(format!("no answer from {host}: {e}{NOT_A_NODE_HINT}")))?;
+        if !raw.starts_with(b"HTTP/1.") {
+            return Err(AdminError::Request(format!(
+                "{host} did not answer in HTTP/1.1{NOT_A_NODE_HINT}"
+            )));
+        }
         let text = String::from_utf8_lossy(&raw).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -84,6 +89,12 @@ impl Node {
         Ok((status, body))
     }
 }
+
+/// Said with a failure to reach `--url` at all: the usual cause is an
+/// address that is not a node's HTTP API (its cluster address, say, which
+/// speaks gRPC only).
+const NOT_A_NODE_HINT: &str = " (is --url the HTTP address of a running pushgate node, its --web.listen-address \
+     (port 9091 by default), with https:// only if it serves HTTPS? The cluster address, port 9092, speaks gRPC only)";
 
 /// Sends `req` and reads the answer until the node closes the connection.
 async fn exchange(
@@ -572,6 +583,70 @@ mod tests {
         assert!(missing_route_hint(&status, 404, false)
             .unwrap()
             .contains("--web.route-prefix"));
+    }
+
+    /// The node at `url` for plain HTTP.
+    fn node_at(url: String) -> Node {
+        Node::new(&NodeFlags {
+            url,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        })
+        .expect("an http:// URL")
+    }
+
+    #[tokio::test]
+    async fn an_address_where_no_node_listens_is_refused_with_what_url_should_be() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let err = node_at(format!("http://127.0.0.1:{port}"))
+            .request("GET", "/api/v1/cluster/status", "")
+            .await
+            .expect_err("nothing listens");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")),
+            "{text}"
+        );
+        assert!(text.contains("--web.listen-address"), "{text}");
+    }
+
+    /// A node's cluster address speaks HTTP/2 (gRPC) only: the HTTP/1.1
+    /// request gets a binary frame back, which must not pass for an answer.
+    #[tokio::test]
+    async fn an_answer_that_is_not_http_1_is_refused_with_what_url_should_be() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            // Read the whole request (data left unread would make close a reset).
+            let mut request = Vec::new();
+            let mut buf = [0u8; 256];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            // An HTTP/2 SETTINGS frame, then GOAWAY, as an h2-only server sends.
+            let _ = conn
+                .write_all(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x08\x07\x00\x00\x00\x00\x00")
+                .await;
+        });
+        let err = node_at(format!("http://127.0.0.1:{port}"))
+            .request("GET", "/api/v1/cluster/status", "")
+            .await
+            .expect_err("not an HTTP/1.1 answer");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("127.0.0.1:{port} did not answer in HTTP/1.1 ")),
+            "{text}"
+        );
+        assert!(text.contains("port 9092, speaks gRPC only"), "{text}");
+        server.await.unwrap();
     }
 
     #[test]
