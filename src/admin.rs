@@ -585,15 +585,20 @@ mod tests {
             .contains("--web.route-prefix"));
     }
 
-    /// The node at `url` for plain HTTP.
-    fn node_at(url: String) -> Node {
+    /// The error of asking `http://127.0.0.1:{port}` for its status, which
+    /// must fail.
+    async fn status_error(port: u16) -> String {
         Node::new(&NodeFlags {
-            url,
+            url: format!("http://127.0.0.1:{port}"),
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
         })
         .expect("an http:// URL")
+        .request("GET", "/api/v1/cluster/status", "")
+        .await
+        .expect_err("no node answers there")
+        .to_string()
     }
 
     #[tokio::test]
@@ -601,11 +606,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let err = node_at(format!("http://127.0.0.1:{port}"))
-            .request("GET", "/api/v1/cluster/status", "")
-            .await
-            .expect_err("nothing listens");
-        let text = err.to_string();
+        let text = status_error(port).await;
         assert!(
             text.starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")),
             "{text}"
@@ -636,11 +637,7 @@ mod tests {
                 .write_all(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x08\x07\x00\x00\x00\x00\x00")
                 .await;
         });
-        let err = node_at(format!("http://127.0.0.1:{port}"))
-            .request("GET", "/api/v1/cluster/status", "")
-            .await
-            .expect_err("not an HTTP/1.1 answer");
-        let text = err.to_string();
+        let text = status_error(port).await;
         assert!(
             text.starts_with(&format!("127.0.0.1:{port} did not answer in HTTP/1.1 ")),
             "{text}"

@@ -221,6 +221,15 @@ impl Drop for Prometheus {
     }
 }
 
+/// Each node's HTTP address, the target Prometheus scrapes it at.
+fn scrape_targets(cluster: &TestCluster) -> BTreeMap<u64, String> {
+    cluster
+        .nodes
+        .iter()
+        .map(|(id, n)| (*id, format!("{}:{}", n.server.host, n.server.port)))
+        .collect()
+}
+
 const METRIC: &str = "nightly_last_success_seconds";
 
 /// PUT `value` to the `nightly` group through `node`, retrying while the
@@ -249,11 +258,7 @@ fn prometheus_scrapes_every_replica_and_keeps_scraping_through_a_leader_crash() 
     let mut cluster = TestCluster::start("prometheus", 3, &[READ_TIMEOUT]);
     let leader = cluster.wait_leader(Duration::from_secs(20));
     let entry = *cluster.nodes.keys().find(|id| **id != leader).expect("a follower");
-    let addresses: BTreeMap<u64, String> = cluster
-        .nodes
-        .iter()
-        .map(|(id, n)| (*id, format!("{}:{}", n.server.host, n.server.port)))
-        .collect();
+    let addresses = scrape_targets(&cluster);
     let all: Vec<String> = addresses.values().cloned().collect();
     let prometheus = Prometheus::start(&all, SCRAPE_INTERVAL, None);
 
@@ -374,11 +379,7 @@ fn the_alerting_rules_fire_on_a_real_cluster_only_when_replicas_are_lost() {
     let mut cluster = TestCluster::start("alerts", 3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(20));
     let followers: Vec<u64> = cluster.nodes.keys().copied().filter(|id| *id != leader).collect();
-    let addresses: BTreeMap<u64, String> = cluster
-        .nodes
-        .iter()
-        .map(|(id, n)| (*id, format!("{}:{}", n.server.host, n.server.port)))
-        .collect();
+    let addresses = scrape_targets(&cluster);
     let all: Vec<String> = addresses.values().cloned().collect();
 
     // Every pushgate metric a rule names is one the nodes export (after a
