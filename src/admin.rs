@@ -56,9 +56,11 @@ impl Node {
             "{method} {base}{path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
+        // No HTTP/1.1 answer at all: say what --url should be.
+        let unreachable = |what: String| AdminError::Request(format!("{what}{NOT_A_NODE_HINT}"));
         let stream = tokio::net::TcpStream::connect(host)
             .await
-            .map_err(|e| AdminError::Request(format!("cannot connect to {host}: {e}{NOT_A_NODE_HINT}")))?;
+            .map_err(|e| unreachable(format!("cannot connect to {host}: {e}")))?;
         let raw = match &self.tls {
             None => exchange(stream, &req).await,
             Some(config) => {
@@ -68,15 +70,13 @@ impl Node {
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, stream)
                     .await
-                    .map_err(|e| AdminError::Request(format!("TLS with {host} failed: {e}{NOT_A_NODE_HINT}")))?;
+                    .map_err(|e| unreachable(format!("TLS with {host} failed: {e}")))?;
                 exchange(tls, &req).await
             }
         }
-        .map_err(|e| AdminError::Request(format!("no answer from {host}: {e}{NOT_A_NODE_HINT}")))?;
+        .map_err(|e| unreachable(format!("no answer from {host}: {e}")))?;
         if !raw.starts_with(b"HTTP/1.") {
-            return Err(AdminError::Request(format!(
-                "{host} did not answer in HTTP/1.1{NOT_A_NODE_HINT}"
-            )));
+            return Err(unreachable(format!("{host} did not answer in HTTP/1.1")));
         }
         let text = String::from_utf8_lossy(&raw).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
