@@ -1173,3 +1173,111 @@ fn every_node_of_a_restarted_cluster_reads_every_acknowledged_push() {
         }
     }
 }
+
+/// Polls `check` every 100 ms until it returns `Some`, failing with `what`
+/// after `timeout`.
+fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what} (waited {timeout:?})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `follower -> entries` from the `pushgate_raft_replication_lag_entries`
+/// series of a scrape (a stale one, so a cut-off node answers too).
+fn replication_lag(node: &common::Server) -> std::collections::BTreeMap<u64, u64> {
+    let text = node.get("/metrics?consistency=stale").text().unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("pushgate_raft_replication_lag_entries{follower=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .filter_map(|(id, v)| Some((id.parse().ok()?, v.parse().ok()?)))
+        .collect()
+}
+
+/// The leader exports how many entries each follower has not confirmed:
+/// a cut-off follower's lag grows with every push and falls back to 0 once
+/// it is back, and followers export no lag of their own.
+#[test]
+fn the_leader_exports_how_far_each_follower_is_behind() {
+    let mut cluster = TestCluster::start("lag-metric", 3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let cut = (1..=3).find(|id| *id != leader).unwrap();
+    let other = (1..=3).find(|id| *id != leader && *id != cut).unwrap();
+    let in_step = |lag: &std::collections::BTreeMap<u64, u64>| lag.len() == 2 && lag.values().all(|v| *v == 0);
+    wait_for(
+        Duration::from_secs(10),
+        "the leader never showed both followers in step",
+        || Some(()).filter(|_| in_step(&replication_lag(cluster.node(leader)))),
+    );
+    for id in [cut, other] {
+        assert_eq!(
+            replication_lag(cluster.node(id)),
+            Default::default(),
+            "node {id} is a follower"
+        );
+    }
+
+    cluster.isolate(cut, true);
+    for i in 0..30 {
+        cluster.node(leader).put_ok(&format!("/metrics/job/lag/n/{i}"), "x 1\n");
+    }
+    let lag = wait_for(
+        Duration::from_secs(10),
+        "the cut-off follower's lag never showed",
+        || {
+            let lag = replication_lag(cluster.node(leader));
+            Some(lag.clone()).filter(|_| lag.get(&cut) >= Some(&30) && lag.get(&other) == Some(&0))
+        },
+    );
+    assert_eq!(lag.len(), 2, "{lag:?}");
+
+    cluster.isolate(cut, false);
+    wait_for(
+        Duration::from_secs(20),
+        "the follower's lag never fell back to 0",
+        || Some(()).filter(|_| in_step(&replication_lag(cluster.node(leader)))),
+    );
+}
+
+/// Every node counts the leaders it learns of: the first one, and the one
+/// the survivors elect when it crashes.
+#[test]
+fn every_node_counts_the_leaders_it_sees() {
+    const SEEN: &str = "pushgate_raft_leader_changes_seen_total";
+    let mut cluster = TestCluster::start("leader-changes", 3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let before: Vec<f64> = survivors
+        .iter()
+        .map(|id| {
+            wait_for(
+                Duration::from_secs(10),
+                &format!("node {id} never saw a leader"),
+                || Some(cluster.node(*id).self_metric(SEEN)).filter(|n| *n >= 1.0),
+            )
+        })
+        .collect();
+
+    cluster.node_mut(leader).kill9();
+    let new_leader = cluster.wait_leader(Duration::from_secs(10));
+    assert_ne!(new_leader, leader);
+    for (id, before) in survivors.iter().zip(before) {
+        wait_for(
+            Duration::from_secs(10),
+            &format!("node {id} never counted the new leader"),
+            || {
+                let text = cluster.node(*id).get("/metrics?consistency=stale").text().ok()?;
+                let seen: f64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{SEEN} ")))?
+                    .parse()
+                    .ok()?;
+                Some(()).filter(|_| seen > before)
+            },
+        );
+    }
+}

@@ -400,11 +400,67 @@ fn self_metrics_match_the_reserved_table() {
         .filter(|(n, _)| n.starts_with("process_") || n.starts_with("pushgate"))
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();
+    // A single node has no followers: no series of replication lag.
     let table: std::collections::BTreeSet<(String, String)> = pushgate::model::reserved::SELF_FAMILIES
         .iter()
+        .chain(pushgate::model::reserved::SOFT_SELF_FAMILIES)
+        .filter(|(n, _)| *n != "pushgate_raft_replication_lag_entries")
         .map(|(n, t)| (n.to_string(), pushgate::model::render::type_word(*t).to_string()))
         .collect();
     assert_eq!(exported, table);
+}
+
+/// An own family added after the consistency check's rules were fixed
+/// (`SOFT_SELF_FAMILIES`) never refuses a push: a pushed family of that name
+/// is stored and scraped instead of the own one, in the text and the
+/// protobuf formats alike, and the own one is back once the group is deleted.
+#[test]
+fn a_pushed_family_named_like_a_newer_own_family_replaces_it_in_the_scrape() {
+    const NAME: &str = "pushgate_raft_leader_changes_seen_total";
+    const PROTOBUF_TEXT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text";
+    let tmp = temp_dir("soft-family");
+    let s = Server::start_in(&tmp.path().join("data"), &[]);
+    let type_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("# TYPE {NAME} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    let protobuf_text = || {
+        client()
+            .get(s.url("/metrics"))
+            .header("Accept", PROTOBUF_TEXT)
+            .send()
+            .and_then(|r| r.text())
+            .expect("protobuf text scrape")
+    };
+    let families_named = |text: &str| text.matches(&format!("name: \"{NAME}\"")).count();
+    // The lines of the family `NAME`, up to the next family.
+    let family_block = |text: &str| -> String {
+        let after = text.split(&format!("name: \"{NAME}\"")).nth(1).unwrap_or_default();
+        after.split("\nname: ").next().unwrap_or_default().to_string()
+    };
+
+    assert_eq!(
+        type_lines(&s.get("/metrics").text().unwrap()),
+        [format!("# TYPE {NAME} counter")]
+    );
+    assert!(s.self_metric(NAME) >= 1.0, "a single node sees itself become leader");
+
+    s.put_ok("/metrics/job/x", &format!("# TYPE {NAME} gauge\n{NAME} 7\n"));
+    let text = s.get("/metrics").text().unwrap();
+    assert_eq!(type_lines(&text), [format!("# TYPE {NAME} gauge")], "{text}");
+    let samples: Vec<&str> = text.lines().filter(|l| l.starts_with(NAME)).collect();
+    assert_eq!(samples, [format!("{NAME}{{instance=\"\",job=\"x\"}} 7")]);
+    let proto = protobuf_text();
+    assert_eq!(families_named(&proto), 1, "{proto}");
+    let block = family_block(&proto);
+    assert!(block.contains("type: GAUGE") && block.contains("value: 7"), "{block}");
+
+    assert_eq!(s.delete("/metrics/job/x").status(), 202);
+    let text = s.get("/metrics").text().unwrap();
+    assert_eq!(type_lines(&text), [format!("# TYPE {NAME} counter")], "{text}");
+    assert_eq!(families_named(&protobuf_text()), 1);
 }
 
 /// A web configuration file with one user: `admin`, password `secret`.

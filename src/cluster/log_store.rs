@@ -16,6 +16,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
+use std::time::Instant;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, LogState, RaftLogReader, StorageIOError};
@@ -57,12 +58,14 @@ impl Syncer {
         if let Some((kind, text)) = &*self.failed.lock() {
             return Err(io::Error::new(*kind, text.clone()));
         }
+        let started = Instant::now();
         let result = {
             let _running = self.stalls.watch("syncing the Raft log");
             self.sync_once()
         };
-        if let Err(e) = &result {
-            *self.failed.lock() = Some((e.kind(), e.to_string()));
+        match &result {
+            Ok(()) => self.stats.fsync_duration.observe(started.elapsed().as_secs_f64()),
+            Err(e) => *self.failed.lock() = Some((e.kind(), e.to_string())),
         }
         result
     }

@@ -468,6 +468,11 @@ impl ClusterNode {
             node.stop.subscribe(),
         ));
         tokio::spawn(report_failure(node.raft.clone(), node.stop.subscribe()));
+        tokio::spawn(count_leader_changes(
+            node.raft.clone(),
+            node.status.stats.clone(),
+            node.stop.subscribe(),
+        ));
         tokio::spawn(entry_format::adopt_newest_when_every_member_applies_it(
             node.status.clone(),
             node.peers.clone(),
@@ -1098,6 +1103,30 @@ async fn report_failure(raft: Raft, mut stop: watch::Receiver<bool>) {
                  it) and restart it"
             );
             return;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Counts the leaders this node learns of (`pushgate_raft_leader_changes_seen_total`):
+/// each time it knows a leader for a term it knew none in. A leader elected
+/// again in a new term counts, as etcd's counter does: writes waited for that
+/// election all the same. Leaders that come and go between two looks at the
+/// metrics are missed, as etcd misses leaders it never heard from.
+async fn count_leader_changes(raft: Raft, stats: Arc<ClusterStats>, mut stop: watch::Receiver<bool>) {
+    let mut metrics = raft.metrics();
+    let mut last_seen = None;
+    loop {
+        let seen = {
+            let m = metrics.borrow_and_update();
+            m.current_leader.map(|leader| (m.current_term, leader))
+        };
+        if seen.is_some() && seen != last_seen {
+            ClusterStats::add(&stats.leader_changes, 1);
+            last_seen = seen;
         }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },

@@ -6,6 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::pb::io::prometheus::client as pm;
 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+/// 1 ms doubling to 8.192 s: the buckets of etcd's
+/// `etcd_disk_wal_fsync_duration_seconds`, so that the thresholds operators
+/// know from etcd (a p99 above 10 ms is a slow disk) read the same here.
+const FSYNC_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192,
+];
 
 pub struct ClusterStats {
     /// Mutations per proposed batch.
@@ -16,6 +22,11 @@ pub struct ClusterStats {
     pub log_bytes_appended: AtomicU64,
     /// fsync/fdatasync rounds that made appended entries durable.
     pub fsyncs: AtomicU64,
+    /// How long each successful round took, in seconds.
+    pub fsync_duration: Histogram,
+    /// Times this node saw the leader change, the first leader it learned
+    /// of included (as etcd's `leader_changes_seen_total` counts).
+    pub leader_changes: AtomicU64,
     /// Log entries read back (to replicate or apply) from the in-memory run
     /// of appended entries, and from disk.
     pub entries_read_memory: AtomicU64,
@@ -48,6 +59,8 @@ impl Default for ClusterStats {
             entries_appended: AtomicU64::new(0),
             log_bytes_appended: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            fsync_duration: Histogram::new(FSYNC_BUCKETS, 1e6),
+            leader_changes: AtomicU64::new(0),
             entries_read_memory: AtomicU64::new(0),
             entries_read_disk: AtomicU64::new(0),
             mutations_applied: AtomicU64::new(0),

@@ -14,7 +14,6 @@ use crate::model::api_json::group_object;
 use crate::model::protobuf::encode_delimited;
 use crate::model::protobuf_text::write_families;
 use crate::model::render::{write_header, write_metric};
-use crate::model::reserved::SELF_FAMILIES;
 use crate::model::store::Piece;
 use crate::pb::io::prometheus::client as pm;
 
@@ -41,11 +40,14 @@ fn index_header(r: &mut Response, index: u64) {
 /// protobuf formats of a scrape hold.
 fn all_families(state: &AppState, view: &ReadView) -> Vec<pm::MetricFamily> {
     let store = view.store();
+    let shown = store.own_families_shown();
     let own = state
         .metrics
-        .families(&state.gateway, store.group_count() as u64, store.series_count());
+        .families(&state.gateway, store.group_count() as u64, store.series_count())
+        .into_iter()
+        .filter(|f| shown.binary_search(&f.name()).is_ok());
     let mut pushed = store.merged_families();
-    let mut all: Vec<pm::MetricFamily> = Vec::with_capacity(own.len() + pushed.len());
+    let mut all: Vec<pm::MetricFamily> = Vec::with_capacity(shown.len() + pushed.len());
     for mut f in own {
         if let Some(i) = pushed.iter().position(|p| p.name == f.name) {
             f.metric.extend(pushed.remove(i).metric);
@@ -82,11 +84,10 @@ fn write_own(own: &[pm::MetricFamily], name: &str, out: &mut Vec<u8>) {
 /// text of every group is shared, and is copied (and compressed) after the
 /// read lock is released, so scrapes do not hold up applying pushes.
 fn render_text_unlocked(state: &AppState, view: ReadView) -> Vec<u8> {
-    let own_names: Vec<&str> = SELF_FAMILIES.iter().map(|(n, _)| *n).collect();
     let (plan, groups, series) = {
         let store = view.store();
         (
-            store.render_plan(&own_names),
+            store.render_plan(&store.own_families_shown()),
             store.group_count() as u64,
             store.series_count(),
         )

@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use super::grouping_key::{GroupingKey, Label};
 use super::names::{is_valid_label_name, is_valid_metric_name};
 use super::render::{write_float, write_header, write_metric, write_metric_with_labels, LabelRef};
-use super::reserved::{self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP};
+use super::reserved::{
+    self_family_type, PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, PUSH_TIME, PUSH_TIME_HELP, SELF_FAMILIES,
+    SOFT_SELF_FAMILIES,
+};
 use super::series_order::{cmp_series, sort_metrics, SeriesKeys};
 use crate::pb::io::prometheus::client as pm;
 use crate::pb::pushgate::v1 as pb;
@@ -560,6 +563,30 @@ impl Store {
                 Piece::Own(name) => own(name, out),
             }
         }
+    }
+
+    /// Whether a stored family clashes with an own family `name` of type
+    /// `kind` that the consistency check does not know
+    /// (`reserved::SOFT_SELF_FAMILIES`): it has the same name, or the two
+    /// would collide by a `_count`, `_sum` or `_bucket` suffix.
+    pub fn shadows(&self, name: &str, kind: pm::MetricType) -> bool {
+        let none = rustc_hash::FxHashMap::default();
+        let stored = |n: &str| self.stored_type(n, &none);
+        stored(name).is_some() || suffix_collision(name, kind, stored).is_some()
+    }
+
+    /// The names of the own families a scrape shows, sorted: every checked
+    /// one, and the soft ones no stored family shadows.
+    pub fn own_families_shown(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = SELF_FAMILIES.iter().map(|(n, _)| *n).collect();
+        names.extend(
+            SOFT_SELF_FAMILIES
+                .iter()
+                .filter(|(n, kind)| !self.shadows(n, *kind))
+                .map(|(n, _)| *n),
+        );
+        names.sort_unstable();
+        names
     }
 
     /// The exposition as a list of pieces: shared, pre-rendered text of every

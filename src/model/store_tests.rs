@@ -694,3 +694,50 @@ fn structural_errors_name_the_series_with_its_stored_labels() {
         "{message}"
     );
 }
+
+/// The soft own families (`reserved::SOFT_SELF_FAMILIES`) are shown unless a
+/// stored family clashes with them; the push that clashes is stored, and
+/// the own family comes back once it is gone.
+#[test]
+fn a_stored_family_shadows_a_soft_own_family_that_it_clashes_with() {
+    use super::reserved::{SELF_FAMILIES, SOFT_SELF_FAMILIES};
+    let lag = "pushgate_raft_replication_lag_entries";
+    let fsync = "pushgate_log_fsync_duration_seconds";
+    let mut s = Store::new();
+    let all = s.own_families_shown();
+    assert_eq!(all.len(), SELF_FAMILIES.len() + SOFT_SELF_FAMILIES.len());
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "sorted for render_plan");
+
+    let same_name = key(&[("job", "same-name")]);
+    assert_eq!(
+        push(&mut s, T1, &same_name, true, &format!("{lag} 3\n")),
+        Outcome::Pushed
+    );
+    let by_suffix = key(&[("job", "by-suffix")]);
+    let body = format!("# TYPE {fsync}_bucket gauge\n{fsync}_bucket 1\n");
+    assert_eq!(push(&mut s, T1 + 1, &by_suffix, true, &body), Outcome::Pushed);
+    let shown = s.own_families_shown();
+    assert!(!shown.contains(&lag) && !shown.contains(&fsync), "{shown:?}");
+    assert!(shown.contains(&"pushgate_raft_leader_changes_seen_total"));
+    assert!(
+        SELF_FAMILIES.iter().all(|(n, _)| shown.contains(n)),
+        "checked families always show"
+    );
+
+    delete(&mut s, T1 + 2, &same_name);
+    delete(&mut s, T1 + 3, &by_suffix);
+    assert_eq!(s.own_families_shown(), all);
+}
+
+/// A soft family named like a stored summary's or histogram's series is
+/// shadowed too: the scrape would otherwise hold one name twice.
+#[test]
+fn a_stored_histogram_shadows_a_soft_family_named_like_its_series() {
+    let mut s = Store::new();
+    assert!(!s.shadows("x_count", pm::MetricType::Counter));
+    let body = "# TYPE x histogram\nx_bucket{le=\"+Inf\"} 1\nx_sum 1\nx_count 1\n";
+    assert_eq!(push(&mut s, T1, &key(&[("job", "h")]), true, body), Outcome::Pushed);
+    assert!(s.shadows("x_count", pm::MetricType::Counter));
+    assert!(s.shadows("x", pm::MetricType::Gauge));
+    assert!(!s.shadows("y", pm::MetricType::Histogram));
+}
