@@ -38,22 +38,27 @@ fn a_seed_replays_identically() {
 }
 
 /// Each deliberate bug is caught within a fixed number of seeds.
+///
+/// A repeated forward needs a forwarded push whose answer was lost, which
+/// only `lossy-network` makes often: about one seed in five there, and
+/// rarely elsewhere. Any change to how tasks interleave moves which seeds
+/// those are (a new background task did), so that bug gets its scenario and
+/// enough seeds that missing it would take 48 unlucky ones in a row.
 #[cfg(feature = "bug-injection")]
 #[test]
 fn the_checker_catches_every_injected_bug() {
-    const SEEDS: &str = "0..8";
-    for bug in [
-        "ack-before-commit",
-        "stale-follower-reads",
-        "divergent-apply",
-        "repeated-forwards",
+    for (bug, scenario, seeds) in [
+        ("ack-before-commit", "all", "0..8"),
+        ("stale-follower-reads", "all", "0..8"),
+        ("divergent-apply", "all", "0..8"),
+        ("repeated-forwards", "lossy-network", "0..48"),
     ] {
         let out = Command::new(SIMULATION)
             .args([
                 "--seeds",
-                SEEDS,
+                seeds,
                 "--scenario",
-                "all",
+                scenario,
                 "--fail-fast",
                 "--inject-bug",
                 bug,
@@ -64,7 +69,7 @@ fn the_checker_catches_every_injected_bug() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
-            "{bug} went unnoticed for seeds {SEEDS}: {stdout}"
+            "{bug} went unnoticed for seeds {seeds} of {scenario}: {stdout}"
         );
         assert!(
             stderr.contains("VIOLATION seed="),
